@@ -1,0 +1,142 @@
+#!/usr/bin/env node
+import { stat } from 'node:fs/promises'
+import { parseArgs } from 'node:util'
+import { pino } from 'pino'
+import { Gateway, PolicyError } from './gateway/server.js'
+import { formatProblem, loadPolicySet, policyFilesIn } from './policy/load.js'
+import { compilePolicies } from './policy/compile.js'
+import { envName, flagName, resolveSettings, type SettingName, settingsSchema } from './settings.js'
+
+const usage = {
+  main: `Usage: portcullis <command> [options]
+
+Commands:
+  serve           Run the gateway in front of the apps described in the policy directory
+  check [paths]   Validate policy files (default: ./policies)
+
+Run 'portcullis <command> --help' for a command's options.`,
+  check: `Usage: portcullis check [paths...]
+
+Validates policy files and directories (their *.yaml and *.yml files) as 'serve' would load them:
+schema, unique app ids and hosts, readable certificate files. Problems are printed as
+file:line:column field: reason.
+
+Exit codes: 0 valid, 2 invalid files.`,
+}
+
+function serveUsage(): string {
+  const lines = (Object.keys(settingsSchema.shape) as SettingName[]).map((name) => {
+    const field = settingsSchema.shape[name]
+    return `  --${flagName(name).padEnd(14)} ${field.description ?? ''}\n  ${''.padEnd(16)} env ${envName(name)}`
+  })
+  return `Usage: portcullis serve [options]
+
+Options (a flag wins over its environment variable):
+${lines.join('\n')}
+
+Signals: SIGHUP reloads the policies; SIGTERM and SIGINT drain and stop.`
+}
+
+async function serve(args: string[]): Promise<number> {
+  const names = Object.keys(settingsSchema.shape) as SettingName[]
+  const { values } = parseArgs({
+    args,
+    options: {
+      help: { type: 'boolean', short: 'h' },
+      ...Object.fromEntries(names.map((name) => [flagName(name), { type: 'string' as const }])),
+    },
+  })
+  if (values.help) {
+    console.log(serveUsage())
+    return 0
+  }
+  const flags = Object.fromEntries(
+    names.flatMap((name) => {
+      const value = values[flagName(name) as keyof typeof values]
+      return typeof value === 'string' ? [[name, value]] : []
+    }),
+  )
+  const resolved = resolveSettings(flags, process.env)
+  if (!resolved.ok) {
+    for (const problem of resolved.problems) console.error(problem)
+    return 2
+  }
+  const { settings } = resolved
+  const log = pino({ level: settings.logLevel, base: { service: 'portcullis' } })
+  let gateway: Gateway
+  try {
+    gateway = await Gateway.start(settings, log)
+  } catch (error) {
+    if (error instanceof PolicyError) {
+      for (const problem of error.problems) log.error({ problem: formatProblem(problem) }, formatProblem(problem))
+      log.fatal({ problems: error.problems.length }, 'refusing to start: fix the policy files above')
+      return 2
+    }
+    log.fatal({ err: error }, 'gateway failed to start')
+    return 1
+  }
+  process.on('SIGHUP', () => void gateway.reload('SIGHUP'))
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      log.info({ signal }, 'stop requested')
+      void gateway.shutdown().then(resolve)
+    }
+    process.once('SIGTERM', stop)
+    process.once('SIGINT', stop)
+  })
+  return 0
+}
+
+async function check(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { help: { type: 'boolean', short: 'h' } } })
+  if (values.help) {
+    console.log(usage.check)
+    return 0
+  }
+  const files: string[] = []
+  for (const target of positionals.length > 0 ? positionals : ['./policies']) {
+    const isDirectory = await stat(target).then((info) => info.isDirectory(), () => false)
+    files.push(...(isDirectory ? await policyFilesIn(target) : [target]))
+  }
+  const set = await loadPolicySet(files)
+  const compiled = set.problems.length === 0 ? await compilePolicies(set.policies) : undefined
+  const problems = compiled && !compiled.ok ? compiled.problems : set.problems
+  for (const problem of problems) console.log(formatProblem(problem))
+  if (problems.length > 0) {
+    console.log(`${problems.length} problem(s) in ${files.length} file(s)`)
+    return 2
+  }
+  console.log(`${files.length} policy file(s) valid`)
+  return 0
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [command, ...rest] = argv
+  switch (command) {
+    case 'serve':
+      return serve(rest)
+    case 'check':
+      return check(rest)
+    case undefined:
+    case 'help':
+    case '--help':
+    case '-h':
+      console.log(usage.main)
+      return command === undefined ? 2 : 0
+    default:
+      console.error(`Unknown command "${command}".\n\n${usage.main}`)
+      return 2
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code
+    // Exit even if a library left a handle open; the timer does not itself keep the process alive.
+    setTimeout(() => process.exit(code), 500).unref()
+  },
+  (error: unknown) => {
+    console.error(error)
+    process.exitCode = 1
+  },
+)

@@ -1,0 +1,31 @@
+/**
+ * Every rejection the gateway answers has one of these codes. Codes are stable: clients, dashboards and
+ * alerts key on them, so a code is never renamed or reused for another meaning.
+ */
+export const errorCodes = {
+  PCL_BAD_REQUEST: { status: 400, message: 'The request is malformed' },
+  PCL_UNKNOWN_HOST: { status: 404, message: 'No app is configured for this host' },
+  PCL_MISDIRECTED_REQUEST: { status: 421, message: 'This connection cannot serve the requested host' },
+  PCL_TLS_VERSION_TOO_OLD: { status: 403, message: 'The TLS version of this connection is below the policy minimum' },
+  PCL_UPSTREAM_UNREACHABLE: { status: 502, message: 'The upstream could not be reached' },
+  PCL_UPSTREAM_BAD_RESPONSE: { status: 502, message: 'The upstream sent an invalid response or closed the connection' },
+  PCL_UPSTREAM_CONNECT_TIMEOUT: { status: 504, message: 'Connecting to the upstream timed out' },
+  PCL_UPSTREAM_TIMEOUT: { status: 504, message: 'The upstream did not answer in time' },
+  PCL_SHUTTING_DOWN: { status: 503, message: 'The gateway is shutting down' },
+  PCL_INTERNAL: { status: 500, message: 'Internal gateway error' },
+} as const satisfies Record<string, { status: number; message: string }>
+
+export type ErrorCode = keyof typeof errorCodes
+
+/** The JSON body of every rejection. */
+export interface ErrorBody {
+  error: { code: ErrorCode; message: string; requestId: string }
+}
+
+export function errorBody(code: ErrorCode, requestId: string, message?: string): ErrorBody {
+  return { error: { code, message: message ?? errorCodes[code].message, requestId } }
+}
+
+export function errorStatus(code: ErrorCode): number {
+  return errorCodes[code].status
+}

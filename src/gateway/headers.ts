@@ -1,0 +1,77 @@
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
+
+/** RFC 9110 §7.6.1: headers that describe one connection and must not be forwarded. */
+const hopByHop = new Set([
+  'connection',
+  'keep-alive',
+  'proxy-connection',
+  'proxy-authenticate',
+  'proxy-authorization',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'http2-settings',
+  // 100-continue is answered by the gateway's own listener; the upstream gets the body outright.
+  'expect',
+])
+
+/**
+ * Forwarding headers a client could forge. They are always dropped and rewritten from what the gateway
+ * itself knows, so the upstream never trusts a chain it did not build.
+ */
+const forwarding = new Set(['forwarded', 'x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto', 'x-real-ip', 'x-request-id'])
+
+/** Headers that a WebSocket client library sets itself on the upstream handshake. */
+const websocketHandshake = new Set([
+  'sec-websocket-key',
+  'sec-websocket-version',
+  'sec-websocket-extensions',
+  'sec-websocket-protocol',
+])
+
+function namedInConnection(headers: IncomingHttpHeaders): Set<string> | undefined {
+  const connection = headers.connection
+  if (!connection) return undefined
+  return new Set(connection.split(',').map((name) => name.trim().toLowerCase()))
+}
+
+export interface ForwardedFacts {
+  clientIp: string
+  proto: 'http' | 'https'
+  host: string
+  requestId: string
+}
+
+/** The headers sent upstream: the client's end-to-end headers plus a truthful forwarding chain. */
+export function upstreamRequestHeaders(
+  incoming: IncomingHttpHeaders,
+  facts: ForwardedFacts,
+  options: { websocket: boolean },
+): Record<string, string | string[]> {
+  const listed = namedInConnection(incoming)
+  const headers: Record<string, string | string[]> = {}
+  for (const [name, value] of Object.entries(incoming)) {
+    if (value === undefined || name.charCodeAt(0) === 58 /* ':' pseudo-header */) continue
+    if (hopByHop.has(name) || forwarding.has(name) || listed?.has(name)) continue
+    if (options.websocket && websocketHandshake.has(name)) continue
+    headers[name] = value
+  }
+  headers.host = facts.host
+  headers['x-forwarded-for'] = facts.clientIp
+  headers['x-forwarded-proto'] = facts.proto
+  headers['x-forwarded-host'] = facts.host
+  headers['x-request-id'] = facts.requestId
+  return headers
+}
+
+/** The upstream's response headers without hop-by-hop ones (HTTP/2 forbids them outright). */
+export function downstreamResponseHeaders(incoming: IncomingHttpHeaders): OutgoingHttpHeaders {
+  const listed = namedInConnection(incoming)
+  const headers: OutgoingHttpHeaders = {}
+  for (const [name, value] of Object.entries(incoming)) {
+    if (value === undefined || hopByHop.has(name) || listed?.has(name)) continue
+    headers[name] = value
+  }
+  return headers
+}

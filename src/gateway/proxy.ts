@@ -1,0 +1,153 @@
+import type { Http2ServerRequest } from 'node:http2'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import { Pool } from 'undici'
+import type { ErrorCode } from '../errors.js'
+import type { App } from '../policy/compile.js'
+import { downstreamResponseHeaders, type ForwardedFacts, upstreamRequestHeaders } from './headers.js'
+
+/** One target of one app: the keep-alive pool the gateway forwards through. */
+export interface Upstream {
+  readonly origin: string
+  readonly pool: Pool
+}
+
+/**
+ * Keep-alive connection pools, one per (app, target). Reloading keeps the pools whose settings did not
+ * change, so a reload does not cost every upstream connection; pools that are gone close gracefully,
+ * letting their in-flight requests finish.
+ */
+export class UpstreamPools {
+  private pools = new Map<string, Pool>()
+  private targets = new Map<string, Upstream[]>()
+  private readonly turn = new Map<string, number>()
+
+  update(apps: readonly App[]): void {
+    const pools = new Map<string, Pool>()
+    const targets = new Map<string, Upstream[]>()
+    for (const app of apps) {
+      const { connect } = app.upstream.timeouts
+      targets.set(
+        app.id,
+        app.upstream.targets.map((origin) => {
+          const key = `${app.id} ${origin} ${connect}`
+          const pool =
+            pools.get(key) ??
+            this.pools.get(key) ??
+            new Pool(origin, { connect: { timeout: connect }, keepAliveTimeout: 4000, pipelining: 1 })
+          pools.set(key, pool)
+          return { origin, pool }
+        }),
+      )
+    }
+    for (const [key, pool] of this.pools) if (!pools.has(key)) void pool.close()
+    this.pools = pools
+    this.targets = targets
+  }
+
+  /** The next target of the app, in turn. */
+  pick(app: App): Upstream {
+    const targets = this.targets.get(app.id)
+    if (!targets || targets.length === 0) throw new Error(`no upstream pool for app ${app.id}`)
+    const next = this.turn.get(app.id) ?? 0
+    this.turn.set(app.id, (next + 1) % targets.length)
+    return targets[next % targets.length] as Upstream
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.pools.values()].map((pool) => pool.close()))
+    this.pools.clear()
+    this.targets.clear()
+  }
+}
+
+/** What went wrong talking to the upstream, as the code the client sees. */
+export function upstreamErrorCode(error: unknown): ErrorCode {
+  switch ((error as { code?: string }).code) {
+    case 'UND_ERR_CONNECT_TIMEOUT':
+      return 'PCL_UPSTREAM_CONNECT_TIMEOUT'
+    case 'UND_ERR_HEADERS_TIMEOUT':
+    case 'UND_ERR_BODY_TIMEOUT':
+      return 'PCL_UPSTREAM_TIMEOUT'
+    case 'ECONNREFUSED':
+    case 'ENOTFOUND':
+    case 'EAI_AGAIN':
+    case 'EHOSTUNREACH':
+    case 'ENETUNREACH':
+      return 'PCL_UPSTREAM_UNREACHABLE'
+    default:
+      return 'PCL_UPSTREAM_BAD_RESPONSE'
+  }
+}
+
+/** The policy setting behind each upstream failure, named in the log line. */
+const ruleFor: Partial<Record<ErrorCode, string>> = {
+  PCL_UPSTREAM_CONNECT_TIMEOUT: 'upstream.timeouts.connect',
+  PCL_UPSTREAM_TIMEOUT: 'upstream.timeouts.read',
+  PCL_UPSTREAM_UNREACHABLE: 'upstream.targets',
+}
+
+function hasBody(request: FastifyRequest): boolean {
+  if (request.raw.httpVersionMajor === 2) return !(request.raw as unknown as Http2ServerRequest).stream.endAfterHeaders
+  const { headers } = request.raw
+  return headers['transfer-encoding'] !== undefined || (headers['content-length'] ?? '0') !== '0'
+}
+
+export type Reject = (reply: FastifyReply, code: ErrorCode, rule?: string, message?: string) => FastifyReply
+
+/**
+ * Forwards one HTTP request and streams the answer back. `read` bounds the wait for headers and every
+ * pause in the body; `write` bounds the whole exchange, like Go's WriteTimeout. Either ends the request
+ * with a JSON 504 if nothing was sent yet, or cuts the stream if the response had started.
+ */
+export async function forwardHttp(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  app: App,
+  upstream: Upstream,
+  facts: ForwardedFacts,
+  reject: Reject,
+): Promise<FastifyReply> {
+  const { read, write } = app.upstream.timeouts
+  const aborter = new AbortController()
+  const deadline = setTimeout(() => aborter.abort(new DeadlineExceeded()), write)
+  reply.raw.once('close', () => {
+    clearTimeout(deadline)
+    if (!reply.raw.writableFinished) aborter.abort(new ClientGone())
+  })
+  request.upstream = upstream.origin
+
+  try {
+    const response = await upstream.pool.request({
+      path: request.url,
+      method: request.method as 'GET',
+      headers: upstreamRequestHeaders(request.headers, facts, { websocket: false }),
+      body: hasBody(request) ? request.raw : null,
+      headersTimeout: read,
+      bodyTimeout: read,
+      signal: aborter.signal,
+    })
+    aborter.signal.addEventListener('abort', () => response.body.destroy(aborter.signal.reason as Error), {
+      once: true,
+    })
+    return reply.code(response.statusCode).headers(downstreamResponseHeaders(response.headers)).send(response.body)
+  } catch (error) {
+    const reason = aborter.signal.reason
+    if (reason instanceof ClientGone) return reply
+    if (reason instanceof DeadlineExceeded) {
+      return reject(reply, 'PCL_UPSTREAM_TIMEOUT', 'upstream.timeouts.write', `No complete answer within ${write} ms`)
+    }
+    request.log.warn({ err: error, upstream: upstream.origin }, 'upstream request failed')
+    const code = upstreamErrorCode(error)
+    return reject(reply, code, ruleFor[code] ?? 'upstream')
+  }
+}
+
+class ClientGone extends Error {}
+class DeadlineExceeded extends Error {}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The upstream origin the request went to, for the access log. */
+    upstream?: string
+  }
+}

@@ -1,0 +1,87 @@
+import type { App } from '../policy/compile.js'
+import type { ErrorCode } from '../errors.js'
+
+/**
+ * Host → app. Exact names win over wildcards; `*.example.com` matches exactly one more label, as in
+ * TLS certificates, so `a.b.example.com` and `example.com` itself do not match it.
+ */
+export class HostRouter {
+  private readonly exact = new Map<string, App>()
+  private readonly wildcard = new Map<string, App>()
+
+  constructor(apps: readonly App[]) {
+    for (const app of apps) {
+      for (const host of app.hosts) {
+        if (host.startsWith('*.')) this.wildcard.set(host.slice(2), app)
+        else this.exact.set(host, app)
+      }
+    }
+  }
+
+  /** `host` may carry a port, brackets, upper case or a trailing dot, as Host headers and SNI do. */
+  find(host: string | undefined): App | undefined {
+    if (!host) return undefined
+    const name = hostnameOf(host)
+    const exact = this.exact.get(name)
+    if (exact) return exact
+    const dot = name.indexOf('.')
+    return dot > 0 ? this.wildcard.get(name.slice(dot + 1)) : undefined
+  }
+}
+
+/** `Example.COM.:8443` → `example.com`; `[::1]:443` → `::1`. */
+export function hostnameOf(host: string): string {
+  let name = host.toLowerCase()
+  if (name.startsWith('[')) {
+    const end = name.indexOf(']')
+    return end > 0 ? name.slice(1, end) : name
+  }
+  const colon = name.lastIndexOf(':')
+  if (colon >= 0) name = name.slice(0, colon)
+  return name.endsWith('.') ? name.slice(0, -1) : name
+}
+
+export type RouteDecision =
+  | { kind: 'proxy'; app: App }
+  | { kind: 'redirect'; location: string }
+  | { kind: 'reject'; code: ErrorCode; rule: string; message: string; app?: App }
+
+export interface ArrivingRequest {
+  /** Host header (HTTP/1) or :authority (HTTP/2). */
+  host: string | undefined
+  /** Origin-form request target: path and query. */
+  url: string
+  /** Set on TLS connections. */
+  tls?: { servername: string | undefined; protocol: string | null }
+}
+
+const tlsVersionRank: Record<string, number> = { 'TLSv1.2': 2, 'TLSv1.3': 3 }
+
+/**
+ * Which app serves a request, or why none does. On plain HTTP, apps with TLS are redirected to HTTPS and
+ * only `tls.mode: off` apps are proxied. On TLS, the Host must belong to the app whose certificate the
+ * connection was made with, so one app's TLS settings can never be used to reach another (RFC 9110 421).
+ */
+export function decideRoute(router: HostRouter, request: ArrivingRequest, httpsPort: number): RouteDecision {
+  const app = router.find(request.host)
+  if (!app) {
+    return { kind: 'reject', code: 'PCL_UNKNOWN_HOST', rule: 'hosts', message: `No app is configured for host "${request.host ?? ''}"` }
+  }
+  if (!request.tls) {
+    if (app.tls.mode === 'off') return { kind: 'proxy', app }
+    const port = httpsPort === 443 ? '' : `:${httpsPort}`
+    const host = hostnameOf(request.host ?? '')
+    return { kind: 'redirect', location: `https://${host.includes(':') ? `[${host}]` : host}${port}${request.url}` }
+  }
+  if (app.tls.mode === 'off') {
+    return { kind: 'reject', code: 'PCL_MISDIRECTED_REQUEST', rule: 'tls.mode', message: `App ${app.id} is served over plain HTTP only (tls.mode: off)`, app }
+  }
+  const { servername, protocol } = request.tls
+  if (servername && router.find(servername) !== app) {
+    return { kind: 'reject', code: 'PCL_MISDIRECTED_REQUEST', rule: 'hosts', message: `This TLS connection was made for "${servername}", not for this host`, app }
+  }
+  if ((tlsVersionRank[protocol ?? ''] ?? 0) < (tlsVersionRank[app.tls.minVersion] ?? 0)) {
+    return { kind: 'reject', code: 'PCL_TLS_VERSION_TOO_OLD', rule: 'tls.minVersion', message: `App ${app.id} requires ${app.tls.minVersion} or later`, app }
+  }
+  return { kind: 'proxy', app }
+}

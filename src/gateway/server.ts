@@ -1,0 +1,212 @@
+import { type FSWatcher, watch } from 'node:fs'
+import type { AddressInfo } from 'node:net'
+import type { FastifyInstance } from 'fastify'
+import type { Logger } from 'pino'
+import { type HealthCheck, type HealthReport, createAdmin, overallStatus } from '../observe/health.js'
+import { type App, compilePolicies } from '../policy/compile.js'
+import { formatProblem, loadPolicySet, type PolicyProblem, policyFilesIn } from '../policy/load.js'
+import type { Settings } from '../settings.js'
+import { CertificateStore } from '../tls/certificates.js'
+import { InternalCa, selfSigned } from '../tls/internal-ca.js'
+import { createSecureContext } from 'node:tls'
+import { ConnectionTracker } from './connections.js'
+import { createEdge, type EdgeContext } from './edge.js'
+import { UpstreamPools } from './proxy.js'
+import { HostRouter } from './routing.js'
+import { WebSocketRelay } from './websocket.js'
+
+export type LoadOutcome = { ok: true; apps: readonly App[] } | { ok: false; problems: PolicyProblem[] }
+
+/** Reads, validates and compiles the policy directory; nothing is applied. */
+export async function loadPolicies(directory: string): Promise<LoadOutcome> {
+  let files: string[]
+  try {
+    files = await policyFilesIn(directory)
+  } catch (error) {
+    const reason = (error as NodeJS.ErrnoException).code ?? String(error)
+    return { ok: false, problems: [{ file: directory, line: 1, column: 1, field: '', message: `cannot read directory (${reason})` }] }
+  }
+  const set = await loadPolicySet(files)
+  if (set.problems.length > 0) return { ok: false, problems: set.problems }
+  const compiled = await compilePolicies(set.policies)
+  return compiled.ok ? { ok: true, apps: compiled.apps } : compiled
+}
+
+interface Generation {
+  apps: readonly App[]
+  router: HostRouter
+  loadedAt: Date
+}
+
+export interface ListeningAddresses {
+  http: number
+  https: number
+  admin: number
+}
+
+/**
+ * The running gateway: the edge listeners, the admin listener and the current policy generation.
+ * A reload builds a complete new generation and swaps it in one assignment, so a request sees either
+ * the old policies or the new ones, never a mix; a bad reload leaves the running generation alone.
+ */
+export class Gateway {
+  private generation: Generation
+  private lastReloadError: { at: Date; problems: string[] } | undefined
+  private reloading: Promise<boolean> = Promise.resolve(true)
+  private watcher: FSWatcher | undefined
+  private shuttingDown: Promise<void> | undefined
+  private readonly startedAt = Date.now()
+  private readonly pools = new UpstreamPools()
+  private readonly relay = new WebSocketRelay()
+  private readonly connections = new ConnectionTracker()
+  private readonly http: FastifyInstance
+  private readonly https: FastifyInstance
+  private readonly admin: FastifyInstance
+
+  private constructor(
+    private readonly settings: Settings,
+    private readonly log: Logger,
+    private readonly internalCa: InternalCa,
+    private readonly certificates: CertificateStore,
+    placeholder: { cert: string; key: string },
+  ) {
+    this.generation = { apps: [], router: new HostRouter([]), loadedAt: new Date() }
+    const context: EdgeContext = {
+      log,
+      router: () => this.generation.router,
+      httpsPort: () => this.addresses().https,
+      pools: this.pools,
+      relay: this.relay,
+      connections: this.connections,
+    }
+    this.http = createEdge(context)
+    this.https = createEdge(context, { certificates, placeholder })
+    this.admin = createAdmin(log, () => this.health())
+  }
+
+  /** Loads the policies (refusing to start on any problem), then opens the listeners. */
+  static async start(settings: Settings, log: Logger): Promise<Gateway> {
+    const internalCa = await InternalCa.open(settings.stateDir)
+    const placeholder = await selfSigned('Portcullis placeholder: no app for this name', [], 3650 * 86_400_000)
+    const certificates = new CertificateStore(createSecureContext(placeholder))
+    const gateway = new Gateway(settings, log, internalCa, certificates, placeholder)
+    const loaded = await loadPolicies(settings.policies)
+    if (!loaded.ok) throw new PolicyError(loaded.problems)
+    await gateway.apply(loaded.apps)
+    await gateway.http.listen({ port: settings.httpPort, host: settings.listen })
+    await gateway.https.listen({ port: settings.httpsPort, host: settings.listen })
+    await gateway.admin.listen({ port: settings.adminPort, host: settings.adminListen })
+    if (settings.watch) gateway.watchPolicies()
+    log.info({ ...gateway.addresses(), apps: loaded.apps.map((app) => app.id), env: settings.env }, 'gateway listening')
+    return gateway
+  }
+
+  addresses(): ListeningAddresses {
+    const portOf = (app: FastifyInstance) => (app.server.address() as AddressInfo | null)?.port ?? 0
+    return { http: portOf(this.http), https: portOf(this.https), admin: portOf(this.admin) }
+  }
+
+  /** Re-reads the policy directory. Serialised: reloads never interleave. Resolves false when refused. */
+  reload(reason: string): Promise<boolean> {
+    this.reloading = this.reloading.then(async () => {
+      const loaded = await loadPolicies(this.settings.policies)
+      if (!loaded.ok) {
+        const problems = loaded.problems.map(formatProblem)
+        for (const problem of problems) this.log.error({ reason, problem }, `policy reload refused: ${problem}`)
+        this.log.error({ reason, problems: problems.length }, 'policy reload refused; still serving the last good policies')
+        this.lastReloadError = { at: new Date(), problems }
+        return false
+      }
+      await this.apply(loaded.apps)
+      this.lastReloadError = undefined
+      this.log.info({ reason, apps: loaded.apps.map((app) => app.id) }, 'policies reloaded')
+      return true
+    })
+    return this.reloading
+  }
+
+  private async apply(apps: readonly App[]): Promise<void> {
+    for (const app of apps) {
+      if (app.tls.mode === 'manual' && app.tls.manual) this.certificates.set(app.id, app.tls.manual)
+      if (app.tls.mode === 'internal') this.certificates.set(app.id, await this.internalCa.leafFor(app.id, app.hosts))
+    }
+    this.certificates.retain(new Set(apps.map((app) => app.id)))
+    this.pools.update(apps)
+    this.generation = { apps, router: new HostRouter(apps), loadedAt: new Date() }
+  }
+
+  private watchPolicies(): void {
+    let timer: NodeJS.Timeout | undefined
+    try {
+      this.watcher = watch(this.settings.policies, () => {
+        clearTimeout(timer)
+        // Editors write a file in several steps; wait for them to settle.
+        timer = setTimeout(() => void this.reload('file change'), 200)
+      })
+    } catch (error) {
+      this.log.warn({ err: error }, 'cannot watch the policy directory; reload with SIGHUP')
+    }
+  }
+
+  health(): HealthReport {
+    const checks: Record<string, HealthCheck> = {
+      policies: this.lastReloadError
+        ? {
+            status: 'warn',
+            apps: this.generation.apps.length,
+            loadedAt: this.generation.loadedAt.toISOString(),
+            lastReloadError: this.lastReloadError,
+          }
+        : { status: 'pass', apps: this.generation.apps.length, loadedAt: this.generation.loadedAt.toISOString() },
+      listeners: this.shuttingDown
+        ? { status: 'fail', draining: true, inFlight: this.connections.inFlight, websockets: this.relay.size }
+        : { status: 'pass', inFlight: this.connections.inFlight, websockets: this.relay.size },
+    }
+    return { status: overallStatus(checks), uptime_ms: Date.now() - this.startedAt, checks }
+  }
+
+  /**
+   * Stops accepting connections, lets in-flight requests and WebSockets finish for up to the grace
+   * period, then closes what is left (WebSockets with 1001) and releases everything.
+   */
+  shutdown(): Promise<void> {
+    this.shuttingDown ??= this.drain()
+    return this.shuttingDown
+  }
+
+  private async drain(): Promise<void> {
+    const { gracePeriod } = this.settings
+    this.watcher?.close()
+    this.log.info(
+      { inFlight: this.connections.inFlight, websockets: this.relay.size, gracePeriodMs: gracePeriod },
+      'shutting down: draining',
+    )
+    this.http.server.close()
+    this.https.server.close()
+    this.connections.startDraining()
+    let timer: NodeJS.Timeout | undefined
+    const graceOver = new Promise<'timeout'>((resolve) => {
+      timer = setTimeout(() => resolve('timeout'), gracePeriod)
+    })
+    const drained = Promise.all([this.connections.idle(), this.relay.idle()]).then(() => 'drained' as const)
+    const result = await Promise.race([drained, graceOver])
+    clearTimeout(timer)
+    if (result === 'timeout') {
+      this.log.warn(
+        { inFlight: this.connections.inFlight, websockets: this.relay.size },
+        'grace period over: closing what is left',
+      )
+      this.relay.closeAll('gateway shutting down')
+      this.connections.destroyAll()
+    }
+    await Promise.all([this.http.close(), this.https.close(), this.pools.close()])
+    await this.admin.close()
+    this.log.info({ result }, 'gateway stopped')
+  }
+}
+
+export class PolicyError extends Error {
+  constructor(readonly problems: PolicyProblem[]) {
+    super(`${problems.length} problem(s) in the policy files:\n${problems.map(formatProblem).join('\n')}`)
+  }
+}

@@ -1,0 +1,33 @@
+import Fastify, { type FastifyInstance } from 'fastify'
+import type { Logger } from 'pino'
+
+export type HealthStatus = 'healthy' | 'degraded' | 'unhealthy'
+
+export interface HealthCheck {
+  status: 'pass' | 'warn' | 'fail'
+  [detail: string]: unknown
+}
+
+export interface HealthReport {
+  status: HealthStatus
+  uptime_ms: number
+  checks: Record<string, HealthCheck>
+}
+
+/** healthy when every check passes, degraded when one warns, unhealthy when one fails. */
+export function overallStatus(checks: Record<string, HealthCheck>): HealthStatus {
+  const statuses = Object.values(checks).map((check) => check.status)
+  if (statuses.includes('fail')) return 'unhealthy'
+  if (statuses.includes('warn')) return 'degraded'
+  return 'healthy'
+}
+
+/** The admin listener. `/health` answers 200 while the gateway can serve (healthy or degraded), else 503. */
+export function createAdmin(log: Logger, report: () => HealthReport): FastifyInstance {
+  const admin = Fastify({ loggerInstance: log, disableRequestLogging: true }) as unknown as FastifyInstance
+  admin.get('/health', async (_request, reply) => {
+    const health = report()
+    return reply.code(health.status === 'unhealthy' ? 503 : 200).send(health)
+  })
+  return admin
+}

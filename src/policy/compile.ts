@@ -1,0 +1,104 @@
+import { readFile } from 'node:fs/promises'
+import path from 'node:path'
+import { createSecureContext } from 'node:tls'
+import type { LoadedPolicy, PolicyProblem } from './load.js'
+import type { Policy } from './schema.js'
+
+export interface PemPair {
+  cert: string
+  key: string
+}
+
+/** Everything the request path needs about one app, computed once at load time. */
+export interface App {
+  readonly id: string
+  readonly file: string
+  readonly hosts: readonly string[]
+  readonly upstream: {
+    /** Origins such as `http://127.0.0.1:8080`. */
+    readonly targets: readonly string[]
+    readonly timeouts: Policy['upstream']['timeouts']
+  }
+  readonly tls: {
+    readonly mode: Policy['tls']['mode']
+    readonly minVersion: Policy['tls']['minVersion']
+    /** The certificate files' contents, for `manual`. */
+    readonly manual?: PemPair
+  }
+  /** The Strict-Transport-Security value, or undefined when HSTS is off (max-age 0). */
+  readonly hstsHeader: string | undefined
+}
+
+export type CompileResult = { ok: true; apps: App[] } | { ok: false; problems: PolicyProblem[] }
+
+export async function compilePolicies(policies: readonly LoadedPolicy[]): Promise<CompileResult> {
+  const results = await Promise.all(policies.map(compilePolicy))
+  const problems = results.flatMap((result) => (result.ok ? [] : result.problems))
+  if (problems.length > 0) return { ok: false, problems }
+  return { ok: true, apps: results.flatMap((result) => (result.ok ? [result.app] : [])) }
+}
+
+async function compilePolicy(
+  loaded: LoadedPolicy,
+): Promise<{ ok: true; app: App } | { ok: false; problems: PolicyProblem[] }> {
+  const { policy, file } = loaded
+  let manual: PemPair | undefined
+  if (policy.tls.manual) {
+    const result = await readManualCertificate(loaded, policy.tls.manual)
+    if (!result.ok) return result
+    manual = result.pair
+  }
+  const app: App = {
+    id: policy.app,
+    file,
+    hosts: policy.hosts,
+    upstream: {
+      targets: policy.upstream.targets.map((target) => new URL(target).origin),
+      timeouts: policy.upstream.timeouts,
+    },
+    tls: { mode: policy.tls.mode, minVersion: policy.tls.minVersion, ...(manual ? { manual } : {}) },
+    hstsHeader: hstsHeader(policy.hsts),
+  }
+  return { ok: true, app: deepFreeze(app) }
+}
+
+async function readManualCertificate(
+  loaded: LoadedPolicy,
+  files: { cert: string; key: string },
+): Promise<{ ok: true; pair: PemPair } | { ok: false; problems: PolicyProblem[] }> {
+  const directory = path.dirname(loaded.file)
+  const pair: Partial<PemPair> = {}
+  const problems: PolicyProblem[] = []
+  for (const field of ['cert', 'key'] as const) {
+    try {
+      pair[field] = await readFile(path.resolve(directory, files[field]), 'utf8')
+    } catch (error) {
+      const reason = (error as NodeJS.ErrnoException).code ?? String(error)
+      problems.push(loaded.locate(['tls', 'manual', field], `cannot read ${files[field]} (${reason})`))
+    }
+  }
+  if (problems.length > 0 || pair.cert === undefined || pair.key === undefined) return { ok: false, problems }
+  try {
+    createSecureContext({ cert: pair.cert, key: pair.key })
+  } catch (error) {
+    const reason = error instanceof Error ? error.message : String(error)
+    return { ok: false, problems: [loaded.locate(['tls', 'manual'], `unusable certificate or key (${reason})`)] }
+  }
+  return { ok: true, pair: { cert: pair.cert, key: pair.key } }
+}
+
+function hstsHeader(hsts: Policy['hsts']): string | undefined {
+  if (hsts.maxAge === 0) return undefined
+  let value = `max-age=${hsts.maxAge}`
+  if (hsts.includeSubDomains) value += '; includeSubDomains'
+  if (hsts.preload) value += '; preload'
+  return value
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object') {
+    for (const inner of Object.values(value)) deepFreeze(inner)
+    Object.freeze(value)
+  }
+  return value
+}

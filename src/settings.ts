@@ -1,0 +1,58 @@
+import { z } from 'zod'
+import { duration } from './policy/schema.js'
+
+const port = z.coerce.number().int().min(0).max(65_535)
+
+/**
+ * Gateway settings (not per app): from `serve` flags, else `PORTCULLIS_<NAME>` environment variables,
+ * else these defaults. Port 0 picks a free port (tests do this).
+ */
+export const settingsSchema = z.strictObject({
+  policies: z.string().default('./policies').describe('Directory of policy files (*.yaml, *.yml).'),
+  listen: z.string().default('0.0.0.0').describe('Address the HTTP and HTTPS listeners bind to.'),
+  httpPort: port.default(80).describe('Plain HTTP: ACME challenges, redirects to HTTPS, apps with tls.mode off.'),
+  httpsPort: port.default(443).describe('TLS: HTTP/2 and HTTP/1.1, certificate chosen by SNI.'),
+  adminPort: port.default(9090).describe('Admin listener: /health.'),
+  adminListen: z.string().default('127.0.0.1').describe('Address of the admin listener; loopback keeps it private.'),
+  stateDir: z.string().default('./certs').describe('Where certificates and keys are kept.'),
+  env: z.enum(['production', 'development']).default('production').describe('Deployment environment.'),
+  gracePeriod: duration.default(30_000).describe('On SIGTERM, how long in-flight requests and WebSockets may take to finish.'),
+  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info').describe('Log level.'),
+  watch: z
+    .enum(['true', 'false'])
+    .default('true')
+    .transform((value) => value === 'true')
+    .describe('Reload when a policy file changes (SIGHUP always reloads).'),
+})
+
+export type Settings = z.output<typeof settingsSchema>
+export type SettingName = keyof Settings
+
+/** `httpPort` → `--http-port` and `PORTCULLIS_HTTP_PORT`. */
+export function flagName(name: SettingName): string {
+  return name.replace(/[A-Z]/g, (letter) => `-${letter.toLowerCase()}`)
+}
+
+export function envName(name: SettingName): string {
+  return `PORTCULLIS_${flagName(name).replace(/-/g, '_').toUpperCase()}`
+}
+
+export function resolveSettings(
+  flags: Partial<Record<SettingName, string>>,
+  env: NodeJS.ProcessEnv,
+): { ok: true; settings: Settings } | { ok: false; problems: string[] } {
+  const raw: Partial<Record<SettingName, string>> = {}
+  for (const name of Object.keys(settingsSchema.shape) as SettingName[]) {
+    const value = flags[name] ?? env[envName(name)]
+    if (value !== undefined) raw[name] = value
+  }
+  const parsed = settingsSchema.safeParse(raw)
+  if (parsed.success) return { ok: true, settings: parsed.data }
+  return {
+    ok: false,
+    problems: parsed.error.issues.map((issue) => {
+      const name = String(issue.path[0]) as SettingName
+      return `--${flagName(name)} (${envName(name)}): ${issue.message.replace(/^Invalid input: /, '')}`
+    }),
+  }
+}
