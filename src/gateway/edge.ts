@@ -128,9 +128,6 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
     logAccess(request, reply.statusCode, reply.elapsedTime)
   })
 
-  edge.setNotFoundHandler((request, reply) =>
-    reject(reply, 'PCL_BAD_REQUEST', 'request', 'The request target must be a path such as /index.html'),
-  )
   edge.setErrorHandler((error: Error & { statusCode?: number }, request, reply) => {
     const clientFault = error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500
     if (!clientFault) request.log.error({ err: error, reqId: request.id }, 'request failed inside the gateway')

@@ -63,6 +63,9 @@ const tlsVersionRank: Record<string, number> = { 'TLSv1.2': 2, 'TLSv1.3': 3 }
  * connection was made with, so one app's TLS settings can never be used to reach another (RFC 9110 421).
  */
 export function decideRoute(router: HostRouter, request: ArrivingRequest, httpsPort: number): RouteDecision {
+  if (!request.url.startsWith('/')) {
+    return { kind: 'reject', code: 'PCL_BAD_REQUEST', rule: 'request', message: 'The request target must be a path such as /index.html' }
+  }
   const app = router.find(request.host)
   if (!app) {
     return { kind: 'reject', code: 'PCL_UNKNOWN_HOST', rule: 'hosts', message: `No app is configured for host "${request.host ?? ''}"` }
