@@ -3,8 +3,8 @@ import { stat } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 import { pino } from 'pino'
 import { Gateway, PolicyError } from './gateway/server.js'
-import { formatProblem, loadPolicySet, policyFilesIn } from './policy/load.js'
 import { compilePolicies } from './policy/compile.js'
+import { formatProblem, loadPolicySet, policyFilesIn } from './policy/load.js'
 import { envName, flagName, resolveSettings, type SettingName, settingsSchema } from './settings.js'
 
 const usage = {
@@ -68,7 +68,8 @@ async function serve(args: string[]): Promise<number> {
     gateway = await Gateway.start(settings, log)
   } catch (error) {
     if (error instanceof PolicyError) {
-      for (const problem of error.problems) log.error({ problem: formatProblem(problem) }, formatProblem(problem))
+      for (const problem of error.problems)
+        log.error({ problem: formatProblem(problem) }, formatProblem(problem))
       log.fatal({ problems: error.problems.length }, 'refusing to start: fix the policy files above')
       return 2
     }
@@ -88,14 +89,21 @@ async function serve(args: string[]): Promise<number> {
 }
 
 async function check(args: string[]): Promise<number> {
-  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { help: { type: 'boolean', short: 'h' } } })
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { help: { type: 'boolean', short: 'h' } },
+  })
   if (values.help) {
     console.log(usage.check)
     return 0
   }
   const files: string[] = []
   for (const target of positionals.length > 0 ? positionals : ['./policies']) {
-    const isDirectory = await stat(target).then((info) => info.isDirectory(), () => false)
+    const isDirectory = await stat(target).then(
+      (info) => info.isDirectory(),
+      () => false,
+    )
     files.push(...(isDirectory ? await policyFilesIn(target) : [target]))
   }
   const set = await loadPolicySet(files)

@@ -6,9 +6,15 @@ export const errorCodes = {
   PCL_BAD_REQUEST: { status: 400, message: 'The request is malformed' },
   PCL_UNKNOWN_HOST: { status: 404, message: 'No app is configured for this host' },
   PCL_MISDIRECTED_REQUEST: { status: 421, message: 'This connection cannot serve the requested host' },
-  PCL_TLS_VERSION_TOO_OLD: { status: 403, message: 'The TLS version of this connection is below the policy minimum' },
+  PCL_TLS_VERSION_TOO_OLD: {
+    status: 403,
+    message: 'The TLS version of this connection is below the policy minimum',
+  },
   PCL_UPSTREAM_UNREACHABLE: { status: 502, message: 'The upstream could not be reached' },
-  PCL_UPSTREAM_BAD_RESPONSE: { status: 502, message: 'The upstream sent an invalid response or closed the connection' },
+  PCL_UPSTREAM_BAD_RESPONSE: {
+    status: 502,
+    message: 'The upstream sent an invalid response or closed the connection',
+  },
   PCL_UPSTREAM_CONNECT_TIMEOUT: { status: 504, message: 'Connecting to the upstream timed out' },
   PCL_UPSTREAM_TIMEOUT: { status: 504, message: 'The upstream did not answer in time' },
   PCL_SHUTTING_DOWN: { status: 503, message: 'The gateway is shutting down' },

@@ -10,14 +10,24 @@ const port = z.coerce.number().int().min(0).max(65_535)
 export const settingsSchema = z.strictObject({
   policies: z.string().default('./policies').describe('Directory of policy files (*.yaml, *.yml).'),
   listen: z.string().default('0.0.0.0').describe('Address the HTTP and HTTPS listeners bind to.'),
-  httpPort: port.default(80).describe('Plain HTTP: ACME challenges, redirects to HTTPS, apps with tls.mode off.'),
+  httpPort: port
+    .default(80)
+    .describe('Plain HTTP: ACME challenges, redirects to HTTPS, apps with tls.mode off.'),
   httpsPort: port.default(443).describe('TLS: HTTP/2 and HTTP/1.1, certificate chosen by SNI.'),
   adminPort: port.default(9090).describe('Admin listener: /health.'),
-  adminListen: z.string().default('127.0.0.1').describe('Address of the admin listener; loopback keeps it private.'),
+  adminListen: z
+    .string()
+    .default('127.0.0.1')
+    .describe('Address of the admin listener; loopback keeps it private.'),
   stateDir: z.string().default('./certs').describe('Where certificates and keys are kept.'),
   env: z.enum(['production', 'development']).default('production').describe('Deployment environment.'),
-  gracePeriod: duration.default(30_000).describe('On SIGTERM, how long in-flight requests and WebSockets may take to finish.'),
-  logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info').describe('Log level.'),
+  gracePeriod: duration
+    .default(30_000)
+    .describe('On SIGTERM, how long in-flight requests and WebSockets may take to finish.'),
+  logLevel: z
+    .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace'])
+    .default('info')
+    .describe('Log level.'),
   watch: z
     .enum(['true', 'false'])
     .default('true')

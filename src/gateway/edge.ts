@@ -62,22 +62,20 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
   }
   // Fastify types an HTTP/2 instance apart from an HTTP/1 one; at runtime both hand us compatible
   // request/response objects, and the hooks below only use what both have.
-  const edge = (
-    tls
-      ? Fastify({
-          ...common,
-          http2: true,
-          https: {
-            allowHTTP1: true,
-            minVersion: 'TLSv1.2',
-            cert: tls.placeholder.cert,
-            key: tls.placeholder.key,
-            SNICallback: (servername, done) =>
-              done(null, tls.certificates.contextFor(context.router().find(servername)?.id)),
-          },
-        })
-      : Fastify(common)
-  ) as unknown as FastifyInstance
+  const edge = (tls
+    ? Fastify({
+        ...common,
+        http2: true,
+        https: {
+          allowHTTP1: true,
+          minVersion: 'TLSv1.2',
+          cert: tls.placeholder.cert,
+          key: tls.placeholder.key,
+          SNICallback: (servername, done) =>
+            done(null, tls.certificates.contextFor(context.router().find(servername)?.id)),
+        },
+      })
+    : Fastify(common)) as unknown as FastifyInstance
 
   const secure = tls !== undefined
   edge.decorateRequest('gatewayApp', null)
@@ -121,7 +119,8 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
   edge.addHook('onSend', async (request, reply) => {
     const hsts = request.gatewayApp?.hstsHeader
     if (secure && hsts) reply.header('strict-transport-security', hsts)
-    if (context.connections.isDraining && request.raw.httpVersionMajor === 1) reply.header('connection', 'close')
+    if (context.connections.isDraining && request.raw.httpVersionMajor === 1)
+      reply.header('connection', 'close')
   })
 
   edge.addHook('onResponse', async (request, reply) => {
@@ -130,7 +129,8 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
 
   edge.setErrorHandler((error: Error & { statusCode?: number }, request, reply) => {
     const clientFault = error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500
-    if (!clientFault) request.log.error({ err: error, reqId: request.id }, 'request failed inside the gateway')
+    if (!clientFault)
+      request.log.error({ err: error, reqId: request.id }, 'request failed inside the gateway')
     return clientFault
       ? reject(reply, 'PCL_BAD_REQUEST', 'request', error.message)
       : reject(reply, 'PCL_INTERNAL', 'gateway')
@@ -151,12 +151,24 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
       const upgrade = pendingUpgrades.get(request.raw)
       if (!upgrade) return forwardHttp(request, reply, app, upstream, facts, reject)
       if (request.method !== 'GET' || request.headers.upgrade?.toLowerCase() !== 'websocket') {
-        return reject(reply, 'PCL_BAD_REQUEST', 'request', 'Only WebSocket upgrades (GET, Upgrade: websocket) are supported')
+        return reject(
+          reply,
+          'PCL_BAD_REQUEST',
+          'request',
+          'Only WebSocket upgrades (GET, Upgrade: websocket) are supported',
+        )
       }
       reply.hijack()
       request.upstream = upstream.origin
       const started = performance.now()
-      const outcome = await context.relay.relay(request.raw, upgrade.socket, upgrade.head, app, upstream, facts)
+      const outcome = await context.relay.relay(
+        request.raw,
+        upgrade.socket,
+        upgrade.head,
+        app,
+        upstream,
+        facts,
+      )
       if (outcome.code) request.rejection = { code: outcome.code, rule: 'upstream' }
       logAccess(request, outcome.status, performance.now() - started)
     },
@@ -166,7 +178,12 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
 }
 
 /** Answers with the JSON error body and remembers which rule decided, for the access log. */
-export function reject(reply: FastifyReply, code: ErrorCode, rule = 'upstream', message?: string): FastifyReply {
+export function reject(
+  reply: FastifyReply,
+  code: ErrorCode,
+  rule = 'upstream',
+  message?: string,
+): FastifyReply {
   reply.request.rejection = { code, rule }
   return reply
     .code(errorStatus(code))

@@ -20,7 +20,14 @@ const hopByHop = new Set([
  * Forwarding headers a client could forge. They are always dropped and rewritten from what the gateway
  * itself knows, so the upstream never trusts a chain it did not build.
  */
-const forwarding = new Set(['forwarded', 'x-forwarded-for', 'x-forwarded-host', 'x-forwarded-proto', 'x-real-ip', 'x-request-id'])
+const forwarding = new Set([
+  'forwarded',
+  'x-forwarded-for',
+  'x-forwarded-host',
+  'x-forwarded-proto',
+  'x-real-ip',
+  'x-request-id',
+])
 
 /** Headers that a WebSocket client library sets itself on the upstream handshake. */
 const websocketHandshake = new Set([

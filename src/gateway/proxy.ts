@@ -87,7 +87,8 @@ const ruleFor: Partial<Record<ErrorCode, string>> = {
 }
 
 function hasBody(request: FastifyRequest): boolean {
-  if (request.raw.httpVersionMajor === 2) return !(request.raw as unknown as Http2ServerRequest).stream.endAfterHeaders
+  if (request.raw.httpVersionMajor === 2)
+    return !(request.raw as unknown as Http2ServerRequest).stream.endAfterHeaders
   const { headers } = request.raw
   return headers['transfer-encoding'] !== undefined || (headers['content-length'] ?? '0') !== '0'
 }
@@ -129,12 +130,20 @@ export async function forwardHttp(
     aborter.signal.addEventListener('abort', () => response.body.destroy(aborter.signal.reason as Error), {
       once: true,
     })
-    return reply.code(response.statusCode).headers(downstreamResponseHeaders(response.headers)).send(response.body)
+    return reply
+      .code(response.statusCode)
+      .headers(downstreamResponseHeaders(response.headers))
+      .send(response.body)
   } catch (error) {
     const reason = aborter.signal.reason
     if (reason instanceof ClientGone) return reply
     if (reason instanceof DeadlineExceeded) {
-      return reject(reply, 'PCL_UPSTREAM_TIMEOUT', 'upstream.timeouts.write', `No complete answer within ${write} ms`)
+      return reject(
+        reply,
+        'PCL_UPSTREAM_TIMEOUT',
+        'upstream.timeouts.write',
+        `No complete answer within ${write} ms`,
+      )
     }
     request.log.warn({ err: error, upstream: upstream.origin }, 'upstream request failed')
     const code = upstreamErrorCode(error)

@@ -1,5 +1,5 @@
-import type { App } from '../policy/compile.js'
 import type { ErrorCode } from '../errors.js'
+import type { App } from '../policy/compile.js'
 
 /**
  * Host → app. Exact names win over wildcards; `*.example.com` matches exactly one more label, as in
@@ -64,27 +64,58 @@ const tlsVersionRank: Record<string, number> = { 'TLSv1.2': 2, 'TLSv1.3': 3 }
  */
 export function decideRoute(router: HostRouter, request: ArrivingRequest, httpsPort: number): RouteDecision {
   if (!request.url.startsWith('/')) {
-    return { kind: 'reject', code: 'PCL_BAD_REQUEST', rule: 'request', message: 'The request target must be a path such as /index.html' }
+    return {
+      kind: 'reject',
+      code: 'PCL_BAD_REQUEST',
+      rule: 'request',
+      message: 'The request target must be a path such as /index.html',
+    }
   }
   const app = router.find(request.host)
   if (!app) {
-    return { kind: 'reject', code: 'PCL_UNKNOWN_HOST', rule: 'hosts', message: `No app is configured for host "${request.host ?? ''}"` }
+    return {
+      kind: 'reject',
+      code: 'PCL_UNKNOWN_HOST',
+      rule: 'hosts',
+      message: `No app is configured for host "${request.host ?? ''}"`,
+    }
   }
   if (!request.tls) {
     if (app.tls.mode === 'off') return { kind: 'proxy', app }
     const port = httpsPort === 443 ? '' : `:${httpsPort}`
     const host = hostnameOf(request.host ?? '')
-    return { kind: 'redirect', location: `https://${host.includes(':') ? `[${host}]` : host}${port}${request.url}` }
+    return {
+      kind: 'redirect',
+      location: `https://${host.includes(':') ? `[${host}]` : host}${port}${request.url}`,
+    }
   }
   if (app.tls.mode === 'off') {
-    return { kind: 'reject', code: 'PCL_MISDIRECTED_REQUEST', rule: 'tls.mode', message: `App ${app.id} is served over plain HTTP only (tls.mode: off)`, app }
+    return {
+      kind: 'reject',
+      code: 'PCL_MISDIRECTED_REQUEST',
+      rule: 'tls.mode',
+      message: `App ${app.id} is served over plain HTTP only (tls.mode: off)`,
+      app,
+    }
   }
   const { servername, protocol } = request.tls
   if (servername && router.find(servername) !== app) {
-    return { kind: 'reject', code: 'PCL_MISDIRECTED_REQUEST', rule: 'hosts', message: `This TLS connection was made for "${servername}", not for this host`, app }
+    return {
+      kind: 'reject',
+      code: 'PCL_MISDIRECTED_REQUEST',
+      rule: 'hosts',
+      message: `This TLS connection was made for "${servername}", not for this host`,
+      app,
+    }
   }
   if ((tlsVersionRank[protocol ?? ''] ?? 0) < (tlsVersionRank[app.tls.minVersion] ?? 0)) {
-    return { kind: 'reject', code: 'PCL_TLS_VERSION_TOO_OLD', rule: 'tls.minVersion', message: `App ${app.id} requires ${app.tls.minVersion} or later`, app }
+    return {
+      kind: 'reject',
+      code: 'PCL_TLS_VERSION_TOO_OLD',
+      rule: 'tls.minVersion',
+      message: `App ${app.id} requires ${app.tls.minVersion} or later`,
+      app,
+    }
   }
   return { kind: 'proxy', app }
 }

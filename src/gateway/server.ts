@@ -1,14 +1,14 @@
 import { type FSWatcher, watch } from 'node:fs'
 import type { AddressInfo } from 'node:net'
+import { createSecureContext } from 'node:tls'
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
-import { type HealthCheck, type HealthReport, createAdmin, overallStatus } from '../observe/health.js'
+import { createAdmin, type HealthCheck, type HealthReport, overallStatus } from '../observe/health.js'
 import { type App, compilePolicies } from '../policy/compile.js'
 import { formatProblem, loadPolicySet, type PolicyProblem, policyFilesIn } from '../policy/load.js'
 import type { Settings } from '../settings.js'
 import { CertificateStore } from '../tls/certificates.js'
 import { InternalCa, selfSigned } from '../tls/internal-ca.js'
-import { createSecureContext } from 'node:tls'
 import { ConnectionTracker } from './connections.js'
 import { createEdge, type EdgeContext } from './edge.js'
 import { UpstreamPools } from './proxy.js'
@@ -24,7 +24,12 @@ export async function loadPolicies(directory: string): Promise<LoadOutcome> {
     files = await policyFilesIn(directory)
   } catch (error) {
     const reason = (error as NodeJS.ErrnoException).code ?? String(error)
-    return { ok: false, problems: [{ file: directory, line: 1, column: 1, field: '', message: `cannot read directory (${reason})` }] }
+    return {
+      ok: false,
+      problems: [
+        { file: directory, line: 1, column: 1, field: '', message: `cannot read directory (${reason})` },
+      ],
+    }
   }
   const set = await loadPolicySet(files)
   if (set.problems.length > 0) return { ok: false, problems: set.problems }
@@ -87,7 +92,11 @@ export class Gateway {
   /** Loads the policies (refusing to start on any problem), then opens the listeners. */
   static async start(settings: Settings, log: Logger): Promise<Gateway> {
     const internalCa = await InternalCa.open(settings.stateDir)
-    const placeholder = await selfSigned('Portcullis placeholder: no app for this name', [], 3650 * 86_400_000)
+    const placeholder = await selfSigned(
+      'Portcullis placeholder: no app for this name',
+      [],
+      3650 * 86_400_000,
+    )
     const certificates = new CertificateStore(createSecureContext(placeholder))
     const gateway = new Gateway(settings, log, internalCa, certificates, placeholder)
     const loaded = await loadPolicies(settings.policies)
@@ -97,7 +106,10 @@ export class Gateway {
     await gateway.https.listen({ port: settings.httpsPort, host: settings.listen })
     await gateway.admin.listen({ port: settings.adminPort, host: settings.adminListen })
     if (settings.watch) gateway.watchPolicies()
-    log.info({ ...gateway.addresses(), apps: loaded.apps.map((app) => app.id), env: settings.env }, 'gateway listening')
+    log.info(
+      { ...gateway.addresses(), apps: loaded.apps.map((app) => app.id), env: settings.env },
+      'gateway listening',
+    )
     return gateway
   }
 
@@ -112,8 +124,12 @@ export class Gateway {
       const loaded = await loadPolicies(this.settings.policies)
       if (!loaded.ok) {
         const problems = loaded.problems.map(formatProblem)
-        for (const problem of problems) this.log.error({ reason, problem }, `policy reload refused: ${problem}`)
-        this.log.error({ reason, problems: problems.length }, 'policy reload refused; still serving the last good policies')
+        for (const problem of problems)
+          this.log.error({ reason, problem }, `policy reload refused: ${problem}`)
+        this.log.error(
+          { reason, problems: problems.length },
+          'policy reload refused; still serving the last good policies',
+        )
         this.lastReloadError = { at: new Date(), problems }
         return false
       }
@@ -128,7 +144,8 @@ export class Gateway {
   private async apply(apps: readonly App[]): Promise<void> {
     for (const app of apps) {
       if (app.tls.mode === 'manual' && app.tls.manual) this.certificates.set(app.id, app.tls.manual)
-      if (app.tls.mode === 'internal') this.certificates.set(app.id, await this.internalCa.leafFor(app.id, app.hosts))
+      if (app.tls.mode === 'internal')
+        this.certificates.set(app.id, await this.internalCa.leafFor(app.id, app.hosts))
     }
     this.certificates.retain(new Set(apps.map((app) => app.id)))
     this.pools.update(apps)
@@ -157,7 +174,11 @@ export class Gateway {
             loadedAt: this.generation.loadedAt.toISOString(),
             lastReloadError: this.lastReloadError,
           }
-        : { status: 'pass', apps: this.generation.apps.length, loadedAt: this.generation.loadedAt.toISOString() },
+        : {
+            status: 'pass',
+            apps: this.generation.apps.length,
+            loadedAt: this.generation.loadedAt.toISOString(),
+          },
       listeners: this.shuttingDown
         ? { status: 'fail', draining: true, inFlight: this.connections.inFlight, websockets: this.relay.size }
         : { status: 'pass', inFlight: this.connections.inFlight, websockets: this.relay.size },

@@ -57,7 +57,10 @@ export class WebSocketRelay {
         .filter(Boolean)
       const { connect, read } = app.upstream.timeouts
       const target = new WebSocket(url, offered, {
-        headers: upstreamRequestHeaders(request.headers, facts, { websocket: true }) as Record<string, string>,
+        headers: upstreamRequestHeaders(request.headers, facts, { websocket: true }) as Record<
+          string,
+          string
+        >,
         handshakeTimeout: connect + read,
         autoPong: false,
         perMessageDeflate: false,

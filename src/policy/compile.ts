@@ -82,7 +82,10 @@ async function readManualCertificate(
     createSecureContext({ cert: pair.cert, key: pair.key })
   } catch (error) {
     const reason = error instanceof Error ? error.message : String(error)
-    return { ok: false, problems: [loaded.locate(['tls', 'manual'], `unusable certificate or key (${reason})`)] }
+    return {
+      ok: false,
+      problems: [loaded.locate(['tls', 'manual'], `unusable certificate or key (${reason})`)],
+    }
   }
   return { ok: true, pair: { cert: pair.cert, key: pair.key } }
 }

@@ -81,7 +81,13 @@ function describeIssue(
   if (issue.code === 'invalid_type' && field.length === 0) {
     return [locate(field, 'the file must be a YAML mapping (app:, hosts:, upstream: ...)')]
   }
-  return [locate(field, issue.message.replace(/^Invalid input: /, ''))]
+  if (issue.code === 'invalid_type') return [locate(field, `must be a ${issue.expected}`)]
+  if (issue.code === 'invalid_value') {
+    return [locate(field, `must be one of ${issue.values.map((value) => JSON.stringify(value)).join(', ')}`)]
+  }
+  if (issue.code === 'too_small' && issue.origin === 'number')
+    return [locate(field, `must be at least ${issue.minimum}`)]
+  return [locate(field, issue.message)]
 }
 
 /** Offset of the deepest node along `field` that exists; the key itself when `pointAtKey`. */
@@ -122,7 +128,10 @@ export async function loadPolicyFile(file: string): Promise<LoadResult> {
     text = await readFile(file, 'utf8')
   } catch (error) {
     const reason = (error as NodeJS.ErrnoException).code ?? String(error)
-    return { ok: false, problems: [{ file, line: 1, column: 1, field: '', message: `cannot read file (${reason})` }] }
+    return {
+      ok: false,
+      problems: [{ file, line: 1, column: 1, field: '', message: `cannot read file (${reason})` }],
+    }
   }
   return parsePolicy(file, text)
 }
@@ -172,7 +181,10 @@ function conflictsAcrossFiles(policies: readonly LoadedPolicy[]): PolicyProblem[
         problems.push(loaded.locate(['hosts', index], `host "${host}" is listed twice`))
       } else if (owner) {
         problems.push(
-          loaded.locate(['hosts', index], `host "${host}" is already claimed by ${owner.file} (app ${owner.policy.app})`),
+          loaded.locate(
+            ['hosts', index],
+            `host "${host}" is already claimed by ${owner.file} (app ${owner.policy.app})`,
+          ),
         )
       } else {
         hostOwners.set(host, loaded)

@@ -21,24 +21,28 @@ export const duration = z
   .regex(durationPattern, { error: 'must be a duration like 500ms, 30s, 5m or 1h' })
   .transform(parseDuration)
 
-const hostLabel = '[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?'
+// Upper case is accepted and folded: DNS names are case-insensitive.
+const hostLabel = '[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?'
 const hostPattern = new RegExp(`^(?:\\*\\.)?${hostLabel}(?:\\.${hostLabel})*$`)
 
 export const hostName = z
   .string()
+  .max(253)
+  .regex(hostPattern, {
+    error: 'must be a host name like app.example.com or *.example.com (no scheme, port or path)',
+  })
   .transform((host) => host.toLowerCase())
-  .pipe(
-    z
-      .string()
-      .max(253)
-      .regex(hostPattern, { error: 'must be a host name like app.example.com or *.example.com (no scheme, port or path)' }),
-  )
 
 const upstreamTarget = z.string().refine(
   (text) => {
     if (!URL.canParse(text)) return false
     const url = new URL(text)
-    return (url.protocol === 'http:' || url.protocol === 'https:') && url.pathname === '/' && !url.search && !url.hash
+    return (
+      (url.protocol === 'http:' || url.protocol === 'https:') &&
+      url.pathname === '/' &&
+      !url.search &&
+      !url.hash
+    )
   },
   { error: 'must be an origin like http://127.0.0.1:8080 (http or https, no path)' },
 )
@@ -51,16 +55,24 @@ export const upstreamSchema = z
       .describe('Where the app listens, as origins (http://host:port or https://host:port).'),
     timeouts: z
       .strictObject({
-        connect: duration.default(5000).describe('Time allowed to open a connection to a target. Default 5s.'),
+        connect: duration
+          .default(5000)
+          .describe('Time allowed to open a connection to a target. Default 5s.'),
         read: duration
           .default(30_000)
-          .describe('Longest wait for the response headers and between two chunks of the response body. Default 30s.'),
+          .describe(
+            'Longest wait for the response headers and between two chunks of the response body. Default 30s.',
+          ),
         write: duration
           .default(60_000)
-          .describe('Longest pause allowed while the client sends its request or receives the response. Default 60s.'),
+          .describe(
+            'Longest pause allowed while the client sends its request or receives the response. Default 60s.',
+          ),
       })
       .prefault({})
-      .describe('Upstream timeouts; each ends the request with a 504 or closes the stream instead of hanging.'),
+      .describe(
+        'Upstream timeouts; each ends the request with a 504 or closes the stream instead of hanging.',
+      ),
   })
   .describe('The app behind the gateway.')
 
@@ -79,7 +91,10 @@ export const tlsSchema = z
           'manual: certificate files you provide. off: served on plain HTTP, for a gateway behind another TLS hop.',
       ),
     manual: manualCertificate.optional().describe('Certificate files, required when mode is manual.'),
-    minVersion: z.enum(['TLSv1.2', 'TLSv1.3']).default('TLSv1.2').describe('Lowest TLS version accepted for this app.'),
+    minVersion: z
+      .enum(['TLSv1.2', 'TLSv1.3'])
+      .default('TLSv1.2')
+      .describe('Lowest TLS version accepted for this app.'),
   })
   .prefault({})
   .superRefine((tls, context) => {
@@ -99,7 +114,9 @@ export const hstsSchema = z
       .int()
       .min(0)
       .default(31_536_000)
-      .describe('Seconds browsers remember to use HTTPS only; 0 sends no header. Default 31536000 (one year).'),
+      .describe(
+        'Seconds browsers remember to use HTTPS only; 0 sends no header. Default 31536000 (one year).',
+      ),
     includeSubDomains: z.boolean().default(false).describe('Apply to every subdomain too. Default false.'),
     preload: z.boolean().default(false).describe('Ask to be put on browsers’ preload lists. Default false.'),
   })
@@ -110,12 +127,16 @@ export const policySchema = z
   .strictObject({
     app: z
       .string()
-      .regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, { error: 'must be lowercase letters, digits, - or _ (at most 63)' })
+      .regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, {
+        error: 'must be lowercase letters, digits, - or _ (at most 63)',
+      })
       .describe('Unique id of the app, used in logs, metrics and errors.'),
     hosts: z
       .array(hostName)
       .min(1, { error: 'needs at least one host' })
-      .describe('Host names routed to this app, exact or *.example.com (one label). Host header and SNI both route.'),
+      .describe(
+        'Host names routed to this app, exact or *.example.com (one label). Host header and SNI both route.',
+      ),
     upstream: upstreamSchema,
     tls: tlsSchema,
     hsts: hstsSchema,

@@ -1,6 +1,6 @@
 // @peculiar/x509 needs the Reflect metadata API before it loads.
 import 'reflect-metadata'
-import { X509Certificate, webcrypto } from 'node:crypto'
+import { webcrypto, X509Certificate } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import path from 'node:path'
 import * as x509 from '@peculiar/x509'
@@ -116,7 +116,11 @@ function leafExtensions(hosts: readonly string[]): x509.Extension[] {
     new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
     new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
     ...(hosts.length > 0
-      ? [new x509.SubjectAlternativeNameExtension(hosts.map((host) => ({ type: 'dns' as const, value: host })))]
+      ? [
+          new x509.SubjectAlternativeNameExtension(
+            hosts.map((host) => ({ type: 'dns' as const, value: host })),
+          ),
+        ]
       : []),
   ]
 }

@@ -34,7 +34,12 @@ describe('HTTP proxying and upstream failures', () => {
       response.end('never seen')
     })
     upstreams.hopByHop = await httpUpstream((_request, response) => {
-      response.writeHead(200, { connection: 'x-secret', 'x-secret': 'internal', 'keep-alive': 'timeout=5', 'x-kept': 'yes' })
+      response.writeHead(200, {
+        connection: 'x-secret',
+        'x-secret': 'internal',
+        'keep-alive': 'timeout=5',
+        'x-kept': 'yes',
+      })
       response.end('ok')
     })
     deadPort = await closedPort()
@@ -114,7 +119,12 @@ describe('HTTP proxying and upstream failures', () => {
   it('strips hop-by-hop headers in both directions, including those named by Connection', async () => {
     const answer = await fetchOnce('http://echo.test/hop', {
       port: gateway.ports.http,
-      headers: { connection: 'keep-alive, x-private', 'x-private': 'secret', 'proxy-authorization': 'Basic eA==', te: 'trailers' },
+      headers: {
+        connection: 'keep-alive, x-private',
+        'x-private': 'secret',
+        'proxy-authorization': 'Basic eA==',
+        te: 'trailers',
+      },
     })
     const { headers } = answer.json<Echo>()
     expect(headers['x-private']).toBeUndefined()
@@ -148,9 +158,9 @@ describe('HTTP proxying and upstream failures', () => {
   })
 
   it('cuts a response that outlives the write deadline instead of hanging', async () => {
-    await expect(fetchOnce('http://trickle.test/', { port: gateway.ports.http, timeoutMs: 5000 })).rejects.toThrow(
-      /aborted|socket hang up|ECONNRESET/,
-    )
+    await expect(
+      fetchOnce('http://trickle.test/', { port: gateway.ports.http, timeoutMs: 5000 }),
+    ).rejects.toThrow(/aborted|socket hang up|ECONNRESET/)
   })
 
   it('answers 502 when the upstream hangs up or sends headers it cannot parse', async () => {
@@ -174,7 +184,14 @@ describe('HTTP proxying and upstream failures', () => {
   it('rejects a request target that is not a path', async () => {
     const { execFileAsync } = await import('../support/clients.js')
     const { stdout } = await execFileAsync('curl', [
-      '-sS', '--request-target', '*', '-X', 'OPTIONS', '-H', 'Host: echo.test', `http://127.0.0.1:${gateway.ports.http}/`,
+      '-sS',
+      '--request-target',
+      '*',
+      '-X',
+      'OPTIONS',
+      '-H',
+      'Host: echo.test',
+      `http://127.0.0.1:${gateway.ports.http}/`,
     ])
     expect(JSON.parse(stdout)).toMatchObject({ error: { code: 'PCL_BAD_REQUEST' } })
   })

@@ -30,7 +30,12 @@ describe('TLS, SNI and host routing', () => {
       `  mode: manual\n  manual: { cert: ${path.join(certs, `${name}.crt`)}, key: ${path.join(certs, `${name}.key`)} }`
     gateway = await startGateway({
       policies: {
-        'alpha.yaml': policyYaml({ app: 'alpha', hosts: ['alpha.test', '"*.alpha.test"'], target: alpha.url, tls: manual('alpha') }),
+        'alpha.yaml': policyYaml({
+          app: 'alpha',
+          hosts: ['alpha.test', '"*.alpha.test"'],
+          target: alpha.url,
+          tls: manual('alpha'),
+        }),
         'beta.yaml': policyYaml({
           app: 'beta',
           hosts: ['beta.test'],
@@ -38,8 +43,18 @@ describe('TLS, SNI and host routing', () => {
           tls: manual('beta'),
           extra: 'hsts: { maxAge: 63072000, includeSubDomains: true, preload: true }',
         }),
-        'modern.yaml': policyYaml({ app: 'modern', hosts: ['modern.test'], target: alpha.url, tls: '  mode: internal\n  minVersion: TLSv1.3' }),
-        'plain.yaml': policyYaml({ app: 'plain', hosts: ['plain.test'], target: beta.url, tls: '  mode: off' }),
+        'modern.yaml': policyYaml({
+          app: 'modern',
+          hosts: ['modern.test'],
+          target: alpha.url,
+          tls: '  mode: internal\n  minVersion: TLSv1.3',
+        }),
+        'plain.yaml': policyYaml({
+          app: 'plain',
+          hosts: ['plain.test'],
+          target: beta.url,
+          tls: '  mode: off',
+        }),
       },
     })
     internalCa = await readFile(path.join(gateway.stateDir, 'internal/ca.crt'), 'utf8')
@@ -51,7 +66,9 @@ describe('TLS, SNI and host routing', () => {
   })
 
   it('presents each app its own certificate, chosen by SNI', async () => {
-    expect(await presentedCertificate(gateway.ports.https, 'alpha.test')).toContain('DNS:alpha.test, DNS:*.alpha.test')
+    expect(await presentedCertificate(gateway.ports.https, 'alpha.test')).toContain(
+      'DNS:alpha.test, DNS:*.alpha.test',
+    )
     expect(await presentedCertificate(gateway.ports.https, 'www.alpha.test')).toContain('DNS:*.alpha.test')
     expect(await presentedCertificate(gateway.ports.https, 'beta.test')).toContain('DNS:beta.test')
     expect(await presentedCertificate(gateway.ports.https, 'nobody.test')).toContain('placeholder')
@@ -80,7 +97,10 @@ describe('TLS, SNI and host routing', () => {
   })
 
   it('redirects plain HTTP to HTTPS with 308, keeping host, path and query', async () => {
-    const answer = await fetchOnce('http://alpha.test/some/path?q=1&r=%20', { port: gateway.ports.http, method: 'POST' })
+    const answer = await fetchOnce('http://alpha.test/some/path?q=1&r=%20', {
+      port: gateway.ports.http,
+      method: 'POST',
+    })
     expect(answer.status).toBe(308)
     expect(answer.headers.location).toBe(`https://alpha.test:${gateway.ports.https}/some/path?q=1&r=%20`)
   })
@@ -89,7 +109,10 @@ describe('TLS, SNI and host routing', () => {
     const plain = await fetchOnce('http://plain.test/p', { port: gateway.ports.http })
     expect(plain.status).toBe(200)
     expect(plain.json<{ headers: Record<string, string> }>().headers['x-forwarded-proto']).toBe('http')
-    const overTls = await fetchOnce('https://plain.test/p', { port: gateway.ports.https, servername: 'plain.test' })
+    const overTls = await fetchOnce('https://plain.test/p', {
+      port: gateway.ports.https,
+      servername: 'plain.test',
+    })
     expect(overTls.status).toBe(421)
     expect(overTls.json()).toMatchObject({ error: { code: 'PCL_MISDIRECTED_REQUEST' } })
   })
@@ -109,10 +132,16 @@ describe('TLS, SNI and host routing', () => {
   })
 
   it('answers 421 when the Host belongs to another app than the TLS connection', async () => {
-    const answer = await fetchOnce('https://beta.test/', { port: gateway.ports.https, servername: 'alpha.test', ca: testCa })
+    const answer = await fetchOnce('https://beta.test/', {
+      port: gateway.ports.https,
+      servername: 'alpha.test',
+      ca: testCa,
+    })
     expect(answer.status).toBe(421)
     expect(answer.json()).toMatchObject({ error: { code: 'PCL_MISDIRECTED_REQUEST' } })
-    const line = await gateway.waitForLog((l) => l.code === 'PCL_MISDIRECTED_REQUEST' && l.host === 'beta.test')
+    const line = await gateway.waitForLog(
+      (l) => l.code === 'PCL_MISDIRECTED_REQUEST' && l.host === 'beta.test',
+    )
     expect(line.rule).toBe('hosts')
   })
 
@@ -127,14 +156,22 @@ describe('TLS, SNI and host routing', () => {
   })
 
   it('enforces an app’s minimum TLS version even though the listener accepts TLS 1.2', async () => {
-    const old = await fetchOnce('https://modern.test/', { port: gateway.ports.https, ca: internalCa, maxVersion: 'TLSv1.2' })
+    const old = await fetchOnce('https://modern.test/', {
+      port: gateway.ports.https,
+      ca: internalCa,
+      maxVersion: 'TLSv1.2',
+    })
     expect(old.status).toBe(403)
     expect(old.json()).toMatchObject({ error: { code: 'PCL_TLS_VERSION_TOO_OLD' } })
     const current = await fetchOnce('https://modern.test/', { port: gateway.ports.https, ca: internalCa })
     expect(current.status).toBe(200)
     // The 1.2 listener floor still holds for everyone.
     await expect(
-      fetchOnce('https://alpha.test/', { port: gateway.ports.https, ca: testCa, maxVersion: 'TLSv1.1' as 'TLSv1.2' }),
+      fetchOnce('https://alpha.test/', {
+        port: gateway.ports.https,
+        ca: testCa,
+        maxVersion: 'TLSv1.1' as 'TLSv1.2',
+      }),
     ).rejects.toThrow()
   })
 

@@ -4,26 +4,36 @@ import { fetchOnce } from '../support/clients.js'
 import { policyYaml, type RunningGateway, startGateway } from '../support/gateway.js'
 import { closedPort, httpUpstream, type Upstream, wsUpstream } from '../support/upstreams.js'
 
-function open(url: string, protocols: string[] = [], headers: Record<string, string> = {}): Promise<WebSocket> {
+function open(
+  url: string,
+  protocols: string[] = [],
+  headers: Record<string, string> = {},
+): Promise<WebSocket> {
   return new Promise((resolve, reject) => {
     const socket = new WebSocket(url, protocols, { headers, rejectUnauthorized: false })
     socket.once('open', () => resolve(socket))
     socket.once('error', reject)
-    socket.once('unexpected-response', (_request, response) => reject(new Error(`HTTP ${response.statusCode}`)))
+    socket.once('unexpected-response', (_request, response) =>
+      reject(new Error(`HTTP ${response.statusCode}`)),
+    )
   })
 }
 
 function next(socket: WebSocket): Promise<{ data: Buffer; isBinary: boolean }> {
-  return new Promise((resolve) => socket.once('message', (data: Buffer, isBinary) => resolve({ data, isBinary })))
+  return new Promise((resolve) =>
+    socket.once('message', (data: Buffer, isBinary) => resolve({ data, isBinary })),
+  )
 }
 
 function closed(socket: WebSocket): Promise<{ code: number; reason: string }> {
-  return new Promise((resolve) => socket.once('close', (code, reason) => resolve({ code, reason: reason.toString() })))
+  return new Promise((resolve) =>
+    socket.once('close', (code, reason) => resolve({ code, reason: reason.toString() })),
+  )
 }
 
 describe('WebSocket proxying', () => {
   let gateway: RunningGateway
-  let upstream: Upstream
+  let upstream: Upstream & { sockets: import('ws').WebSocketServer }
   let refusing: Upstream
   const seenByUpstream: { headers: Record<string, string | string[] | undefined>; url: string }[] = []
 
@@ -53,7 +63,12 @@ describe('WebSocket proxying', () => {
     gateway = await startGateway({
       policies: {
         'ws.yaml': policyYaml({ app: 'ws', hosts: ['ws.test'], target: upstream.url }),
-        'plainws.yaml': policyYaml({ app: 'plainws', hosts: ['plainws.test'], target: upstream.url, tls: '  mode: off' }),
+        'plainws.yaml': policyYaml({
+          app: 'plainws',
+          hosts: ['plainws.test'],
+          target: upstream.url,
+          tls: '  mode: off',
+        }),
         'refusing.yaml': policyYaml({ app: 'refusing', hosts: ['refusing.test'], target: refusing.url }),
         'dead.yaml': policyYaml({ app: 'deadws', hosts: ['dead.test'], target: `http://127.0.0.1:${dead}` }),
       },
@@ -99,7 +114,9 @@ describe('WebSocket proxying', () => {
     expect(await done).toEqual({ code: 4001, reason: 'room closed' })
 
     const upstreamClosed = new Promise<{ code: number; reason: string }>((resolve) =>
-      upstream.sockets?.once('connection', (peer) => peer.once('close', (code, reason) => resolve({ code, reason: reason.toString() }))),
+      upstream.sockets.once('connection', (peer) =>
+        peer.once('close', (code, reason) => resolve({ code, reason: reason.toString() })),
+      ),
     )
     const client = await open(`wss://127.0.0.1:${gateway.ports.https}/`, [], { host: 'ws.test' })
     client.close(4002, 'client leaves')
@@ -107,7 +124,9 @@ describe('WebSocket proxying', () => {
   })
 
   it('negotiates the subprotocol the upstream chose', async () => {
-    const socket = await open(`wss://127.0.0.1:${gateway.ports.https}/`, ['chat.v1', 'chat.v2'], { host: 'ws.test' })
+    const socket = await open(`wss://127.0.0.1:${gateway.ports.https}/`, ['chat.v1', 'chat.v2'], {
+      host: 'ws.test',
+    })
     expect(socket.protocol).toBe('chat.v2')
     socket.close()
   })
@@ -120,12 +139,18 @@ describe('WebSocket proxying', () => {
   })
 
   it('hands an upstream refusal to the client as that HTTP answer', async () => {
-    await expect(open(`wss://127.0.0.1:${gateway.ports.https}/`, [], { host: 'refusing.test' })).rejects.toThrow('HTTP 403')
+    await expect(
+      open(`wss://127.0.0.1:${gateway.ports.https}/`, [], { host: 'refusing.test' }),
+    ).rejects.toThrow('HTTP 403')
   })
 
   it('answers 502 JSON before any upgrade when the upstream is down, and 404 for an unknown host', async () => {
-    await expect(open(`wss://127.0.0.1:${gateway.ports.https}/`, [], { host: 'dead.test' })).rejects.toThrow('HTTP 502')
-    await expect(open(`wss://127.0.0.1:${gateway.ports.https}/`, [], { host: 'nobody.test' })).rejects.toThrow('HTTP 404')
+    await expect(open(`wss://127.0.0.1:${gateway.ports.https}/`, [], { host: 'dead.test' })).rejects.toThrow(
+      'HTTP 502',
+    )
+    await expect(
+      open(`wss://127.0.0.1:${gateway.ports.https}/`, [], { host: 'nobody.test' }),
+    ).rejects.toThrow('HTTP 404')
     const line = await gateway.waitForLog((l) => l.app === 'deadws' && l.websocket === true)
     expect(line).toMatchObject({ status: 502, code: 'PCL_UPSTREAM_UNREACHABLE' })
     // The gateway still serves plain requests after refused upgrades.

@@ -41,13 +41,20 @@ export async function startGateway(options: {
     [
       cliPath,
       'serve',
-      '--policies', policiesDir,
-      '--state-dir', stateDir,
-      '--listen', '127.0.0.1',
-      '--http-port', '0',
-      '--https-port', '0',
-      '--admin-port', '0',
-      '--env', 'development',
+      '--policies',
+      policiesDir,
+      '--state-dir',
+      stateDir,
+      '--listen',
+      '127.0.0.1',
+      '--http-port',
+      '0',
+      '--https-port',
+      '0',
+      '--admin-port',
+      '0',
+      '--env',
+      'development',
       ...(options.args ?? []),
     ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
@@ -78,7 +85,12 @@ export async function startGateway(options: {
     if (seen) return Promise.resolve(seen)
     return new Promise<LogLine>((resolve, reject) => {
       const timer = setTimeout(
-        () => reject(new Error(`no matching log line within ${timeoutMs} ms; logs:\n${logs.map((l) => JSON.stringify(l)).join('\n')}`)),
+        () =>
+          reject(
+            new Error(
+              `no matching log line within ${timeoutMs} ms; logs:\n${logs.map((l) => JSON.stringify(l)).join('\n')}`,
+            ),
+          ),
         timeoutMs,
       )
       waiters.push({
@@ -94,7 +106,9 @@ export async function startGateway(options: {
   const listening = await Promise.race([
     waitForLog((line) => line.msg === 'gateway listening', 15_000),
     exited.then((code) => {
-      throw new Error(`gateway exited with ${code} before listening:\n${logs.map((l) => JSON.stringify(l)).join('\n')}`)
+      throw new Error(
+        `gateway exited with ${code} before listening:\n${logs.map((l) => JSON.stringify(l)).join('\n')}`,
+      )
     }),
   ])
   return {

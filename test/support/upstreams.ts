@@ -1,6 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
-import { createServer as createTcpServer, type Server as TcpServer, type AddressInfo } from 'node:net'
-import { WebSocketServer, type WebSocket } from 'ws'
+import { type AddressInfo, createServer as createTcpServer, type Server as TcpServer } from 'node:net'
+import { type WebSocket, WebSocketServer } from 'ws'
 import { createEchoApp, listen } from '../../src/demo/echo-app.js'
 
 export interface Upstream {
@@ -25,7 +25,9 @@ export async function echoUpstream(): Promise<Upstream> {
 }
 
 /** An HTTP upstream driven by a handler, for slow, dropping and oversize behaviour. */
-export async function httpUpstream(handler: (request: IncomingMessage, response: ServerResponse) => void): Promise<Upstream> {
+export async function httpUpstream(
+  handler: (request: IncomingMessage, response: ServerResponse) => void,
+): Promise<Upstream> {
   const server = createServer({ maxHeaderSize: 1024 * 1024 }, handler)
   const port = await listen(server, 0)
   return { url: `http://127.0.0.1:${port}`, port, close: closing(server) }
@@ -45,7 +47,10 @@ export async function wsUpstream(
   options: { handleProtocols?: (protocols: Set<string>) => string | false } = {},
 ): Promise<Upstream & { sockets: WebSocketServer }> {
   const server = createServer((_request, response) => response.end('plain http'))
-  const sockets = new WebSocketServer({ server, ...(options.handleProtocols ? { handleProtocols: options.handleProtocols } : {}) })
+  const sockets = new WebSocketServer({
+    server,
+    ...(options.handleProtocols ? { handleProtocols: options.handleProtocols } : {}),
+  })
   sockets.on('connection', onConnection)
   const port = await listen(server, 0)
   return {

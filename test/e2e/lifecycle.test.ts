@@ -1,0 +1,165 @@
+import { afterEach, describe, expect, it } from 'vitest'
+import WebSocket from 'ws'
+import { fetchOnce } from '../support/clients.js'
+import { policyYaml, type RunningGateway, startGateway } from '../support/gateway.js'
+import { echoUpstream, httpUpstream, type Upstream } from '../support/upstreams.js'
+
+const running: { gateways: RunningGateway[]; upstreams: Upstream[] } = { gateways: [], upstreams: [] }
+
+afterEach(async () => {
+  await Promise.all(running.gateways.map((gateway) => gateway.stop('SIGKILL')))
+  await Promise.all(running.upstreams.map((upstream) => upstream.close()))
+  running.gateways = []
+  running.upstreams = []
+})
+
+async function gatewayWith(policies: Record<string, string>, args: string[] = []): Promise<RunningGateway> {
+  const gateway = await startGateway({ policies, args })
+  running.gateways.push(gateway)
+  return gateway
+}
+
+async function upstreamFor<T extends Upstream>(start: Promise<T>): Promise<T> {
+  const upstream = await start
+  running.upstreams.push(upstream)
+  return upstream
+}
+
+const plain = (app: string, target: string) =>
+  policyYaml({ app, hosts: [`${app}.test`], target, tls: '  mode: off' })
+
+async function health(gateway: RunningGateway) {
+  const answer = await fetchOnce('http://127.0.0.1/health', { port: gateway.ports.admin })
+  return {
+    status: answer.status,
+    body: answer.json<{ status: string; checks: Record<string, Record<string, unknown>> }>(),
+  }
+}
+
+describe('reload', () => {
+  it('SIGHUP applies new and changed policy files without a restart', async () => {
+    const echo = await upstreamFor(echoUpstream())
+    const gateway = await gatewayWith({ 'one.yaml': plain('one', echo.url) }, ['--watch', 'false'])
+    expect((await fetchOnce('http://two.test/', { port: gateway.ports.http })).status).toBe(404)
+    await gateway.writePolicy('two.yaml', plain('two', echo.url))
+    gateway.process.kill('SIGHUP')
+    await gateway.waitForLog((line) => line.msg === 'policies reloaded')
+    expect((await fetchOnce('http://two.test/', { port: gateway.ports.http })).status).toBe(200)
+  })
+
+  it('a bad file is reported with file:line:col and the last good policies keep serving', async () => {
+    const echo = await upstreamFor(echoUpstream())
+    const gateway = await gatewayWith({ 'one.yaml': plain('one', echo.url) })
+    await gateway.writePolicy('one.yaml', `${plain('one', echo.url)}\nhsts: { maxAge: forever }\n`)
+    const refused = await gateway.waitForLog((line) => String(line.msg).startsWith('policy reload refused: '))
+    expect(refused.problem).toMatch(/one\.yaml:7:17 hsts\.maxAge: must be a number$/)
+    expect(refused.reason).toBe('file change')
+    expect((await fetchOnce('http://one.test/', { port: gateway.ports.http })).status).toBe(200)
+    const degraded = await health(gateway)
+    expect(degraded.status).toBe(200)
+    expect(degraded.body.status).toBe('degraded')
+    expect(degraded.body.checks.policies?.status).toBe('warn')
+
+    await gateway.writePolicy('one.yaml', plain('one', echo.url))
+    await gateway.waitForLog((line) => line.msg === 'policies reloaded')
+    expect((await health(gateway)).body.status).toBe('healthy')
+  })
+
+  it('requests in flight during a reload finish on the policies they started with', async () => {
+    const slow = await upstreamFor(
+      httpUpstream((_request, response) => setTimeout(() => response.end('done'), 800)),
+    )
+    const gateway = await gatewayWith({ 'slow.yaml': plain('slow', slow.url) }, ['--watch', 'false'])
+    const inFlight = fetchOnce('http://slow.test/', { port: gateway.ports.http })
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    await gateway.writePolicy('slow.yaml', plain('renamed', slow.url))
+    gateway.process.kill('SIGHUP')
+    await gateway.waitForLog((line) => line.msg === 'policies reloaded')
+    expect((await inFlight).body).toBe('done')
+    expect((await fetchOnce('http://slow.test/', { port: gateway.ports.http })).status).toBe(404)
+  })
+})
+
+describe('start-up', () => {
+  it('refuses to start on an invalid policy, listing every problem with its location', async () => {
+    await expect(
+      gatewayWith({
+        'a.yaml': 'app: a\nhosts: [a.test]\nupstream: { targets: [http://127.0.0.1:1] }\n',
+        'b.yaml': 'app: b\nhosts: [a.test]\nupstream: { targets: [http://127.0.0.1:1], timeout: 5s }\n',
+      }),
+    ).rejects.toThrow(/b\.yaml:3:44 upstream\.timeout: unknown field[\s\S]*refusing to start/)
+  })
+})
+
+describe('shutdown (SIGTERM)', () => {
+  it('drains an in-flight slow request and an open WebSocket, then exits 0', async () => {
+    const slow = await upstreamFor(
+      httpUpstream((_request, response) => setTimeout(() => response.end('finished'), 1000)),
+    )
+    const echo = await upstreamFor(echoUpstream())
+    const gateway = await gatewayWith(
+      { 'slow.yaml': plain('slow', slow.url), 'echo.yaml': plain('echo', echo.url) },
+      ['--grace-period', '10s'],
+    )
+    const socket = new WebSocket(`ws://127.0.0.1:${gateway.ports.http}/`, { headers: { host: 'echo.test' } })
+    await new Promise((resolve) => socket.once('message', resolve)) // the demo app's greeting
+    const inFlight = fetchOnce('http://slow.test/', { port: gateway.ports.http })
+    await new Promise((resolve) => setTimeout(resolve, 200))
+
+    gateway.process.kill('SIGTERM')
+    await gateway.waitForLog((line) => line.msg === 'shutting down: draining')
+    // New connections are refused while the old ones finish.
+    await expect(fetchOnce('http://echo.test/', { port: gateway.ports.http })).rejects.toThrow(/ECONNREFUSED/)
+    expect((await fetchOnce('http://127.0.0.1/health', { port: gateway.ports.admin })).status).toBe(503)
+
+    const answer = await inFlight
+    expect(answer.status).toBe(200)
+    expect(answer.body).toBe('finished')
+    // The WebSocket still works during the drain.
+    socket.send('still here')
+    expect(String(await new Promise((resolve) => socket.once('message', resolve)))).toBe('still here')
+    expect(gateway.process.exitCode).toBeNull()
+    socket.close(1000)
+    expect(await gateway.exited).toBe(0)
+    expect(gateway.logs.some((line) => line.msg === 'gateway stopped' && line.result === 'drained')).toBe(
+      true,
+    )
+  })
+
+  it('closes WebSockets with 1001 when the grace period runs out', async () => {
+    const echo = await upstreamFor(echoUpstream())
+    const gateway = await gatewayWith({ 'echo.yaml': plain('echo', echo.url) }, ['--grace-period', '500ms'])
+    const socket = new WebSocket(`ws://127.0.0.1:${gateway.ports.http}/`, { headers: { host: 'echo.test' } })
+    await new Promise((resolve) => socket.once('message', resolve))
+    const closedWith = new Promise<number>((resolve) => socket.once('close', (code) => resolve(code)))
+    gateway.process.kill('SIGTERM')
+    expect(await closedWith).toBe(1001)
+    expect(await gateway.exited).toBe(0)
+  })
+
+  it('drains an HTTP/2 stream in flight over TLS', async () => {
+    const slow = await upstreamFor(
+      httpUpstream((_request, response) => setTimeout(() => response.end('h2 done'), 800)),
+    )
+    const gateway = await gatewayWith({
+      'slow.yaml': policyYaml({ app: 'slow', hosts: ['slow.test'], target: slow.url }),
+    })
+    const { connect } = await import('node:http2')
+    const session = connect(`https://127.0.0.1:${gateway.ports.https}`, {
+      rejectUnauthorized: false,
+      servername: 'slow.test',
+    })
+    const stream = session.request({ ':path': '/', ':authority': 'slow.test' })
+    let body = ''
+    stream.on('data', (chunk: Buffer) => {
+      body += chunk
+    })
+    const ended = new Promise((resolve) => stream.once('end', resolve))
+    await new Promise((resolve) => setTimeout(resolve, 200))
+    gateway.process.kill('SIGTERM')
+    await ended
+    expect(body).toBe('h2 done')
+    session.close()
+    expect(await gateway.exited).toBe(0)
+  })
+})

@@ -1,0 +1,132 @@
+import { describe, expect, it } from 'vitest'
+import { decideRoute, HostRouter, hostnameOf } from '../../src/gateway/routing.js'
+import type { App } from '../../src/policy/compile.js'
+
+function app(id: string, hosts: string[], tls: Partial<App['tls']> = {}): App {
+  return {
+    id,
+    file: `${id}.yaml`,
+    hosts,
+    upstream: { targets: ['http://127.0.0.1:1'], timeouts: { connect: 1, read: 1, write: 1 } },
+    tls: { mode: 'internal', minVersion: 'TLSv1.2', ...tls },
+    hstsHeader: 'max-age=1',
+  }
+}
+
+const shop = app('shop', ['shop.example.com', '*.shop.example.com'])
+const admin = app('admin', ['admin.shop.example.com'], { minVersion: 'TLSv1.3' })
+const legacy = app('legacy', ['legacy.example.com'], { mode: 'off' })
+const router = new HostRouter([shop, admin, legacy])
+
+describe('HostRouter', () => {
+  it.each([
+    ['shop.example.com', 'shop'],
+    ['SHOP.Example.COM', 'shop'],
+    ['shop.example.com:8443', 'shop'],
+    ['shop.example.com.', 'shop'],
+    ['api.shop.example.com', 'shop'],
+    ['admin.shop.example.com', 'admin'], // exact beats wildcard
+    ['a.b.shop.example.com', undefined], // a wildcard covers one label
+    ['example.com', undefined],
+    ['evilshop.example.com', undefined],
+    ['shop.example.com.evil.test', undefined],
+    ['', undefined],
+    [undefined, undefined],
+  ])('%s → %s', (host, expected) => {
+    expect(router.find(host)?.id).toBe(expected)
+  })
+
+  it.each([
+    ['[::1]:443', '::1'],
+    ['Example.COM.:80', 'example.com'],
+    ['localhost', 'localhost'],
+  ])('hostnameOf(%s) = %s', (host, expected) => expect(hostnameOf(host)).toBe(expected))
+})
+
+describe('decideRoute', () => {
+  const tls = (protocol: string, servername?: string) => ({ tls: { servername, protocol } })
+
+  it.each([
+    [
+      'plain HTTP to a TLS app redirects',
+      { host: 'shop.example.com', url: '/a?b=1' },
+      443,
+      { kind: 'redirect', location: 'https://shop.example.com/a?b=1' },
+    ],
+    [
+      'a redirect keeps a non-default HTTPS port',
+      { host: 'shop.example.com:8080', url: '/' },
+      8443,
+      { kind: 'redirect', location: 'https://shop.example.com:8443/' },
+    ],
+    [
+      'plain HTTP to a tls: off app proxies',
+      { host: 'legacy.example.com', url: '/' },
+      443,
+      { kind: 'proxy' },
+    ],
+    [
+      'an unknown host is 404',
+      { host: 'nope.example.com', url: '/' },
+      443,
+      { kind: 'reject', code: 'PCL_UNKNOWN_HOST', rule: 'hosts' },
+    ],
+    ['no Host is 404', { host: undefined, url: '/' }, 443, { kind: 'reject', code: 'PCL_UNKNOWN_HOST' }],
+    [
+      'an asterisk target is 400',
+      { host: 'shop.example.com', url: '*' },
+      443,
+      { kind: 'reject', code: 'PCL_BAD_REQUEST' },
+    ],
+    [
+      'an absolute target is 400',
+      { host: 'shop.example.com', url: 'http://other.test/' },
+      443,
+      { kind: 'reject', code: 'PCL_BAD_REQUEST' },
+    ],
+    [
+      'TLS with matching SNI proxies',
+      { host: 'shop.example.com', url: '/', ...tls('TLSv1.2', 'shop.example.com') },
+      443,
+      { kind: 'proxy' },
+    ],
+    [
+      'TLS without SNI routes by Host',
+      { host: 'shop.example.com', url: '/', ...tls('TLSv1.2') },
+      443,
+      { kind: 'proxy' },
+    ],
+    [
+      'TLS with the SNI of another app is 421',
+      { host: 'shop.example.com', url: '/', ...tls('TLSv1.2', 'admin.shop.example.com') },
+      443,
+      { kind: 'reject', code: 'PCL_MISDIRECTED_REQUEST', rule: 'hosts' },
+    ],
+    [
+      'TLS with SNI under the same app’s wildcard proxies',
+      { host: 'a.shop.example.com', url: '/', ...tls('TLSv1.2', 'b.shop.example.com') },
+      443,
+      { kind: 'proxy' },
+    ],
+    [
+      'TLS to a tls: off app is 421',
+      { host: 'legacy.example.com', url: '/', ...tls('TLSv1.3', 'legacy.example.com') },
+      443,
+      { kind: 'reject', code: 'PCL_MISDIRECTED_REQUEST', rule: 'tls.mode' },
+    ],
+    [
+      'TLS 1.2 to a 1.3-only app is refused',
+      { host: 'admin.shop.example.com', url: '/', ...tls('TLSv1.2', 'admin.shop.example.com') },
+      443,
+      { kind: 'reject', code: 'PCL_TLS_VERSION_TOO_OLD', rule: 'tls.minVersion' },
+    ],
+    [
+      'TLS 1.3 to a 1.3-only app proxies',
+      { host: 'admin.shop.example.com', url: '/', ...tls('TLSv1.3', 'admin.shop.example.com') },
+      443,
+      { kind: 'proxy' },
+    ],
+  ] as const)('%s', (_name, request, httpsPort, expected) => {
+    expect(decideRoute(router, request, httpsPort)).toMatchObject(expected)
+  })
+})

@@ -1,0 +1,63 @@
+import { readdir, readFile } from 'node:fs/promises'
+import path from 'node:path'
+import { describe, expect, it } from 'vitest'
+import { compilePolicies } from '../../src/policy/compile.js'
+import { formatProblem, loadPolicySet } from '../../src/policy/load.js'
+
+const invalidDir = 'test/fixtures/invalid'
+
+/** Loads files as `serve` and `check` do and renders their problems as the user reads them. */
+async function problemsOf(files: string[]): Promise<string> {
+  const set = await loadPolicySet(files)
+  const compiled = set.problems.length === 0 ? await compilePolicies(set.policies) : undefined
+  const problems = compiled && !compiled.ok ? compiled.problems : set.problems
+  return problems.map(formatProblem).join('\n')
+}
+
+describe('policy files with errors (golden files: <name>.yaml beside <name>.expected)', async () => {
+  const fixtures = (await readdir(invalidDir)).filter((name) => name.endsWith('.yaml'))
+  it.each(fixtures)('%s', async (name) => {
+    const expected = await readFile(path.join(invalidDir, name.replace(/\.yaml$/, '.expected')), 'utf8')
+    expect(await problemsOf([path.join(invalidDir, name)])).toBe(expected.trimEnd())
+  })
+})
+
+describe('conflicts across files', () => {
+  it('names both files when two claim the same host or app id', async () => {
+    expect(await problemsOf(['test/fixtures/conflict/a.yaml', 'test/fixtures/conflict/b.yaml'])).toBe(
+      [
+        'test/fixtures/conflict/b.yaml:1:6 app: app id "shop" is already used by test/fixtures/conflict/a.yaml',
+        'test/fixtures/conflict/b.yaml:2:9 hosts[0]: host "shop.example.com" is already claimed by test/fixtures/conflict/a.yaml (app shop)',
+        'test/fixtures/conflict/b.yaml:2:45 hosts[2]: host "beta.example.com" is listed twice',
+      ].join('\n'),
+    )
+  })
+})
+
+describe('valid policies', () => {
+  it('the bundled example loads with its defaults filled in', async () => {
+    const set = await loadPolicySet(['policies/example.yaml'])
+    expect(set.problems).toEqual([])
+    expect(set.policies[0]?.policy).toMatchObject({
+      app: 'demo',
+      upstream: { timeouts: { connect: 2000, read: 30_000, write: 60_000 } },
+      tls: { mode: 'internal', minVersion: 'TLSv1.2' },
+      hsts: { maxAge: 31_536_000, includeSubDomains: false, preload: false },
+    })
+  })
+
+  it('fills defaults for a minimal file and folds host case', async () => {
+    const set = await loadPolicySet(['test/fixtures/valid/minimal.yaml'])
+    expect(set.problems).toEqual([])
+    expect(set.policies[0]?.policy).toEqual({
+      app: 'minimal',
+      hosts: ['minimal.example.com', '*.minimal.example.com'],
+      upstream: {
+        targets: ['http://127.0.0.1:8080'],
+        timeouts: { connect: 5000, read: 30_000, write: 60_000 },
+      },
+      tls: { mode: 'internal', minVersion: 'TLSv1.2' },
+      hsts: { maxAge: 31_536_000, includeSubDomains: false, preload: false },
+    })
+  })
+})

@@ -1,0 +1,58 @@
+import { describe, expect, it } from 'vitest'
+import { envName, flagName, resolveSettings } from '../src/settings.js'
+
+describe('gateway settings', () => {
+  it('names flags and environment variables after the setting', () => {
+    expect(flagName('httpsPort')).toBe('https-port')
+    expect(envName('httpsPort')).toBe('PORTCULLIS_HTTPS_PORT')
+    expect(envName('gracePeriod')).toBe('PORTCULLIS_GRACE_PERIOD')
+  })
+
+  it('has production defaults', () => {
+    const resolved = resolveSettings({}, {})
+    expect(resolved).toEqual({
+      ok: true,
+      settings: {
+        policies: './policies',
+        listen: '0.0.0.0',
+        httpPort: 80,
+        httpsPort: 443,
+        adminPort: 9090,
+        adminListen: '127.0.0.1',
+        stateDir: './certs',
+        env: 'production',
+        gracePeriod: 30_000,
+        logLevel: 'info',
+        watch: true,
+      },
+    })
+  })
+
+  it('takes PORTCULLIS_* variables, and a flag wins over its variable', () => {
+    const resolved = resolveSettings(
+      { httpsPort: '8443' },
+      {
+        PORTCULLIS_HTTPS_PORT: '9443',
+        PORTCULLIS_HTTP_PORT: '8080',
+        PORTCULLIS_GRACE_PERIOD: '5s',
+        PORTCULLIS_ENV: 'development',
+      },
+    )
+    expect(resolved.ok && resolved.settings).toMatchObject({
+      httpsPort: 8443,
+      httpPort: 8080,
+      gracePeriod: 5000,
+      env: 'development',
+    })
+  })
+
+  it('names the flag and the variable of a bad value', () => {
+    expect(resolveSettings({ httpPort: 'eighty', env: 'prod' }, {})).toEqual({
+      ok: false,
+      problems: [
+        '--http-port (PORTCULLIS_HTTP_PORT): expected number, received NaN',
+        '--env (PORTCULLIS_ENV): Invalid option: expected one of "production"|"development"',
+      ],
+    })
+  })
+})
