@@ -1,8 +1,8 @@
 import { randomUUID } from 'node:crypto'
-import { type IncomingMessage, ServerResponse } from 'node:http'
+import { type IncomingMessage, type OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import type { Duplex } from 'node:stream'
 import type { TLSSocket } from 'node:tls'
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from 'fastify'
 import type { Logger } from 'pino'
 import { type ErrorCode, errorBody, errorStatus } from '../errors.js'
 import { canonicalIp } from '../net/ip.js'
@@ -54,7 +54,7 @@ declare module 'fastify' {
 export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInstance {
   const common = {
     loggerInstance: context.log,
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
     genReqId: () => randomUUID(),
     requestIdHeader: false as const,
     return503OnClosing: false,
@@ -116,11 +116,17 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
     if (decision.kind === 'reject') return reject(reply, decision.code, decision.rule, decision.message)
   })
 
-  edge.addHook('onSend', async (request, reply) => {
+  /** Headers the gateway adds to every answer, proxied or its own. */
+  const gatewayHeaders = (request: FastifyRequest): OutgoingHttpHeaders => {
+    const headers: OutgoingHttpHeaders = {}
     const hsts = request.gatewayApp?.hstsHeader
-    if (secure && hsts) reply.header('strict-transport-security', hsts)
-    if (context.connections.isDraining && request.raw.httpVersionMajor === 1)
-      reply.header('connection', 'close')
+    if (secure && hsts) headers['strict-transport-security'] = hsts
+    if (context.connections.isDraining && request.raw.httpVersionMajor === 1) headers.connection = 'close'
+    return headers
+  }
+
+  edge.addHook('onSend', async (request, reply) => {
+    reply.headers(gatewayHeaders(request))
   })
 
   edge.addHook('onResponse', async (request, reply) => {
@@ -149,7 +155,7 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
         requestId: request.id,
       }
       const upgrade = pendingUpgrades.get(request.raw)
-      if (!upgrade) return forwardHttp(request, reply, app, upstream, facts, reject)
+      if (!upgrade) return forwardHttp(request, reply, app, upstream, facts, gatewayHeaders(request), reject)
       if (request.method !== 'GET' || request.headers.upgrade?.toLowerCase() !== 'websocket') {
         return reject(
           reply,

@@ -1,6 +1,7 @@
+import type { OutgoingHttpHeaders } from 'node:http'
 import type { Http2ServerRequest } from 'node:http2'
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { Pool } from 'undici'
+import { type Dispatcher, Pool } from 'undici'
 import type { ErrorCode } from '../errors.js'
 import type { App } from '../policy/compile.js'
 import { downstreamResponseHeaders, type ForwardedFacts, upstreamRequestHeaders } from './headers.js'
@@ -96,59 +97,88 @@ function hasBody(request: FastifyRequest): boolean {
 export type Reject = (reply: FastifyReply, code: ErrorCode, rule?: string, message?: string) => FastifyReply
 
 /**
- * Forwards one HTTP request and streams the answer back. `read` bounds the wait for headers and every
- * pause in the body; `write` bounds the whole exchange, like Go's WriteTimeout. Either ends the request
- * with a JSON 504 if nothing was sent yet, or cuts the stream if the response had started.
+ * Forwards one HTTP request and streams the answer straight to the client with backpressure: upstream
+ * chunks are written as they come and the upstream is paused while the client is slow to read.
+ * `read` bounds the wait for headers and every pause in the body; `write` bounds the whole exchange,
+ * like Go's WriteTimeout. Either ends the request with a JSON 504 if nothing was sent yet, or cuts the
+ * response if it had started. `responseHeaders` are the gateway's own (HSTS, ...), added last.
  */
-export async function forwardHttp(
+export function forwardHttp(
   request: FastifyRequest,
   reply: FastifyReply,
   app: App,
   upstream: Upstream,
   facts: ForwardedFacts,
+  responseHeaders: OutgoingHttpHeaders,
   reject: Reject,
-): Promise<FastifyReply> {
+): FastifyReply {
   const { read, write } = app.upstream.timeouts
-  const aborter = new AbortController()
-  const deadline = setTimeout(() => aborter.abort(new DeadlineExceeded()), write)
-  reply.raw.once('close', () => {
-    clearTimeout(deadline)
-    if (!reply.raw.writableFinished) aborter.abort(new ClientGone())
-  })
-  request.upstream = upstream.origin
-
-  try {
-    const response = await upstream.pool.request({
-      path: request.url,
-      method: request.method as 'GET',
-      headers: upstreamRequestHeaders(request.headers, facts, { websocket: false }),
-      body: hasBody(request) ? request.raw : null,
-      headersTimeout: read,
-      bodyTimeout: read,
-      signal: aborter.signal,
-    })
-    aborter.signal.addEventListener('abort', () => response.body.destroy(aborter.signal.reason as Error), {
-      once: true,
-    })
-    return reply
-      .code(response.statusCode)
-      .headers(downstreamResponseHeaders(response.headers))
-      .send(response.body)
-  } catch (error) {
-    const reason = aborter.signal.reason
-    if (reason instanceof ClientGone) return reply
-    if (reason instanceof DeadlineExceeded) {
-      return reject(
+  const response = reply.raw
+  let controller: Dispatcher.DispatchController | undefined
+  let ended = false
+  const deadline = setTimeout(() => {
+    if (!response.headersSent) {
+      ended = true
+      reject(
         reply,
         'PCL_UPSTREAM_TIMEOUT',
         'upstream.timeouts.write',
         `No complete answer within ${write} ms`,
       )
     }
-    request.log.warn({ err: error, upstream: upstream.origin }, 'upstream request failed')
-    const code = upstreamErrorCode(error)
-    return reject(reply, code, ruleFor[code] ?? 'upstream')
-  }
+    controller?.abort(new DeadlineExceeded())
+    if (response.headersSent) response.destroy()
+  }, write)
+  response.once('close', () => {
+    clearTimeout(deadline)
+    if (!ended) controller?.abort(new ClientGone())
+  })
+  request.upstream = upstream.origin
+
+  upstream.pool.dispatch(
+    {
+      path: request.url,
+      method: request.method as Dispatcher.HttpMethod,
+      headers: upstreamRequestHeaders(request.headers, facts, { websocket: false }),
+      body: hasBody(request) ? request.raw : null,
+      headersTimeout: read,
+      bodyTimeout: read,
+    },
+    {
+      onRequestStart(started) {
+        controller = started
+      },
+      onResponseStart(_controller, statusCode, headers) {
+        if (ended) return
+        reply.hijack()
+        response.writeHead(statusCode, { ...downstreamResponseHeaders(headers), ...responseHeaders })
+      },
+      onResponseData(paused, chunk) {
+        if (!response.write(chunk)) {
+          paused.pause()
+          response.once('drain', () => paused.resume())
+        }
+      },
+      onResponseEnd() {
+        ended = true
+        response.end()
+      },
+      onResponseError(_controller, error) {
+        if (ended) return
+        ended = true
+        if (error instanceof ClientGone) return
+        if (response.headersSent) {
+          request.log.warn({ err: error, upstream: upstream.origin }, 'upstream response cut short')
+          response.destroy()
+          return
+        }
+        request.log.warn({ err: error, upstream: upstream.origin }, 'upstream request failed')
+        const code = upstreamErrorCode(error)
+        reject(reply, code, ruleFor[code] ?? 'upstream')
+      },
+    },
+  )
+  return reply
 }
 
 class ClientGone extends Error {}

@@ -1,3 +1,4 @@
+import { isIP } from 'node:net'
 import type { ErrorCode } from '../errors.js'
 import type { App } from '../policy/compile.js'
 
@@ -99,7 +100,8 @@ export function decideRoute(router: HostRouter, request: ArrivingRequest, httpsP
     }
   }
   const { servername, protocol } = request.tls
-  if (servername && router.find(servername) !== app) {
+  // RFC 6066 forbids IP literals in SNI; some clients (wrk, old libraries) send them anyway: no name given.
+  if (servername && !isIP(servername) && router.find(servername) !== app) {
     return {
       kind: 'reject',
       code: 'PCL_MISDIRECTED_REQUEST',

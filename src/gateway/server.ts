@@ -61,6 +61,8 @@ export class Gateway {
   private watcher: FSWatcher | undefined
   private shuttingDown: Promise<void> | undefined
   private readonly startedAt = Date.now()
+  /** Known once listening; redirects need it on every plain-HTTP request. */
+  private httpsPort = 0
   private readonly pools = new UpstreamPools()
   private readonly relay = new WebSocketRelay()
   private readonly connections = new ConnectionTracker()
@@ -79,7 +81,7 @@ export class Gateway {
     const context: EdgeContext = {
       log,
       router: () => this.generation.router,
-      httpsPort: () => this.addresses().https,
+      httpsPort: () => this.httpsPort,
       pools: this.pools,
       relay: this.relay,
       connections: this.connections,
@@ -104,6 +106,7 @@ export class Gateway {
     await gateway.apply(loaded.apps)
     await gateway.http.listen({ port: settings.httpPort, host: settings.listen })
     await gateway.https.listen({ port: settings.httpsPort, host: settings.listen })
+    gateway.httpsPort = gateway.addresses().https
     await gateway.admin.listen({ port: settings.adminPort, host: settings.adminListen })
     if (settings.watch) gateway.watchPolicies()
     log.info(

@@ -6,6 +6,7 @@ import { isIPv6 } from 'node:net'
  */
 export function canonicalIp(address: string | undefined): string {
   if (!address) return ''
+  if (!address.includes(':')) return address
   let ip = address.toLowerCase()
   const zone = ip.indexOf('%')
   if (zone >= 0) ip = ip.slice(0, zone)

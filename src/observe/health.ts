@@ -1,4 +1,4 @@
-import Fastify, { type FastifyInstance } from 'fastify'
+import Fastify, { type FastifyInstance, LogController } from 'fastify'
 import type { Logger } from 'pino'
 
 export type HealthStatus = 'healthy' | 'degraded' | 'unhealthy'
@@ -24,7 +24,10 @@ export function overallStatus(checks: Record<string, HealthCheck>): HealthStatus
 
 /** The admin listener. `/health` answers 200 while the gateway can serve (healthy or degraded), else 503. */
 export function createAdmin(log: Logger, report: () => HealthReport): FastifyInstance {
-  const admin = Fastify({ loggerInstance: log, disableRequestLogging: true }) as unknown as FastifyInstance
+  const admin = Fastify({
+    loggerInstance: log,
+    logController: new LogController({ disableRequestLogging: true }),
+  }) as unknown as FastifyInstance
   admin.get('/health', async (_request, reply) => {
     const health = report()
     return reply.code(health.status === 'unhealthy' ? 503 : 200).send(health)

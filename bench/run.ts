@@ -1,0 +1,280 @@
+/**
+ * `npm run bench`: throughput and latency of the same tiny upstream reached directly, through nginx
+ * `proxy_pass`, and through Portcullis, over HTTP and HTTPS keep-alive, measured with wrk in one run.
+ *
+ * Two shared cores are noisy, so every figure is a median over interleaved rounds and is reported as a
+ * ratio to references measured in the same run. wrk runs on core 0; the upstream and the proxy under
+ * test share core 1, so a ratio says what the proxy costs on the server's core.
+ *
+ * Environment: BENCH_SECONDS (per measurement, default 5), BENCH_ROUNDS (default 3),
+ * BENCH_CONNECTIONS (default 32).
+ */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
+import { mkdir, mkdtemp, writeFile } from 'node:fs/promises'
+import { connect, createServer } from 'node:net'
+import { cpus, tmpdir } from 'node:os'
+import path from 'node:path'
+
+const seconds = Number(process.env.BENCH_SECONDS ?? 5)
+const rounds = Number(process.env.BENCH_ROUNDS ?? 3)
+const connections = Number(process.env.BENCH_CONNECTIONS ?? 32)
+const root = path.resolve(import.meta.dirname, '..')
+
+const hasTaskset = commandExists('taskset') && cpus().length >= 2
+const loadCore = ['taskset', '-c', '0']
+const serverCore = ['taskset', '-c', '1']
+
+interface Case {
+  name: string
+  url: string
+  host: string
+}
+
+interface Measurement {
+  rps: number
+  p50Ms: number
+  p99Ms: number
+}
+
+function commandExists(command: string): boolean {
+  try {
+    execFileSync('sh', ['-c', `command -v ${command}`], { stdio: 'ignore' })
+    return true
+  } catch {
+    return false
+  }
+}
+
+async function freePort(): Promise<number> {
+  const server = createServer()
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const { port } = server.address() as { port: number }
+  await new Promise((resolve) => server.close(resolve))
+  return port
+}
+
+const children: ChildProcess[] = []
+
+function start(command: string[], name: string): ChildProcess {
+  const [file, ...args] = hasTaskset ? [...serverCore, ...command] : command
+  const child = spawn(file as string, args, { stdio: ['ignore', 'ignore', 'inherit'] })
+  child.once('exit', (code, signal) => {
+    if (!stopping) console.error(`${name} exited early (${code ?? signal})`)
+  })
+  children.push(child)
+  return child
+}
+
+let stopping = false
+function stopAll(): void {
+  stopping = true
+  for (const child of children) child.kill('SIGTERM')
+}
+
+async function waitForPort(port: number, timeoutMs = 10_000): Promise<void> {
+  const until = Date.now() + timeoutMs
+  while (Date.now() < until) {
+    const open = await new Promise<boolean>((resolve) => {
+      const socket = connect(port, '127.0.0.1')
+      socket.once('connect', () => {
+        socket.destroy()
+        resolve(true)
+      })
+      socket.once('error', () => resolve(false))
+    })
+    if (open) return
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  throw new Error(`nothing listens on ${port}`)
+}
+
+function parseLatencyMs(text: string): number {
+  const match = /^([\d.]+)(us|ms|s)$/.exec(text.trim())
+  if (!match) return Number.NaN
+  const value = Number(match[1])
+  return match[2] === 'us' ? value / 1000 : match[2] === 's' ? value * 1000 : value
+}
+
+function wrk(target: Case, durationSeconds: number): Measurement {
+  const command = [
+    'wrk',
+    '-t1',
+    `-c${connections}`,
+    `-d${durationSeconds}s`,
+    '--latency',
+    '-H',
+    `Host: ${target.host}`,
+    target.url,
+  ]
+  const [file, ...args] = hasTaskset ? [...loadCore, ...command] : command
+  const output = execFileSync(file as string, args, { encoding: 'utf8' })
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(output)?.[1])
+  const p50 = /^\s+50%\s+(\S+)/m.exec(output)?.[1] ?? ''
+  const p99 = /^\s+99%\s+(\S+)/m.exec(output)?.[1] ?? ''
+  const errors = /Non-2xx or 3xx responses: (\d+)/.exec(output)?.[1]
+  if (errors) throw new Error(`${target.name}: ${errors} non-2xx responses\n${output}`)
+  return { rps, p50Ms: parseLatencyMs(p50), p99Ms: parseLatencyMs(p99) }
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b)
+  const middle = Math.floor(sorted.length / 2)
+  return sorted.length % 2
+    ? (sorted[middle] as number)
+    : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2
+}
+
+async function main(): Promise<void> {
+  for (const command of ['wrk', 'nginx']) {
+    if (!commandExists(command)) throw new Error(`${command} is not installed (apt-get install ${command})`)
+  }
+  const work = await mkdtemp(path.join(tmpdir(), 'pcl-bench-'))
+  const ports = {
+    upstream: await freePort(),
+    nginxHttp: await freePort(),
+    nginxHttps: await freePort(),
+    gatewayHttp: await freePort(),
+    gatewayHttps: await freePort(),
+    gatewayAdmin: await freePort(),
+  }
+
+  start(
+    [
+      process.execPath,
+      '-e',
+      `require('node:http').createServer((q, s) => { s.setHeader('content-type', 'text/plain'); s.end('hello world') }).listen(${ports.upstream}, '127.0.0.1')`,
+    ],
+    'upstream',
+  )
+
+  const policies = path.join(work, 'policies')
+  const state = path.join(work, 'state')
+  await mkdir(policies)
+  const target = `http://127.0.0.1:${ports.upstream}`
+  await writeFile(
+    path.join(policies, 'plain.yaml'),
+    `app: plain\nhosts: [plain.bench]\nupstream: { targets: ["${target}"] }\ntls: { mode: "off" }\n`,
+  )
+  await writeFile(
+    path.join(policies, 'tls.yaml'),
+    `app: tls\nhosts: [tls.bench]\nupstream: { targets: ["${target}"] }\n`,
+  )
+  start(
+    [
+      process.execPath,
+      path.join(root, 'dist/cli.js'),
+      'serve',
+      '--policies',
+      policies,
+      '--state-dir',
+      state,
+      '--listen',
+      '127.0.0.1',
+      '--http-port',
+      String(ports.gatewayHttp),
+      '--https-port',
+      String(ports.gatewayHttps),
+      '--admin-port',
+      String(ports.gatewayAdmin),
+      '--watch',
+      'false',
+    ],
+    'portcullis',
+  )
+  await waitForPort(ports.gatewayHttps)
+
+  // nginx serves the very certificate Portcullis made, so both do the same TLS work.
+  const nginxConf = path.join(work, 'nginx.conf')
+  await writeFile(
+    nginxConf,
+    `worker_processes 1;
+pid ${work}/nginx.pid;
+error_log stderr warn;
+events { worker_connections 1024; }
+http {
+  access_log /dev/null;
+  upstream app { server 127.0.0.1:${ports.upstream}; keepalive 64; }
+  server {
+    listen 127.0.0.1:${ports.nginxHttp};
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+  server {
+    listen 127.0.0.1:${ports.nginxHttps} ssl;
+    ssl_certificate ${state}/internal/tls.crt;
+    ssl_certificate_key ${state}/internal/tls.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+`,
+  )
+  start(['nginx', '-p', work, '-c', nginxConf, '-g', 'daemon off;'], 'nginx')
+  await Promise.all([
+    waitForPort(ports.upstream),
+    waitForPort(ports.nginxHttp),
+    waitForPort(ports.nginxHttps),
+  ])
+
+  const cases: Case[] = [
+    { name: 'direct http', url: `http://127.0.0.1:${ports.upstream}/`, host: 'plain.bench' },
+    { name: 'nginx http', url: `http://127.0.0.1:${ports.nginxHttp}/`, host: 'plain.bench' },
+    { name: 'portcullis http', url: `http://127.0.0.1:${ports.gatewayHttp}/`, host: 'plain.bench' },
+    { name: 'nginx https', url: `https://127.0.0.1:${ports.nginxHttps}/`, host: 'tls.bench' },
+    { name: 'portcullis https', url: `https://127.0.0.1:${ports.gatewayHttps}/`, host: 'tls.bench' },
+  ]
+
+  console.log(
+    `wrk -t1 -c${connections}, ${seconds}s per measurement, ${rounds} interleaved rounds, ` +
+      (hasTaskset ? 'wrk on core 0, upstream and proxy on core 1' : 'no taskset: unpinned'),
+  )
+  for (const each of cases) wrk(each, 1) // warm-up: JIT, keep-alive pools, TLS session setup
+  const results = new Map<string, Measurement[]>(cases.map((each) => [each.name, []]))
+  for (let round = 0; round < rounds; round++) {
+    // Rotate the order each round so no case always runs first or last.
+    const order = cases.map((_, index) => cases[(index + round) % cases.length] as Case)
+    for (const each of order) results.get(each.name)?.push(wrk(each, seconds))
+    process.stdout.write(`round ${round + 1}/${rounds} done\n`)
+  }
+
+  const summary = new Map(
+    cases.map((each) => {
+      const runs = results.get(each.name) ?? []
+      return [
+        each.name,
+        {
+          rps: median(runs.map((run) => run.rps)),
+          p50Ms: median(runs.map((run) => run.p50Ms)),
+          p99Ms: median(runs.map((run) => run.p99Ms)),
+        },
+      ]
+    }),
+  )
+  const direct = summary.get('direct http')?.rps ?? Number.NaN
+  const nginxFor = (name: string) =>
+    summary.get(name.endsWith('https') ? 'nginx https' : 'nginx http')?.rps ?? Number.NaN
+  const rows = cases.map((each) => {
+    const result = summary.get(each.name) as Measurement
+    return {
+      case: each.name,
+      'req/s': Math.round(result.rps),
+      'p50 ms': result.p50Ms.toFixed(2),
+      'p99 ms': result.p99Ms.toFixed(2),
+      'x direct http': (result.rps / direct).toFixed(2),
+      'x nginx (same scheme)': each.name.startsWith('direct')
+        ? ''
+        : (result.rps / nginxFor(each.name)).toFixed(2),
+    }
+  })
+  console.table(rows)
+}
+
+process.once('SIGINT', () => {
+  stopAll()
+  process.exit(130)
+})
+main()
+  .catch((error: unknown) => {
+    console.error(error)
+    process.exitCode = 1
+  })
+  .finally(stopAll)
