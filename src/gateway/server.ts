@@ -59,6 +59,7 @@ export class Gateway {
   private lastReloadError: { at: Date; problems: string[] } | undefined
   private reloading: Promise<boolean> = Promise.resolve(true)
   private watcher: FSWatcher | undefined
+  private renewTimer: NodeJS.Timeout | undefined
   private shuttingDown: Promise<void> | undefined
   private readonly startedAt = Date.now()
   /** Known once listening; redirects need it on every plain-HTTP request. */
@@ -109,6 +110,7 @@ export class Gateway {
     gateway.httpsPort = gateway.addresses().https
     await gateway.admin.listen({ port: settings.adminPort, host: settings.adminListen })
     if (settings.watch) gateway.watchPolicies()
+    gateway.renewInternalCertificates()
     log.info(
       { ...gateway.addresses(), apps: loaded.apps.map((app) => app.id), env: settings.env },
       'gateway listening',
@@ -153,6 +155,27 @@ export class Gateway {
     this.certificates.retain(new Set(apps.map((app) => app.id)))
     this.pools.update(apps)
     this.generation = { apps, router: new HostRouter(apps), loadedAt: new Date() }
+  }
+
+  private async provisionCertificate(app: App): Promise<void> {
+    if (app.tls.mode === 'manual' && app.tls.manual) this.certificates.set(app.id, app.tls.manual)
+    if (app.tls.mode === 'internal')
+      this.certificates.set(app.id, await this.internalCa.leafFor(app.id, app.hosts))
+  }
+
+  /** Internal leaves live 30 days and are renewed with a third left, without waiting for a reload. */
+  private renewInternalCertificates(): void {
+    this.renewTimer = setInterval(() => {
+      for (const app of this.generation.apps) {
+        if (app.tls.mode !== 'internal') continue
+        this.provisionCertificate(app).catch((error: unknown) =>
+          this.log.error(
+            { err: error, app: app.id },
+            'internal certificate renewal failed; keeping the current one',
+          ),
+        )
+      }
+    }, 3_600_000).unref()
   }
 
   private watchPolicies(): void {
@@ -201,6 +224,7 @@ export class Gateway {
   private async drain(): Promise<void> {
     const { gracePeriod } = this.settings
     this.watcher?.close()
+    clearInterval(this.renewTimer)
     this.log.info(
       { inFlight: this.connections.inFlight, websockets: this.relay.size, gracePeriodMs: gracePeriod },
       'shutting down: draining',

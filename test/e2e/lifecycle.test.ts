@@ -1,6 +1,11 @@
+import { mkdtemp, writeFile } from 'node:fs/promises'
+import { Agent, request as httpsRequest } from 'node:https'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
 import { afterEach, describe, expect, it } from 'vitest'
 import WebSocket from 'ws'
-import { fetchOnce } from '../support/clients.js'
+import { InternalCa } from '../../src/tls/internal-ca.js'
+import { certificateFingerprint, fetchOnce } from '../support/clients.js'
 import { policyYaml, type RunningGateway, startGateway } from '../support/gateway.js'
 import { echoUpstream, httpUpstream, type Upstream } from '../support/upstreams.js'
 
@@ -79,6 +84,58 @@ describe('reload', () => {
     expect((await fetchOnce('http://slow.test/', { port: gateway.ports.http })).status).toBe(404)
   })
 })
+
+describe('certificates', () => {
+  it('a reload swaps an app’s certificate for new connections while open connections keep theirs', async () => {
+    const echo = await upstreamFor(echoUpstream())
+    const dir = await mkdtemp(path.join(tmpdir(), 'pcl-swap-'))
+    const [first, second] = await Promise.all([
+      InternalCa.open(path.join(dir, 'a')),
+      InternalCa.open(path.join(dir, 'b')),
+    ])
+    const files = async (ca: InternalCa, name: string) => {
+      const pair = await ca.leafFor('swap', ['swap.test'])
+      await writeFile(path.join(dir, `${name}.crt`), pair.cert)
+      await writeFile(path.join(dir, `${name}.key`), pair.key)
+    }
+    await files(first, 'live')
+    const policy = policyYaml({
+      app: 'swap',
+      hosts: ['swap.test'],
+      target: echo.url,
+      tls: `  mode: manual\n  manual: { cert: ${dir}/live.crt, key: ${dir}/live.key }`,
+    })
+    const gateway = await gatewayWith({ 'swap.yaml': policy }, ['--watch', 'false'])
+    const before = await certificateFingerprint(gateway.ports.https, 'swap.test')
+
+    const agent = new Agent({ keepAlive: true, maxSockets: 1, ca: first.ca.cert, servername: 'swap.test' })
+    const viaKeptConnection = () => fetchVia(agent, gateway.ports.https)
+    expect(await viaKeptConnection()).toBe(200)
+
+    await files(second, 'live')
+    gateway.process.kill('SIGHUP')
+    await gateway.waitForLog((line) => line.msg === 'policies reloaded')
+    const after = await certificateFingerprint(gateway.ports.https, 'swap.test')
+    expect(after).not.toBe(before)
+    // The connection opened before the swap still serves requests with the old certificate.
+    expect(await viaKeptConnection()).toBe(200)
+    agent.destroy()
+  })
+})
+
+function fetchVia(agent: Agent, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const request = httpsRequest(
+      { host: '127.0.0.1', port, path: '/', headers: { host: 'swap.test' }, agent },
+      (response) => {
+        response.resume()
+        response.once('end', () => resolve(response.statusCode ?? 0))
+      },
+    )
+    request.once('error', reject)
+    request.end()
+  })
+}
 
 describe('start-up', () => {
   it('refuses to start on an invalid policy, listing every problem with its location', async () => {

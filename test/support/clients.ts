@@ -1,6 +1,7 @@
 import { execFile } from 'node:child_process'
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
 import { request as httpsRequest } from 'node:https'
+import { connect as tlsConnect } from 'node:tls'
 import { promisify } from 'node:util'
 
 export const execFileAsync = promisify(execFile)
@@ -85,4 +86,15 @@ export async function presentedCertificate(port: number, servername: string): Pr
     `echo | openssl s_client -connect 127.0.0.1:${port} -servername ${servername} 2>/dev/null | openssl x509 -noout -subject -ext subjectAltName`,
   ])
   return stdout
+}
+
+/** SHA-256 fingerprint of the certificate presented on a new TLS connection for `servername`. */
+export function certificateFingerprint(port: number, servername: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect({ host: '127.0.0.1', port, servername, rejectUnauthorized: false }, () => {
+      resolve(socket.getPeerCertificate().fingerprint256)
+      socket.end()
+    })
+    socket.once('error', reject)
+  })
 }
