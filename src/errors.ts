@@ -17,7 +17,6 @@ export const errorCodes = {
   },
   PCL_UPSTREAM_CONNECT_TIMEOUT: { status: 504, message: 'Connecting to the upstream timed out' },
   PCL_UPSTREAM_TIMEOUT: { status: 504, message: 'The upstream did not answer in time' },
-  PCL_SHUTTING_DOWN: { status: 503, message: 'The gateway is shutting down' },
   PCL_INTERNAL: { status: 500, message: 'Internal gateway error' },
 } as const satisfies Record<string, { status: number; message: string }>
 
