@@ -4,6 +4,20 @@
  */
 export const errorCodes = {
   PCL_BAD_REQUEST: { status: 400, message: 'The request is malformed' },
+  PCL_ACCESS_DENIED: { status: 403, message: 'Access to this path is restricted' },
+  PCL_NOT_FOUND: { status: 404, message: 'Not found' },
+  PCL_CORS_ORIGIN_DENIED: { status: 403, message: 'This origin is not allowed' },
+  PCL_CORS_METHOD_DENIED: { status: 403, message: 'This method is not allowed for cross-origin requests' },
+  PCL_CORS_HEADER_DENIED: {
+    status: 403,
+    message: 'A requested header is not allowed for cross-origin requests',
+  },
+  PCL_WS_ORIGIN_DENIED: { status: 403, message: 'WebSocket connections from this origin are not allowed' },
+  PCL_WS_TOO_MANY_CONNECTIONS: { status: 429, message: 'Too many WebSocket connections' },
+  PCL_BODY_TOO_LARGE: { status: 413, message: 'The request body is too large' },
+  PCL_URL_TOO_LONG: { status: 414, message: 'The request target is too long' },
+  PCL_HEADERS_TOO_LARGE: { status: 431, message: 'The request headers are too large' },
+  PCL_REQUEST_TIMEOUT: { status: 408, message: 'The request was not received in time' },
   PCL_UNKNOWN_HOST: { status: 404, message: 'No app is configured for this host' },
   PCL_MISDIRECTED_REQUEST: { status: 421, message: 'This connection cannot serve the requested host' },
   PCL_TLS_VERSION_TOO_OLD: {

@@ -10,9 +10,10 @@ import type { App, PemPair } from '../policy/compile.js'
 import type { CertificateStore } from '../tls/certificates.js'
 import type { ConnectionTracker } from './connections.js'
 import type { ForwardedFacts } from './headers.js'
+import { answerHeaders, runGuards, type Verdict } from './pipeline.js'
 import { forwardHttp, type UpstreamPools } from './proxy.js'
 import { decideRoute, type HostRouter } from './routing.js'
-import type { WebSocketRelay } from './websocket.js'
+import type { Reservation, WebSocketRelay } from './websocket.js'
 
 export interface EdgeContext {
   readonly log: Logger
@@ -32,6 +33,8 @@ export interface TlsSettings {
 interface PendingUpgrade {
   socket: Duplex
   head: Buffer
+  /** Taken when the guards admit the upgrade. */
+  reservation?: Reservation
 }
 
 const pendingUpgrades = new WeakMap<IncomingMessage, PendingUpgrade>()
@@ -40,22 +43,33 @@ declare module 'fastify' {
   interface FastifyRequest {
     gatewayApp: App | null
     clientIp: string
+    /** What the guards decided, once an app matched. */
+    verdict: Verdict | null
+    /** Headers the guards add to the answer, whatever it is (CORS grant, Vary). */
+    addedHeaders: OutgoingHttpHeaders | undefined
     /** Set when the gateway itself answered: which code and which policy rule decided. */
     rejection: { code: ErrorCode; rule: string } | null
   }
 }
 
+/** What HTTP/1 and HTTP/2 requests both have. */
+type RawRequest = Pick<IncomingMessage, 'headers' | 'socket'>
+
+const requestIdPattern = /^[A-Za-z0-9._:-]{1,128}$/
+const hostPattern = /^[A-Za-z0-9.-]+(?::\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::\d{1,5})?$/
+
 /**
  * The Fastify app behind one edge listener: plain HTTP (redirects, and apps with `tls.mode: off`) or
- * TLS (HTTP/2 with HTTP/1.1 fallback, certificate chosen by SNI). Both route with `decideRoute` and
- * proxy HTTP and WebSocket traffic the same way; WebSocket upgrades go through the same hooks as
- * requests, so every check made on a request is made on an upgrade before it happens.
+ * TLS (HTTP/2 with HTTP/1.1 fallback, certificate chosen by SNI). Both route with `decideRoute`, run
+ * the app's guards with `runGuards` and proxy HTTP and WebSocket traffic the same way. WebSocket
+ * upgrades go through the same hook as requests, so every guard decides an upgrade before it happens.
  */
 export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInstance {
+  const secure = tls !== undefined
   const common = {
     loggerInstance: context.log,
     logController: new LogController({ disableRequestLogging: true }),
-    genReqId: () => randomUUID(),
+    genReqId: (raw: RawRequest) => trustedRequestId(context, raw) ?? randomUUID(),
     requestIdHeader: false as const,
     return503OnClosing: false,
     forceCloseConnections: false,
@@ -77,9 +91,10 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
       })
     : Fastify(common)) as unknown as FastifyInstance
 
-  const secure = tls !== undefined
   edge.decorateRequest('gatewayApp', null)
   edge.decorateRequest('clientIp', '')
+  edge.decorateRequest('verdict', null)
+  edge.decorateRequest('addedHeaders', undefined)
   edge.decorateRequest('rejection', null)
   context.connections.watch(edge.server)
   edge.server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
@@ -97,10 +112,12 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
   edge.addContentTypeParser('*', (_request, _payload, done) => done(null))
 
   edge.addHook('onRequest', async (request, reply) => {
-    request.clientIp = canonicalIp(request.raw.socket.remoteAddress)
-    if (!pendingUpgrades.has(request.raw)) context.connections.requestStarted(request.raw, reply.raw)
+    const peer = canonicalIp(request.raw.socket.remoteAddress)
+    request.clientIp = peer
+    const upgrade = pendingUpgrades.has(request.raw)
+    if (!upgrade) context.connections.requestStarted(request.raw, reply.raw)
     const socket = request.raw.socket as TLSSocket
-    const decision = decideRoute(
+    const route = decideRoute(
       context.router(),
       {
         host: request.host,
@@ -111,22 +128,49 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
       },
       context.httpsPort(),
     )
-    if (decision.kind === 'redirect') return reply.code(308).header('location', decision.location).send()
-    request.gatewayApp = decision.app ?? null
-    if (decision.kind === 'reject') return reject(reply, decision.code, decision.rule, decision.message)
+    if (route.kind === 'redirect') return reply.code(308).header('location', route.location).send()
+    if (route.kind === 'reject') {
+      request.gatewayApp = route.app ?? null
+      return reject(reply, route.code, route.rule, route.message)
+    }
+    const app = route.app
+    request.gatewayApp = app
+    const verdict = runGuards(app, {
+      method: request.method,
+      url: request.url,
+      headers: request.headers,
+      rawHeaders: request.raw.rawHeaders,
+      peer,
+      upgrade,
+      liveWebSockets: (ip) => context.relay.live(app.id, ip),
+    })
+    request.verdict = verdict
+    request.clientIp = verdict.identity.ip
+    const { decision } = verdict
+    if (decision.kind === 'allow') {
+      request.addedHeaders = decision.responseHeaders
+      const pending = pendingUpgrades.get(request.raw)
+      if (pending) pending.reservation = context.relay.reserve(app.id, verdict.identity.ip)
+    } else if (decision.kind === 'answer') {
+      request.addedHeaders = decision.headers
+      request.rejection = null
+      return reply.code(decision.status).send()
+    } else {
+      request.addedHeaders = decision.headers
+      return reject(reply, decision.code, decision.rule, decision.message)
+    }
   })
 
-  /** Headers the gateway adds to every answer, proxied or its own. */
-  const gatewayHeaders = (request: FastifyRequest): OutgoingHttpHeaders => {
-    const headers: OutgoingHttpHeaders = {}
-    const hsts = request.gatewayApp?.hstsHeader
-    if (secure && hsts) headers['strict-transport-security'] = hsts
+  /** Headers of an answer: the app's (none for the gateway's own), edited by the policy, plus the edge's. */
+  const finalHeaders = (request: FastifyRequest, fromApp: OutgoingHttpHeaders): OutgoingHttpHeaders => {
+    const app = request.gatewayApp
+    const headers = app ? answerHeaders(app, fromApp, request.addedHeaders, secure) : fromApp
     if (context.connections.isDraining && request.raw.httpVersionMajor === 1) headers.connection = 'close'
     return headers
   }
 
   edge.addHook('onSend', async (request, reply) => {
-    reply.headers(gatewayHeaders(request))
+    reply.headers(finalHeaders(request, {}))
   })
 
   edge.addHook('onResponse', async (request, reply) => {
@@ -135,8 +179,7 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
 
   edge.setErrorHandler((error: Error & { statusCode?: number }, request, reply) => {
     const clientFault = error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500
-    if (!clientFault)
-      request.log.error({ err: error, reqId: request.id }, 'request failed inside the gateway')
+    if (!clientFault) request.log.error({ err: error }, 'request failed inside the gateway')
     return clientFault
       ? reject(reply, 'PCL_BAD_REQUEST', 'request', error.message)
       : reject(reply, 'PCL_INTERNAL', 'gateway')
@@ -147,16 +190,22 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
     url: '/*',
     handler: async (request, reply) => {
       const app = request.gatewayApp as App
+      const verdict = request.verdict as Verdict
       const upstream = context.pools.pick(app)
-      const facts: ForwardedFacts = {
-        clientIp: request.clientIp,
-        proto: secure ? 'https' : 'http',
-        host: request.host,
-        requestId: request.id,
-      }
+      const facts = forwardedFacts(request, verdict, secure)
+      const target = verdict.target ?? request.url
       const upgrade = pendingUpgrades.get(request.raw)
-      if (!upgrade) return forwardHttp(request, reply, app, upstream, facts, gatewayHeaders(request), reject)
+      if (!upgrade) {
+        return forwardHttp(request, reply, app, upstream, {
+          target,
+          facts,
+          bodyLimit: verdict.bodyLimit,
+          responseHeaders: (fromApp) => finalHeaders(request, fromApp),
+          reject,
+        })
+      }
       if (request.method !== 'GET' || request.headers.upgrade?.toLowerCase() !== 'websocket') {
+        upgrade.reservation?.release()
         return reject(
           reply,
           'PCL_BAD_REQUEST',
@@ -167,10 +216,9 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
       reply.hijack()
       request.upstream = upstream.origin
       const started = performance.now()
+      const reservation = upgrade.reservation ?? context.relay.reserve(app.id, verdict.identity.ip)
       const outcome = await context.relay.relay(
-        request.raw,
-        upgrade.socket,
-        upgrade.head,
+        { request: request.raw, socket: upgrade.socket, head: upgrade.head, target, reservation },
         app,
         upstream,
         facts,
@@ -181,6 +229,33 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
   })
 
   return edge
+}
+
+/** Forwarding facts sent upstream. A trusted proxy's X-Forwarded-Proto and -Host are kept; anyone else's are not. */
+function forwardedFacts(request: FastifyRequest, verdict: Verdict, secure: boolean): ForwardedFacts {
+  const { identity } = verdict
+  const firstOf = (value: string | string[] | undefined) =>
+    (Array.isArray(value) ? value[0] : value)?.split(',')[0]?.trim()
+  const incomingProto = identity.peerTrusted
+    ? firstOf(request.headers['x-forwarded-proto'])?.toLowerCase()
+    : undefined
+  const incomingHost = identity.peerTrusted ? firstOf(request.headers['x-forwarded-host']) : undefined
+  return {
+    chain: identity.chain,
+    clientIp: identity.ip,
+    proto: incomingProto === 'http' || incomingProto === 'https' ? incomingProto : secure ? 'https' : 'http',
+    host: incomingHost && hostPattern.test(incomingHost) ? incomingHost : request.host,
+    requestId: request.id,
+  }
+}
+
+/** A well-formed X-Request-Id is kept when it comes from a proxy the app trusts, so traces join up. */
+function trustedRequestId(context: EdgeContext, raw: RawRequest): string | undefined {
+  const id = raw.headers['x-request-id']
+  if (typeof id !== 'string' || !requestIdPattern.test(id)) return undefined
+  const host = raw.headers.host ?? (raw.headers[':authority'] as string | undefined)
+  const app = context.router().find(host)
+  return app?.guards.clientIp.isTrusted(canonicalIp(raw.socket.remoteAddress)) ? id : undefined
 }
 
 /** Answers with the JSON error body and remembers which rule decided, for the access log. */

@@ -44,8 +44,10 @@ function namedInConnection(headers: IncomingHttpHeaders): Set<string> | undefine
 }
 
 export interface ForwardedFacts {
+  /** X-Forwarded-For: the client first, then each proxy up to and including our peer. */
+  chain: readonly string[]
   clientIp: string
-  proto: 'http' | 'https'
+  proto: string
   host: string
   requestId: string
 }
@@ -65,7 +67,8 @@ export function upstreamRequestHeaders(
     headers[name] = value
   }
   headers.host = facts.host
-  headers['x-forwarded-for'] = facts.clientIp
+  headers['x-forwarded-for'] = facts.chain.join(', ')
+  headers['x-real-ip'] = facts.clientIp
   headers['x-forwarded-proto'] = facts.proto
   headers['x-forwarded-host'] = facts.host
   headers['x-request-id'] = facts.requestId

@@ -1,5 +1,6 @@
 import type { OutgoingHttpHeaders } from 'node:http'
 import type { Http2ServerRequest } from 'node:http2'
+import { Readable } from 'node:stream'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import { type Dispatcher, Pool } from 'undici'
 import type { ErrorCode } from '../errors.js'
@@ -96,23 +97,33 @@ function hasBody(request: FastifyRequest): boolean {
 
 export type Reject = (reply: FastifyReply, code: ErrorCode, rule?: string, message?: string) => FastifyReply
 
+export interface ForwardPlan {
+  /** The canonical path and the query, as the upstream receives them. */
+  target: string
+  facts: ForwardedFacts
+  /** Enforced while the body streams when its length is not declared (chunked, HTTP/2). */
+  bodyLimit: { max: number; rule: string } | undefined
+  /** The headers sent to the client, from the app's (already stripped of hop-by-hop ones). */
+  responseHeaders(fromApp: OutgoingHttpHeaders): OutgoingHttpHeaders
+  reject: Reject
+}
+
 /**
  * Forwards one HTTP request and streams the answer straight to the client with backpressure: upstream
  * chunks are written as they come and the upstream is paused while the client is slow to read.
  * `read` bounds the wait for headers and every pause in the body; `write` bounds the whole exchange,
  * like Go's WriteTimeout. Either ends the request with a JSON 504 if nothing was sent yet, or cuts the
- * response if it had started. `responseHeaders` are the gateway's own (HSTS, ...), added last.
+ * response if it had started.
  */
 export function forwardHttp(
   request: FastifyRequest,
   reply: FastifyReply,
   app: App,
   upstream: Upstream,
-  facts: ForwardedFacts,
-  responseHeaders: OutgoingHttpHeaders,
-  reject: Reject,
+  plan: ForwardPlan,
 ): FastifyReply {
   const { read, write } = app.upstream.timeouts
+  const { reject } = plan
   const response = reply.raw
   let controller: Dispatcher.DispatchController | undefined
   let ended = false
@@ -137,10 +148,10 @@ export function forwardHttp(
 
   upstream.pool.dispatch(
     {
-      path: request.url,
+      path: plan.target,
       method: request.method as Dispatcher.HttpMethod,
-      headers: upstreamRequestHeaders(request.headers, facts, { websocket: false }),
-      body: hasBody(request) ? request.raw : null,
+      headers: upstreamRequestHeaders(request.headers, plan.facts, { websocket: false }),
+      body: requestBody(request, plan.bodyLimit),
       headersTimeout: read,
       bodyTimeout: read,
     },
@@ -151,7 +162,7 @@ export function forwardHttp(
       onResponseStart(_controller, statusCode, headers) {
         if (ended) return
         reply.hijack()
-        response.writeHead(statusCode, { ...downstreamResponseHeaders(headers), ...responseHeaders })
+        response.writeHead(statusCode, plan.responseHeaders(downstreamResponseHeaders(headers)))
       },
       onResponseData(paused, chunk) {
         if (!response.write(chunk)) {
@@ -172,6 +183,16 @@ export function forwardHttp(
           response.destroy()
           return
         }
+        const tooLarge = error instanceof BodyTooLarge ? error : (error.cause as unknown)
+        if (tooLarge instanceof BodyTooLarge) {
+          reject(
+            reply,
+            'PCL_BODY_TOO_LARGE',
+            tooLarge.rule,
+            `The request body is larger than ${tooLarge.max} bytes`,
+          )
+          return
+        }
         request.log.warn({ err: error, upstream: upstream.origin }, 'upstream request failed')
         const code = upstreamErrorCode(error)
         reject(reply, code, ruleFor[code] ?? 'upstream')
@@ -179,6 +200,35 @@ export function forwardHttp(
     },
   )
   return reply
+}
+
+function requestBody(request: FastifyRequest, limit: ForwardPlan['bodyLimit']): Readable | null {
+  if (!hasBody(request)) return null
+  // A declared length was checked against the limit already, and the parser holds the body to it.
+  if (request.headers['content-length'] !== undefined || !limit) return request.raw
+  return Readable.from(countedBody(request.raw, limit), { objectMode: false })
+}
+
+/** Streams the body on, failing the upstream request (413) as soon as it passes the limit. */
+async function* countedBody(
+  source: AsyncIterable<Buffer>,
+  limit: { max: number; rule: string },
+): AsyncGenerator<Buffer> {
+  let seen = 0
+  for await (const chunk of source) {
+    seen += chunk.length
+    if (seen > limit.max) throw new BodyTooLarge(limit.max, limit.rule)
+    yield chunk
+  }
+}
+
+class BodyTooLarge extends Error {
+  constructor(
+    readonly max: number,
+    readonly rule: string,
+  ) {
+    super(`request body over ${max} bytes`)
+  }
 }
 
 class ClientGone extends Error {}

@@ -2,6 +2,7 @@ import type { IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { type RawData, WebSocket, WebSocketServer } from 'ws'
 import { type ErrorCode, errorBody, errorStatus } from '../errors.js'
+import type { LiveWebSockets } from '../guards/websocket.js'
 import type { App } from '../policy/compile.js'
 import { type ForwardedFacts, upstreamRequestHeaders } from './headers.js'
 import type { Upstream } from './proxy.js'
@@ -10,12 +11,26 @@ import { upstreamErrorCode } from './proxy.js'
 interface Link {
   client: WebSocket
   upstream: WebSocket
-  app: string
+  reservation: Reservation
 }
 
 export interface UpgradeOutcome {
   status: number
   code?: ErrorCode
+}
+
+/** A place counted against the WebSocket caps, from the guard's check until the connection ends. */
+export interface Reservation {
+  release(): void
+}
+
+export interface UpgradeRequest {
+  request: IncomingMessage
+  socket: Duplex
+  head: Buffer
+  /** The canonical path and query sent upstream. */
+  target: string
+  reservation: Reservation
 }
 
 const negotiatedProtocol = new WeakMap<IncomingMessage, string>()
@@ -27,29 +42,53 @@ const negotiatedProtocol = new WeakMap<IncomingMessage, string>()
  * and close codes pass through unchanged in both directions.
  */
 export class WebSocketRelay {
-  private readonly server = new WebSocketServer({
-    noServer: true,
-    autoPong: false,
-    perMessageDeflate: false,
-    handleProtocols: (_offered, request) => negotiatedProtocol.get(request) ?? false,
-  })
+  /** One server per message size limit: ws sets maxPayload per server. */
+  private readonly servers = new Map<number, WebSocketServer>()
   private readonly links = new Set<Link>()
+  private readonly perApp = new Map<string, number>()
+  private readonly perClient = new Map<string, number>()
   private idleResolvers: (() => void)[] = []
 
   get size(): number {
     return this.links.size
   }
 
+  /** Open and reserved WebSockets of an app and of one of its clients. */
+  live(appId: string, ip: string): LiveWebSockets {
+    return { app: this.perApp.get(appId) ?? 0, ip: this.perClient.get(`${appId} ${ip}`) ?? 0 }
+  }
+
+  /** Counts a connection against the caps right when the guard admits it, so concurrent upgrades cannot overshoot. */
+  reserve(appId: string, ip: string): Reservation {
+    const clientKey = `${appId} ${ip}`
+    const bump = (map: Map<string, number>, key: string, by: number) => {
+      const next = (map.get(key) ?? 0) + by
+      if (next > 0) map.set(key, next)
+      else map.delete(key)
+    }
+    bump(this.perApp, appId, 1)
+    bump(this.perClient, clientKey, 1)
+    let released = false
+    return {
+      release: () => {
+        if (released) return
+        released = true
+        bump(this.perApp, appId, -1)
+        bump(this.perClient, clientKey, -1)
+      },
+    }
+  }
+
   relay(
-    request: IncomingMessage,
-    socket: Duplex,
-    head: Buffer,
+    upgrade: UpgradeRequest,
     app: App,
     upstream: Upstream,
     facts: ForwardedFacts,
   ): Promise<UpgradeOutcome> {
+    const { request, socket, head, reservation } = upgrade
+    const { maxMessageSize, idleTimeout } = app.guards.websocket
     return new Promise((resolve) => {
-      const url = new URL(request.url ?? '/', upstream.origin)
+      const url = new URL(upgrade.target, upstream.origin)
       url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:'
       const offered = (request.headers['sec-websocket-protocol'] ?? '')
         .split(',')
@@ -65,14 +104,19 @@ export class WebSocketRelay {
         autoPong: false,
         perMessageDeflate: false,
         followRedirects: false,
+        maxPayload: maxMessageSize,
       })
       let settled = false
       const settle = (outcome: UpgradeOutcome) => {
         settled = true
+        if (outcome.status !== 101) reservation.release()
         resolve(outcome)
       }
       socket.once('close', () => {
-        if (!settled) target.terminate()
+        if (!settled) {
+          target.terminate()
+          settle({ status: 499 })
+        }
       })
 
       target.once('unexpected-response', (_upstreamRequest, response) => {
@@ -94,23 +138,49 @@ export class WebSocketRelay {
       })
       target.once('open', () => {
         if (target.protocol) negotiatedProtocol.set(request, target.protocol)
-        this.server.handleUpgrade(request, socket, head, (client) => {
-          this.link({ client, upstream: target, app: app.id })
+        this.serverFor(maxMessageSize).handleUpgrade(request, socket, head, (client) => {
+          this.link({ client, upstream: target, reservation }, idleTimeout)
           settle({ status: 101 })
         })
       })
     })
   }
 
-  private link(link: Link): void {
+  private serverFor(maxPayload: number): WebSocketServer {
+    let server = this.servers.get(maxPayload)
+    if (!server) {
+      server = new WebSocketServer({
+        noServer: true,
+        autoPong: false,
+        perMessageDeflate: false,
+        maxPayload,
+        handleProtocols: (_offered, request) => negotiatedProtocol.get(request) ?? false,
+      })
+      this.servers.set(maxPayload, server)
+    }
+    return server
+  }
+
+  private link(link: Link, idleTimeout: number | undefined): void {
     const { client, upstream } = link
     this.links.add(link)
-    pipe(client, upstream)
-    pipe(upstream, client)
+    // No frame either way for idleTimeout: both sides are told 1001 (going away).
+    const idle = idleTimeout
+      ? setTimeout(() => {
+          client.close(1001, 'idle timeout')
+          upstream.close(1001, 'idle timeout')
+        }, idleTimeout)
+      : undefined
+    const activity = () => idle?.refresh()
+    pipe(client, upstream, activity)
+    pipe(upstream, client, activity)
     let closed = 0
     const onClose = () => {
       closed += 1
-      if (closed === 2) this.unlink(link)
+      if (closed === 2) {
+        clearTimeout(idle)
+        this.unlink(link)
+      }
     }
     client.once('close', onClose)
     upstream.once('close', onClose)
@@ -118,6 +188,7 @@ export class WebSocketRelay {
 
   private unlink(link: Link): void {
     this.links.delete(link)
+    link.reservation.release()
     if (this.links.size === 0) {
       for (const resolve of this.idleResolvers) resolve()
       this.idleResolvers = []
@@ -139,14 +210,17 @@ export class WebSocketRelay {
   }
 }
 
-function pipe(from: WebSocket, to: WebSocket): void {
+function pipe(from: WebSocket, to: WebSocket, activity: () => void): void {
   from.on('message', (data: RawData, isBinary: boolean) => {
+    activity()
     if (to.readyState === WebSocket.OPEN) to.send(data, { binary: isBinary })
   })
   from.on('ping', (data) => {
+    activity()
     if (to.readyState === WebSocket.OPEN) to.ping(data)
   })
   from.on('pong', (data) => {
+    activity()
     if (to.readyState === WebSocket.OPEN) to.pong(data)
   })
   from.once('close', (code, reason) => closePeer(to, code, reason))

@@ -1,15 +1,84 @@
-import { isIPv6 } from 'node:net'
+import { BlockList, isIP, isIPv6 } from 'node:net'
 
 /**
- * One spelling per address, so logs and keys never see the same client twice: IPv4-mapped IPv6
- * (`::ffff:10.0.0.1`) becomes IPv4 and zone ids are dropped.
+ * One spelling per address, so every comparison, key and log line sees the same client once:
+ * IPv4-mapped IPv6 (`::ffff:10.0.0.1`) becomes IPv4, IPv6 is lowercased and zero-compressed, and zone
+ * ids are dropped. Returns '' for anything that is not an IP address.
  */
 export function canonicalIp(address: string | undefined): string {
   if (!address) return ''
-  if (!address.includes(':')) return address
+  if (!address.includes(':')) return isIP(address) === 4 ? address : ''
   let ip = address.toLowerCase()
   const zone = ip.indexOf('%')
   if (zone >= 0) ip = ip.slice(0, zone)
-  if (ip.startsWith('::ffff:') && ip.includes('.')) return ip.slice(7)
-  return isIPv6(ip) ? new URL(`http://[${ip}]`).hostname.slice(1, -1) : ip
+  if (ip.startsWith('::ffff:') && ip.includes('.')) {
+    const v4 = ip.slice(7)
+    return isIP(v4) === 4 ? v4 : ''
+  }
+  if (!isIPv6(ip)) return ''
+  return new URL(`http://[${ip}]`).hostname.slice(1, -1)
+}
+
+/**
+ * An address as found in X-Forwarded-For or Forwarded: possibly with a port (`1.2.3.4:5678`), in
+ * brackets (`[2001:db8::1]:443`) or quoted. Returns the canonical address, or '' when it is not one.
+ */
+export function addressFromHeaderEntry(entry: string): string {
+  let text = entry.trim()
+  if (text.startsWith('"') && text.endsWith('"') && text.length >= 2) text = text.slice(1, -1)
+  if (text.startsWith('[')) {
+    const end = text.indexOf(']')
+    if (end < 0) return ''
+    const rest = text.slice(end + 1)
+    if (rest && !/^:\d{1,5}$/.test(rest)) return ''
+    return isIPv6(text.slice(1, end)) ? canonicalIp(text.slice(1, end)) : ''
+  }
+  const colons = text.split(':').length - 1
+  if (colons === 1) {
+    const [host, port] = text.split(':')
+    if (!/^\d{1,5}$/.test(port ?? '')) return ''
+    text = host ?? ''
+  }
+  return canonicalIp(text)
+}
+
+const cidrPattern = /^(.+?)(?:\/(\d{1,3}))?$/
+
+export interface Cidr {
+  address: string
+  prefix: number
+  family: 'ipv4' | 'ipv6'
+}
+
+/** `10.0.0.0/8`, `2001:db8::/32`, or a single address (its own /32 or /128). */
+export function parseCidr(text: string): Cidr | undefined {
+  const match = cidrPattern.exec(text.trim())
+  if (!match) return undefined
+  const raw = match[1] ?? ''
+  const address = canonicalIp(raw)
+  if (!address) return undefined
+  const family = isIP(address) === 4 ? 'ipv4' : 'ipv6'
+  const max = family === 'ipv4' ? 32 : 128
+  let prefix = match[2] === undefined ? max : Number(match[2])
+  // `::ffff:10.0.0.0/104` names IPv4 space: keep it IPv4 so mapped and plain addresses both match.
+  if (family === 'ipv4' && raw.includes(':') && match[2] !== undefined) prefix -= 96
+  if (prefix < 0 || prefix > max) return undefined
+  return { address, prefix, family }
+}
+
+/** A set of networks, matched natively by Node's BlockList. */
+export class CidrSet {
+  private readonly list = new BlockList()
+  readonly size: number
+
+  constructor(cidrs: readonly Cidr[]) {
+    for (const cidr of cidrs) this.list.addSubnet(cidr.address, cidr.prefix, cidr.family)
+    this.size = cidrs.length
+  }
+
+  /** `ip` must be canonical (see canonicalIp). */
+  has(ip: string): boolean {
+    if (this.size === 0 || !ip) return false
+    return this.list.check(ip, ip.includes(':') ? 'ipv6' : 'ipv4')
+  }
 }

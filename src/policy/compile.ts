@@ -1,6 +1,13 @@
 import { readFile } from 'node:fs/promises'
 import path from 'node:path'
 import { createSecureContext } from 'node:tls'
+import { AccessGuard } from '../guards/access.js'
+import { ClientIpResolver } from '../guards/client-ip.js'
+import { CookieHardener } from '../guards/cookies.js'
+import { CorsGuard } from '../guards/cors.js'
+import { SecurityHeaders } from '../guards/headers.js'
+import { LimitsGuard } from '../guards/limits.js'
+import { WebSocketGuard } from '../guards/websocket.js'
 import type { LoadedPolicy, PolicyProblem } from './load.js'
 import type { Policy } from './schema.js'
 
@@ -27,6 +34,30 @@ export interface App {
   }
   /** The Strict-Transport-Security value, or undefined when HSTS is off (max-age 0). */
   readonly hstsHeader: string | undefined
+  /** Each guard built once from its policy section; the pipeline runs them in order. */
+  readonly guards: Guards
+}
+
+export interface Guards {
+  readonly clientIp: ClientIpResolver
+  readonly limits: LimitsGuard
+  readonly access: AccessGuard
+  readonly cors: CorsGuard | undefined
+  readonly websocket: WebSocketGuard
+  readonly headers: SecurityHeaders
+  readonly cookies: CookieHardener
+}
+
+function buildGuards(policy: Policy): Guards {
+  return {
+    clientIp: new ClientIpResolver(policy.clientIp),
+    limits: new LimitsGuard(policy.limits),
+    access: new AccessGuard(policy.access),
+    cors: policy.cors ? new CorsGuard(policy.cors) : undefined,
+    websocket: new WebSocketGuard(policy.websocket, policy.cors?.origins),
+    headers: new SecurityHeaders(policy.headers),
+    cookies: new CookieHardener(policy.cookies),
+  }
 }
 
 export type CompileResult = { ok: true; apps: App[] } | { ok: false; problems: PolicyProblem[] }
@@ -48,18 +79,23 @@ async function compilePolicy(
     if (!result.ok) return result
     manual = result.pair
   }
-  const app: App = {
+  const app: App = Object.freeze({
     id: policy.app,
     file,
-    hosts: policy.hosts,
-    upstream: {
+    upstream: deepFreeze({
       targets: policy.upstream.targets.map((target) => new URL(target).origin),
       timeouts: policy.upstream.timeouts,
-    },
-    tls: { mode: policy.tls.mode, minVersion: policy.tls.minVersion, ...(manual ? { manual } : {}) },
+    }),
+    hosts: Object.freeze([...policy.hosts]),
+    tls: deepFreeze({
+      mode: policy.tls.mode,
+      minVersion: policy.tls.minVersion,
+      ...(manual ? { manual } : {}),
+    }),
     hstsHeader: hstsHeader(policy.hsts),
-  }
-  return { ok: true, app: deepFreeze(app) }
+    guards: Object.freeze(buildGuards(policy)),
+  })
+  return { ok: true, app }
 }
 
 async function readManualCertificate(

@@ -1,4 +1,7 @@
 import { z } from 'zod'
+import { parseCidr } from '../net/ip.js'
+import { isOriginSpec } from '../net/origin.js'
+import { isPathPattern } from '../net/path-pattern.js'
 
 /**
  * The policy file schema: the single source of truth for validation, for the TypeScript types (z.infer)
@@ -22,6 +25,44 @@ export const duration = z
   .transform(parseDuration)
 
 // Upper case is accepted and folded: DNS names are case-insensitive.
+const sizeUnits = { b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3 } as const
+const sizePattern = /^(\d+)(b|kb|mb|gb)$/
+
+/** `512b`, `64kb`, `1mb`, `2gb` (powers of 1024) → bytes. */
+export function parseSize(text: string): number {
+  const match = sizePattern.exec(text)
+  if (!match) throw new Error(`not a size: ${text}`)
+  return Number(match[1]) * sizeUnits[match[2] as keyof typeof sizeUnits]
+}
+
+export const size = z
+  .string()
+  .regex(sizePattern, { error: 'must be a size like 512b, 64kb, 1mb or 2gb' })
+  .transform(parseSize)
+
+const cidr = z.string().refine((text) => parseCidr(text) !== undefined, {
+  error: 'must be an IP address or a network like 10.0.0.0/8 or 2001:db8::/32',
+})
+
+const origin = z.string().refine(isOriginSpec, {
+  error: 'must be an origin like https://example.com, a pattern like https://*.example.com, "null" or "*"',
+})
+
+const pathPattern = z.string().refine(isPathPattern, {
+  error:
+    'must be a path pattern like /admin, /studio/** or /workspaces/*/db (starting with /, ** only as a whole last segment)',
+})
+
+const httpMethod = z
+  .string()
+  .transform((method) => method.toUpperCase())
+  .pipe(z.enum(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS', 'CONNECT', 'TRACE']))
+
+const headerName = z
+  .string()
+  .regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, { error: 'must be an HTTP header name' })
+  .transform((name) => name.toLowerCase())
+
 const hostLabel = '[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?'
 const hostPattern = new RegExp(`^(?:\\*\\.)?${hostLabel}(?:\\.${hostLabel})*$`)
 
@@ -123,6 +164,219 @@ export const hstsSchema = z
   .prefault({})
   .describe('Strict-Transport-Security, sent on every HTTPS response of the app (never on plain HTTP).')
 
+export const clientIpSchema = z
+  .strictObject({
+    trustedProxies: z
+      .array(cidr)
+      .default([])
+      .describe(
+        'Peers whose forwarding headers are believed. Empty: the socket peer is the client and forwarding headers are ignored.',
+      ),
+    hops: z
+      .number()
+      .int()
+      .min(1)
+      .max(32)
+      .optional()
+      .describe(
+        'Number of proxies in front (like Express "trust proxy = N"). Only counts when the peer itself is in trustedProxies.',
+      ),
+    header: z
+      .enum(['x-forwarded-for', 'forwarded'])
+      .default('x-forwarded-for')
+      .describe('Which header trusted proxies write the chain in: X-Forwarded-For or RFC 7239 Forwarded.'),
+  })
+  .prefault({})
+  .superRefine((section, context) => {
+    if (section.hops !== undefined && section.trustedProxies.length === 0) {
+      context.addIssue({
+        code: 'custom',
+        path: ['hops'],
+        message: 'needs trustedProxies: a hop count alone would let any client choose its own address',
+      })
+    }
+  })
+  .describe('Who the client is: one derivation used by every guard, the logs and the headers sent upstream.')
+
+export const corsSchema = z
+  .strictObject({
+    origins: z
+      .array(origin)
+      .min(1, { error: 'needs at least one origin' })
+      .describe(
+        'Allowed origins: exact (https://app.example.com), subdomain patterns (https://*.example.com), "null" or "*".',
+      ),
+    credentials: z
+      .boolean()
+      .default(false)
+      .describe('Send Access-Control-Allow-Credentials: true. Never with "*".'),
+    methods: z
+      .array(httpMethod)
+      .default(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'])
+      .describe('Methods allowed in preflights.'),
+    allowedHeaders: z
+      .array(headerName)
+      .default(['content-type', 'authorization', 'x-requested-with'])
+      .describe('Request headers allowed in preflights.'),
+    exposedHeaders: z.array(headerName).default([]).describe('Response headers scripts may read.'),
+    maxAge: duration.default(600_000).describe('How long browsers may cache a preflight. Default 10m.'),
+    onDisallowed: z
+      .enum(['reject', 'omit'])
+      .default('reject')
+      .describe(
+        'A request from an origin not allowed: reject (403) or omit (pass it on without CORS headers).',
+      ),
+  })
+  .superRefine((section, context) => {
+    const wildcard = section.origins.indexOf('*')
+    if (wildcard >= 0 && section.credentials) {
+      context.addIssue({
+        code: 'custom',
+        path: ['origins', wildcard],
+        message: '"*" cannot be used with credentials: true',
+      })
+    }
+  })
+  .describe('Strict CORS: the gateway answers preflights and replaces any CORS headers the app sets.')
+
+export const accessRuleSchema = z
+  .strictObject({
+    path: pathPattern.describe('Path pattern: * is one segment, a final /** is any depth (including none).'),
+    methods: z.array(httpMethod).optional().describe('Only these methods; default all.'),
+    allow: z
+      .array(cidr)
+      .optional()
+      .describe('Only clients in these networks pass; everyone else is refused.'),
+    deny: z
+      .union([z.literal('all'), z.array(cidr)])
+      .optional()
+      .describe('"all", or networks that are refused; everyone else passes.'),
+    respond: z
+      .union([z.literal(403), z.literal(404)])
+      .default(403)
+      .describe('Status for refused clients; 404 hides that the path exists.'),
+    caseInsensitive: z
+      .boolean()
+      .default(true)
+      .describe('Match regardless of case (default), since many apps route /Admin like /admin.'),
+  })
+  .superRefine((rule, context) => {
+    if ((rule.allow === undefined) === (rule.deny === undefined)) {
+      context.addIssue({ code: 'custom', path: [], message: 'needs exactly one of allow or deny' })
+    }
+  })
+
+export const websocketSchema = z
+  .strictObject({
+    maxConnections: z.number().int().min(1).optional().describe('Open WebSockets allowed for the app.'),
+    maxConnectionsPerIp: z
+      .number()
+      .int()
+      .min(1)
+      .optional()
+      .describe('Open WebSockets allowed per client IP.'),
+    idleTimeout: duration
+      .optional()
+      .describe('Close a WebSocket after this long with no message either way.'),
+    maxMessageSize: size
+      .default(1024 * 1024)
+      .describe('Largest message in either direction; larger closes with 1009. Default 1mb.'),
+    paths: z
+      .array(
+        z.strictObject({
+          path: pathPattern,
+          allowedOrigins: z
+            .array(origin)
+            .optional()
+            .describe('Origins allowed to open WebSockets here; default the CORS origins.'),
+          requireOrigin: z
+            .boolean()
+            .default(false)
+            .describe('Refuse upgrades without an Origin header (browser-only endpoints).'),
+        }),
+      )
+      .default([])
+      .describe('Per-path origin rules; first match wins. Other paths use the CORS origins, if any.'),
+  })
+  .prefault({})
+  .describe('WebSocket origin checks and connection caps, decided before the upgrade.')
+
+export const limitsSchema = z
+  .strictObject({
+    maxBodySize: size.default(10 * 1024 ** 2).describe('Largest request body. Default 10mb.'),
+    bodySizes: z
+      .array(z.strictObject({ path: pathPattern, max: size }))
+      .default([])
+      .describe('Per-path body limits; first match wins over maxBodySize.'),
+    maxUrlLength: z
+      .number()
+      .int()
+      .min(16)
+      .default(8192)
+      .describe('Longest request target (path and query). Default 8192.'),
+    maxHeaderSize: size
+      .default(16 * 1024)
+      .describe('Largest total of request header names and values. Default 16kb.'),
+  })
+  .prefault({})
+  .describe('Request size limits; the upstream never sees a request over them.')
+
+const referrerPolicies = [
+  'no-referrer',
+  'no-referrer-when-downgrade',
+  'origin',
+  'origin-when-cross-origin',
+  'same-origin',
+  'strict-origin',
+  'strict-origin-when-cross-origin',
+  'unsafe-url',
+] as const
+
+export const headersSchema = z
+  .strictObject({
+    contentSecurityPolicy: z
+      .string()
+      .min(1)
+      .optional()
+      .describe('Content-Security-Policy to send. Off unless set: apps usually own their CSP.'),
+    frameOptions: z.enum(['DENY', 'SAMEORIGIN', 'off']).default('SAMEORIGIN').describe('X-Frame-Options.'),
+    referrerPolicy: z.enum(referrerPolicies).default('no-referrer').describe('Referrer-Policy.'),
+    crossOriginOpenerPolicy: z
+      .enum(['same-origin', 'same-origin-allow-popups', 'unsafe-none', 'off'])
+      .default('same-origin')
+      .describe('Cross-Origin-Opener-Policy.'),
+    crossOriginResourcePolicy: z
+      .enum(['same-origin', 'same-site', 'cross-origin', 'off'])
+      .default('same-origin')
+      .describe('Cross-Origin-Resource-Policy.'),
+    set: z
+      .record(headerName, z.string())
+      .default({})
+      .describe('Extra response headers, set on every response.'),
+    remove: z
+      .array(headerName)
+      .default([])
+      .describe('Response headers removed (Server and X-Powered-By always are).'),
+  })
+  .prefault({})
+  .describe('Security headers (computed with helmet) added where the app did not set them.')
+
+export const cookiesSchema = z
+  .strictObject({
+    secure: z.boolean().default(true).describe('Add Secure to cookies set over HTTPS.'),
+    httpOnly: z.boolean().default(true).describe('Add HttpOnly where the app set none.'),
+    sameSite: z
+      .enum(['Lax', 'Strict', 'None', 'off'])
+      .default('Lax')
+      .describe('SameSite where the app set none.'),
+    exclude: z
+      .array(z.string().min(1))
+      .default([])
+      .describe('Cookie names left untouched (e.g. a CSRF token read by scripts).'),
+  })
+  .prefault({})
+  .describe('Hardening of the Set-Cookie headers of the app.')
+
 export const policySchema = z
   .strictObject({
     app: z
@@ -140,6 +394,16 @@ export const policySchema = z
     upstream: upstreamSchema,
     tls: tlsSchema,
     hsts: hstsSchema,
+    clientIp: clientIpSchema,
+    cors: corsSchema.optional(),
+    access: z
+      .array(accessRuleSchema)
+      .default([])
+      .describe('IP-restricted and blocked paths; first match wins.'),
+    websocket: websocketSchema,
+    limits: limitsSchema,
+    headers: headersSchema,
+    cookies: cookiesSchema,
   })
   .describe('One app fronted by Portcullis.')
 

@@ -110,7 +110,7 @@ describe('HTTP proxying and upstream failures', () => {
     expect(headers['x-forwarded-for']).toBe('127.0.0.1')
     expect(headers['x-forwarded-proto']).toBe('http')
     expect(headers['x-forwarded-host']).toBe('echo.test')
-    expect(headers['x-real-ip']).toBeUndefined()
+    expect(headers['x-real-ip']).toBe('127.0.0.1')
     expect(headers.forwarded).toBeUndefined()
     expect(headers['x-request-id']).toMatch(/^[0-9a-f-]{36}$/)
     expect(headers.host).toBe('echo.test')

@@ -1,7 +1,13 @@
 import { describe, expect, it } from 'vitest'
 import { downstreamResponseHeaders, upstreamRequestHeaders } from '../../src/gateway/headers.js'
 
-const facts = { clientIp: '192.0.2.7', proto: 'https' as const, host: 'shop.example.com', requestId: 'id-1' }
+const facts = {
+  chain: ['192.0.2.7', '10.0.0.2'],
+  clientIp: '192.0.2.7',
+  proto: 'https',
+  host: 'shop.example.com',
+  requestId: 'id-1',
+}
 
 describe('upstreamRequestHeaders', () => {
   it('keeps end-to-end headers and writes the forwarding chain itself', () => {
@@ -32,7 +38,8 @@ describe('upstreamRequestHeaders', () => {
       host: 'shop.example.com',
       accept: 'text/html',
       cookie: 'a=1',
-      'x-forwarded-for': '192.0.2.7',
+      'x-forwarded-for': '192.0.2.7, 10.0.0.2',
+      'x-real-ip': '192.0.2.7',
       'x-forwarded-proto': 'https',
       'x-forwarded-host': 'shop.example.com',
       'x-request-id': 'id-1',
@@ -57,6 +64,7 @@ describe('upstreamRequestHeaders', () => {
       'x-forwarded-for',
       'x-forwarded-host',
       'x-forwarded-proto',
+      'x-real-ip',
       'x-request-id',
     ])
   })

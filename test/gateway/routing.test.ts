@@ -1,22 +1,14 @@
 import { describe, expect, it } from 'vitest'
 import { decideRoute, HostRouter, hostnameOf } from '../../src/gateway/routing.js'
 import type { App } from '../../src/policy/compile.js'
+import { compileApp } from '../support/apps.js'
 
-function app(id: string, hosts: string[], tls: Partial<App['tls']> = {}): App {
-  return {
-    id,
-    file: `${id}.yaml`,
-    hosts,
-    upstream: { targets: ['http://127.0.0.1:1'], timeouts: { connect: 1, read: 1, write: 1 } },
-    tls: { mode: 'internal', minVersion: 'TLSv1.2', ...tls },
-    hstsHeader: 'max-age=1',
-  }
-}
-
-const shop = app('shop', ['shop.example.com', '*.shop.example.com'])
-const admin = app('admin', ['admin.shop.example.com'], { minVersion: 'TLSv1.3' })
-const legacy = app('legacy', ['legacy.example.com'], { mode: 'off' })
-const router = new HostRouter([shop, admin, legacy])
+const [shop, admin, legacy] = await Promise.all([
+  compileApp({ app: 'shop', hosts: ['shop.example.com', '*.shop.example.com'] }),
+  compileApp({ app: 'admin', hosts: ['admin.shop.example.com'], tls: { minVersion: 'TLSv1.3' } }),
+  compileApp({ app: 'legacy', hosts: ['legacy.example.com'], tls: { mode: 'off' } }),
+])
+const router = new HostRouter([shop, admin, legacy] as App[])
 
 describe('HostRouter', () => {
   it.each([

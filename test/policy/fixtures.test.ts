@@ -49,7 +49,7 @@ describe('valid policies', () => {
   it('fills defaults for a minimal file and folds host case', async () => {
     const set = await loadPolicySet(['test/fixtures/valid/minimal.yaml'])
     expect(set.problems).toEqual([])
-    expect(set.policies[0]?.policy).toEqual({
+    expect(set.policies[0]?.policy).toMatchObject({
       app: 'minimal',
       hosts: ['minimal.example.com', '*.minimal.example.com'],
       upstream: {

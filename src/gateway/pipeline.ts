@@ -1,0 +1,109 @@
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
+import type { ClientIdentity } from '../guards/client-ip.js'
+import { isCorsHeader } from '../guards/cors.js'
+import { allow, type Decision, deny } from '../guards/decision.js'
+import type { LiveWebSockets } from '../guards/websocket.js'
+import { canonicalPath, matchablePath } from '../net/canonical-path.js'
+import type { App } from '../policy/compile.js'
+
+export interface GuardInput {
+  method: string
+  /** The raw request target: path and query. */
+  url: string
+  headers: IncomingHttpHeaders
+  rawHeaders: readonly string[]
+  /** The canonical socket peer (or the PROXY protocol source). */
+  peer: string
+  upgrade: boolean
+  /** Open WebSockets of the app and of a client IP, for the connection caps. */
+  liveWebSockets(ip: string): LiveWebSockets
+}
+
+export interface Verdict {
+  decision: Decision
+  identity: ClientIdentity
+  /** What the upstream receives: the canonical path and the query as sent. Set once the path is valid. */
+  target?: string
+  /** The body limit that applies, for bodies of undeclared length. */
+  bodyLimit?: { max: number; rule: string }
+}
+
+/**
+ * The one place where guard order is written. Each guard reads what earlier steps computed (the client
+ * identity, the canonical path) and none calls another. The first guard that does not allow decides;
+ * headers that allowing guards add (CORS grants, Vary) are kept for the answer, whatever it is.
+ */
+export function runGuards(app: App, input: GuardInput): Verdict {
+  const { guards } = app
+  const identity = guards.clientIp.resolve(input.peer, input.headers)
+  const verdict = (decision: Decision, rest: Partial<Verdict> = {}): Verdict => ({
+    decision,
+    identity,
+    ...rest,
+  })
+
+  const head = guards.limits.checkHead(input)
+  if (head.kind !== 'allow') return verdict(head)
+
+  const queryStart = input.url.indexOf('?')
+  const rawPath = queryStart >= 0 ? input.url.slice(0, queryStart) : input.url
+  const canonical = canonicalPath(rawPath)
+  if (!canonical.ok) return verdict(deny('PCL_BAD_REQUEST', 'path', `Invalid path: ${canonical.reason}`))
+  const target = queryStart >= 0 ? canonical.path + input.url.slice(queryStart) : canonical.path
+  const matchPath = matchablePath(canonical.path)
+  const request = { method: input.method, headers: input.headers, matchPath, clientIp: identity.ip }
+
+  const access = guards.access.check(request)
+  if (access.kind !== 'allow') return verdict(access, { target })
+
+  const cors = guards.cors?.check(request) ?? allow
+  if (cors.kind !== 'allow') return verdict(cors, { target })
+  const added = cors.responseHeaders
+
+  if (input.upgrade) {
+    const websocket = guards.websocket.check(request, input.liveWebSockets(identity.ip))
+    if (websocket.kind !== 'allow') return verdict(withHeaders(websocket, added), { target })
+  }
+
+  const body = guards.limits.checkDeclaredBody(matchPath, input.headers)
+  if (body.kind !== 'allow') return verdict(withHeaders(body, added), { target })
+  return verdict(added ? { kind: 'allow', responseHeaders: added } : allow, {
+    target,
+    bodyLimit: guards.limits.bodyLimit(matchPath),
+  })
+}
+
+/** A refusal still carries the CORS headers of an allowed origin, so the page can read the error. */
+function withHeaders(decision: Decision, added: OutgoingHttpHeaders | undefined): Decision {
+  if (!added || decision.kind !== 'deny') return decision
+  return { ...decision, headers: { ...added, ...decision.headers } }
+}
+
+/**
+ * The headers of an answer to the client, from the app's (empty for the gateway's own answers): the
+ * app's CORS headers are replaced when the policy manages CORS, security headers are added, cookies
+ * hardened, then what the guards and the edge add (CORS grant, Vary, HSTS) goes on top.
+ */
+export function answerHeaders(
+  app: App,
+  fromApp: OutgoingHttpHeaders,
+  added: OutgoingHttpHeaders | undefined,
+  secure: boolean,
+): OutgoingHttpHeaders {
+  const headers: OutgoingHttpHeaders = { ...fromApp }
+  if (app.guards.cors) {
+    for (const name of Object.keys(headers)) if (isCorsHeader(name)) delete headers[name]
+  }
+  app.guards.headers.apply(headers)
+  const cookies = headers['set-cookie']
+  if (cookies !== undefined)
+    headers['set-cookie'] = app.guards.cookies.harden(cookies as string | string[], secure)
+  if (added) {
+    for (const [name, value] of Object.entries(added)) {
+      const existing = headers[name]
+      headers[name] = name === 'vary' && existing ? `${existing}, ${value}` : value
+    }
+  }
+  if (secure && app.hstsHeader) headers['strict-transport-security'] = app.hstsHeader
+  return headers
+}

@@ -1,0 +1,82 @@
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
+import { OriginMatcher } from '../net/origin.js'
+import type { Policy } from '../policy/schema.js'
+import { allow, type Decision, deny } from './decision.js'
+
+type CorsSection = NonNullable<Policy['cors']>
+
+/**
+ * Strict CORS. The gateway answers preflights itself and decides the CORS headers of every answer:
+ * the app's own Access-Control-* headers are always removed (see `isCorsHeader`), so the app cannot
+ * widen the policy. `Vary: Origin` is always sent, so caches never serve one origin's grant to another.
+ */
+export class CorsGuard {
+  readonly origins: OriginMatcher
+  private readonly credentials: boolean
+  private readonly methods: ReadonlySet<string>
+  private readonly allowedHeaders: ReadonlySet<string>
+  private readonly preflightHeaders: OutgoingHttpHeaders
+  private readonly exposed: string | undefined
+  private readonly onDisallowed: CorsSection['onDisallowed']
+
+  constructor(section: CorsSection) {
+    this.origins = new OriginMatcher(section.origins)
+    this.credentials = section.credentials
+    this.methods = new Set(section.methods)
+    this.allowedHeaders = new Set(section.allowedHeaders)
+    this.exposed = section.exposedHeaders.length > 0 ? section.exposedHeaders.join(', ') : undefined
+    this.onDisallowed = section.onDisallowed
+    this.preflightHeaders = {
+      'access-control-allow-methods': section.methods.join(', '),
+      'access-control-allow-headers': section.allowedHeaders.join(', '),
+      'access-control-max-age': String(Math.floor(section.maxAge / 1000)),
+    }
+  }
+
+  check(request: { method: string; headers: IncomingHttpHeaders }): Decision {
+    const originHeader = request.headers.origin
+    const requestedMethod = request.headers['access-control-request-method']
+    const isPreflight = request.method === 'OPTIONS' && typeof requestedMethod === 'string'
+    if (originHeader === undefined) return { kind: 'allow', responseHeaders: { vary: 'Origin' } }
+
+    const origin = this.origins.match(originHeader)
+    if (!origin) {
+      if (isPreflight || this.onDisallowed === 'reject') {
+        return deny('PCL_CORS_ORIGIN_DENIED', 'cors.origins', `Origin ${originHeader} is not allowed`, {
+          vary: 'Origin',
+        })
+      }
+      return { kind: 'allow', responseHeaders: { vary: 'Origin' } }
+    }
+    const grant: OutgoingHttpHeaders = {
+      'access-control-allow-origin': this.origins.anyOrigin && !this.credentials ? '*' : origin,
+      vary: 'Origin',
+    }
+    if (this.credentials) grant['access-control-allow-credentials'] = 'true'
+
+    if (!isPreflight) {
+      if (this.exposed) grant['access-control-expose-headers'] = this.exposed
+      return { kind: 'allow', responseHeaders: grant }
+    }
+    if (!this.methods.has(requestedMethod.toUpperCase())) {
+      return deny('PCL_CORS_METHOD_DENIED', 'cors.methods', `Method ${requestedMethod} is not allowed`, {
+        vary: 'Origin',
+      })
+    }
+    const requestedHeaders = String(request.headers['access-control-request-headers'] ?? '')
+      .split(',')
+      .map((name) => name.trim().toLowerCase())
+      .filter(Boolean)
+    const refused = requestedHeaders.find((name) => !this.allowedHeaders.has(name))
+    if (refused) {
+      return deny('PCL_CORS_HEADER_DENIED', 'cors.allowedHeaders', `Header ${refused} is not allowed`, {
+        vary: 'Origin',
+      })
+    }
+    return { kind: 'answer', status: 204, rule: 'cors', headers: { ...grant, ...this.preflightHeaders } }
+  }
+}
+
+export function isCorsHeader(name: string): boolean {
+  return name.startsWith('access-control-')
+}

@@ -1,0 +1,60 @@
+import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http'
+import helmet from 'helmet'
+import type { Policy } from '../policy/schema.js'
+
+/** Never sent to clients: they tell attackers what runs behind the gateway. */
+const alwaysRemoved = ['server', 'x-powered-by']
+
+/**
+ * Security headers. helmet (the engine of @fastify/helmet) computes them once per app at load, since
+ * they do not depend on the request; each response then gets the ones the app did not set itself.
+ * `set` overrides the app, `remove` and Server/X-Powered-By are always removed.
+ */
+export class SecurityHeaders {
+  private readonly defaults: [string, string][]
+  private readonly overrides: [string, string][]
+  private readonly removed: string[]
+
+  constructor(section: Policy['headers']) {
+    const defaults = helmetHeaders(section)
+    if (section.contentSecurityPolicy) defaults['content-security-policy'] = section.contentSecurityPolicy
+    this.defaults = Object.entries(defaults)
+    this.overrides = Object.entries(section.set)
+    this.removed = [...alwaysRemoved, ...section.remove]
+  }
+
+  /** Edits `headers` in place. */
+  apply(headers: OutgoingHttpHeaders): void {
+    for (const name of this.removed) delete headers[name]
+    for (const [name, value] of this.defaults) if (headers[name] === undefined) headers[name] = value
+    for (const [name, value] of this.overrides) headers[name] = value
+  }
+}
+
+function helmetHeaders(section: Policy['headers']): Record<string, string> {
+  const headers: Record<string, string> = {}
+  const collector = {
+    setHeader: (name: string, value: string | number) => {
+      headers[name.toLowerCase()] = String(value)
+    },
+    removeHeader: (name: string) => {
+      delete headers[name.toLowerCase()]
+    },
+  }
+  const off = <T>(value: string, options: T): T | false => (value === 'off' ? false : options)
+  helmet({
+    contentSecurityPolicy: false,
+    strictTransportSecurity: false, // the gateway sends HSTS from the policy's hsts section
+    xFrameOptions: off(section.frameOptions, {
+      action: section.frameOptions.toLowerCase() as 'deny' | 'sameorigin',
+    }),
+    referrerPolicy: { policy: section.referrerPolicy },
+    crossOriginOpenerPolicy: off(section.crossOriginOpenerPolicy, {
+      policy: section.crossOriginOpenerPolicy as 'same-origin' | 'same-origin-allow-popups' | 'unsafe-none',
+    }),
+    crossOriginResourcePolicy: off(section.crossOriginResourcePolicy, {
+      policy: section.crossOriginResourcePolicy as 'same-origin' | 'same-site' | 'cross-origin',
+    }),
+  })({} as IncomingMessage, collector as unknown as ServerResponse, () => {})
+  return headers
+}

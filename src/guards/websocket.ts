@@ -1,0 +1,73 @@
+import type { IncomingHttpHeaders } from 'node:http'
+import { OriginMatcher } from '../net/origin.js'
+import { compilePathPattern } from '../net/path-pattern.js'
+import type { Policy } from '../policy/schema.js'
+import { allow, type Decision, deny } from './decision.js'
+
+interface PathRule {
+  id: string
+  pattern: RegExp
+  origins: OriginMatcher
+  requireOrigin: boolean
+}
+
+export interface LiveWebSockets {
+  app: number
+  ip: number
+}
+
+/**
+ * Decides WebSocket upgrades before they happen: the Origin must be allowed (per path, defaulting to
+ * the CORS origins) and the app's and the client's connection caps must have room. Refusals are plain
+ * HTTP answers (403, 429), so the browser never gets an open socket.
+ */
+export class WebSocketGuard {
+  readonly maxMessageSize: number
+  readonly idleTimeout: number | undefined
+  private readonly rules: PathRule[]
+  private readonly defaultOrigins: OriginMatcher
+  private readonly maxConnections: number | undefined
+  private readonly maxConnectionsPerIp: number | undefined
+
+  constructor(section: Policy['websocket'], corsOrigins: readonly string[] | undefined) {
+    this.maxMessageSize = section.maxMessageSize
+    this.idleTimeout = section.idleTimeout
+    this.maxConnections = section.maxConnections
+    this.maxConnectionsPerIp = section.maxConnectionsPerIp
+    this.defaultOrigins = new OriginMatcher(corsOrigins ?? [])
+    this.rules = section.paths.map((rule, index) => ({
+      id: `websocket.paths[${index}]`,
+      pattern: compilePathPattern(rule.path, true),
+      origins: rule.allowedOrigins ? new OriginMatcher(rule.allowedOrigins) : this.defaultOrigins,
+      requireOrigin: rule.requireOrigin,
+    }))
+  }
+
+  check(request: { matchPath: string; headers: IncomingHttpHeaders }, live: LiveWebSockets): Decision {
+    const rule = this.rules.find((candidate) => candidate.pattern.test(request.matchPath))
+    const origins = rule?.origins ?? this.defaultOrigins
+    const origin = request.headers.origin
+    const ruleId = rule?.id ?? 'cors.origins'
+    if (origin === undefined) {
+      if (rule?.requireOrigin)
+        return deny('PCL_WS_ORIGIN_DENIED', `${rule.id}.requireOrigin`, 'An Origin header is required')
+    } else if (!origins.isEmpty && !origins.match(origin)) {
+      return deny('PCL_WS_ORIGIN_DENIED', ruleId, `WebSocket connections from ${origin} are not allowed`)
+    }
+    if (this.maxConnections !== undefined && live.app >= this.maxConnections) {
+      return deny(
+        'PCL_WS_TOO_MANY_CONNECTIONS',
+        'websocket.maxConnections',
+        'The app has too many open WebSockets',
+      )
+    }
+    if (this.maxConnectionsPerIp !== undefined && live.ip >= this.maxConnectionsPerIp) {
+      return deny(
+        'PCL_WS_TOO_MANY_CONNECTIONS',
+        'websocket.maxConnectionsPerIp',
+        'This client has too many open WebSockets',
+      )
+    }
+    return allow
+  }
+}

@@ -1,0 +1,80 @@
+const originShape = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@\s]+$/i
+
+/**
+ * `HTTPS://App.Example.com:443` → `https://app.example.com`: lowercase scheme and host, default port
+ * dropped. Undefined for anything that is not a bare http(s) origin. `null` stays `null`.
+ */
+export function canonicalOrigin(text: string): string | undefined {
+  if (text === 'null') return 'null'
+  if (!originShape.test(text) || !URL.canParse(text)) return undefined
+  const url = new URL(text)
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return undefined
+  return url.origin
+}
+
+interface OriginPattern {
+  scheme: string
+  /** `.example.com`: the host must end with it and have at least one more label. */
+  suffix: string
+  port: string
+}
+
+function parsePattern(text: string): OriginPattern | undefined {
+  const match = /^(https?):\/\/\*\.([^/:?#@\s]+)(?::(\d{1,5}))?$/i.exec(text)
+  if (!match) return undefined
+  const sample = canonicalOrigin(`${match[1]}://x.${match[2]}${match[3] ? `:${match[3]}` : ''}`)
+  if (!sample) return undefined
+  const url = new URL(sample)
+  return { scheme: url.protocol, suffix: url.hostname.slice(1), port: url.port }
+}
+
+/** What a policy may list: an origin, a `https://*.example.com` pattern, `null` or `*`. */
+export function isOriginSpec(text: string): boolean {
+  return text === '*' || canonicalOrigin(text) !== undefined || parsePattern(text) !== undefined
+}
+
+/**
+ * An origin allowlist, compiled at load. Exact origins are compared after canonicalisation; patterns
+ * match subdomains only, never by plain suffix, so `https://*.example.com` admits
+ * `https://a.example.com` but not `https://evilexample.com` or `https://example.com.evil.net`.
+ */
+export class OriginMatcher {
+  private readonly exact = new Set<string>()
+  private readonly patterns: OriginPattern[] = []
+  readonly anyOrigin: boolean
+
+  constructor(specs: readonly string[]) {
+    this.anyOrigin = specs.includes('*')
+    for (const spec of specs) {
+      const origin = canonicalOrigin(spec)
+      if (origin) this.exact.add(origin)
+      const pattern = parsePattern(spec)
+      if (pattern) this.patterns.push(pattern)
+    }
+  }
+
+  get isEmpty(): boolean {
+    return !this.anyOrigin && this.exact.size === 0 && this.patterns.length === 0
+  }
+
+  /** The canonical origin if the Origin header value is allowed; undefined otherwise. */
+  match(header: string): string | undefined {
+    const origin = canonicalOrigin(header)
+    if (!origin) return undefined
+    if (this.exact.has(origin)) return origin
+    if (origin === 'null') return undefined
+    if (this.anyOrigin) return origin
+    const url = new URL(origin)
+    for (const pattern of this.patterns) {
+      if (
+        url.protocol === pattern.scheme &&
+        url.port === pattern.port &&
+        url.hostname.length > pattern.suffix.length &&
+        url.hostname.endsWith(pattern.suffix)
+      ) {
+        return origin
+      }
+    }
+    return undefined
+  }
+}
