@@ -48,3 +48,12 @@ export function errorBody(code: ErrorCode, requestId: string, message?: string):
 export function errorStatus(code: ErrorCode): number {
   return errorCodes[code].status
 }
+
+/** A complete HTTP/1.1 error answer, for sockets the gateway answers outside any request (upgrades, parse errors). */
+export function rawHttpError(code: ErrorCode, requestId: string): string {
+  const body = JSON.stringify(errorBody(code, requestId))
+  return (
+    `HTTP/1.1 ${errorStatus(code)} ${code}\r\ncontent-type: application/json; charset=utf-8\r\n` +
+    `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`
+  )
+}

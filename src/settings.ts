@@ -24,6 +24,20 @@ export const settingsSchema = z.strictObject({
   gracePeriod: duration
     .default(30_000)
     .describe('On SIGTERM, how long in-flight requests and WebSockets may take to finish.'),
+  headersTimeout: duration
+    .default(15_000)
+    .describe('Time a client has to send its request headers (slowloris); then 408. Plain HTTP/1.1.'),
+  requestTimeout: duration
+    .default(300_000)
+    .describe('Time a client has to send its whole request, body included; then 408. Plain HTTP/1.1.'),
+  maxConnections: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .default(0)
+    .describe(
+      'Most client connections per listener at once; 0 for no limit. Further ones are closed at once.',
+    ),
   logLevel: z
     .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace'])
     .default('info')

@@ -1,12 +1,14 @@
 import { randomUUID } from 'node:crypto'
-import { type IncomingMessage, type OutgoingHttpHeaders, ServerResponse } from 'node:http'
+import { createServer, type IncomingMessage, type OutgoingHttpHeaders, ServerResponse } from 'node:http'
+import { createSecureServer } from 'node:http2'
 import type { Duplex } from 'node:stream'
 import type { TLSSocket } from 'node:tls'
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from 'fastify'
 import type { Logger } from 'pino'
-import { type ErrorCode, errorBody, errorStatus } from '../errors.js'
+import { type ErrorCode, errorBody, errorStatus, rawHttpError } from '../errors.js'
 import { canonicalIp } from '../net/ip.js'
 import type { App, PemPair } from '../policy/compile.js'
+import type { Settings } from '../settings.js'
 import type { CertificateStore } from '../tls/certificates.js'
 import type { ConnectionTracker } from './connections.js'
 import type { ForwardedFacts } from './headers.js'
@@ -17,6 +19,8 @@ import type { Reservation, WebSocketRelay } from './websocket.js'
 
 export interface EdgeContext {
   readonly log: Logger
+  /** Listener-wide limits: they act before any app is known. */
+  readonly listener: Pick<Settings, 'headersTimeout' | 'requestTimeout' | 'maxConnections'>
   router(): HostRouter
   httpsPort(): number
   readonly pools: UpstreamPools
@@ -73,6 +77,17 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
     requestIdHeader: false as const,
     return503OnClosing: false,
     forceCloseConnections: false,
+    requestTimeout: context.listener.requestTimeout,
+    clientErrorHandler: answerClientError(context.log),
+    // Fastify's router refuses some targets (bad UTF-8) before any hook runs; answer those like ours.
+    frameworkErrors: ((error: Error, _request: FastifyRequest, reply: FastifyReply) =>
+      reject(reply, 'PCL_BAD_REQUEST', 'path', `Invalid request: ${error.message}`)) as never,
+  }
+  // Node checks headersTimeout on this interval (30 s by default): keep it well below the timeout.
+  const timeouts = {
+    headersTimeout: context.listener.headersTimeout,
+    requestTimeout: context.listener.requestTimeout,
+    connectionsCheckingInterval: Math.min(1000, Math.ceil(context.listener.headersTimeout / 2)),
   }
   // Fastify types an HTTP/2 instance apart from an HTTP/1 one; at runtime both hand us compatible
   // request/response objects, and the hooks below only use what both have.
@@ -80,16 +95,27 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
     ? Fastify({
         ...common,
         http2: true,
-        https: {
-          allowHTTP1: true,
-          minVersion: 'TLSv1.2',
-          cert: tls.placeholder.cert,
-          key: tls.placeholder.key,
-          SNICallback: (servername, done) =>
-            done(null, tls.certificates.contextFor(context.router().find(servername)?.id)),
-        },
+        serverFactory: (handler) =>
+          createSecureServer(
+            {
+              ...timeouts,
+              allowHTTP1: true,
+              minVersion: 'TLSv1.2',
+              cert: tls.placeholder.cert,
+              key: tls.placeholder.key,
+              SNICallback: (servername, done) =>
+                done(null, tls.certificates.contextFor(context.router().find(servername)?.id)),
+            },
+            handler,
+          ),
       })
-    : Fastify(common)) as unknown as FastifyInstance
+    : Fastify({
+        ...common,
+        serverFactory: (handler) => createServer(timeouts, handler),
+      })) as unknown as FastifyInstance
+
+  if (context.listener.maxConnections > 0) edge.server.maxConnections = context.listener.maxConnections
+  if (tls) enforceHeadersTimeout(edge.server, context.listener.headersTimeout, answerClientError(context.log))
 
   edge.decorateRequest('gatewayApp', null)
   edge.decorateRequest('clientIp', '')
@@ -229,6 +255,55 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
   })
 
   return edge
+}
+
+/**
+ * Node's HTTP/2 server does not apply headersTimeout to the HTTP/1.1 connections it accepts (ALPN
+ * fallback), so the TLS listener does: the first request's headers must be complete in time.
+ */
+function enforceHeadersTimeout(
+  server: FastifyInstance['server'],
+  timeoutMs: number,
+  answer: ReturnType<typeof answerClientError>,
+): void {
+  const pending = new WeakMap<object, NodeJS.Timeout>()
+  server.on('secureConnection', (socket: TLSSocket) => {
+    if (socket.alpnProtocol === 'h2') return
+    const timer = setTimeout(
+      () => answer(Object.assign(new Error('headers timeout'), { code: 'ERR_HTTP_REQUEST_TIMEOUT' }), socket),
+      timeoutMs,
+    )
+    pending.set(socket, timer)
+    socket.once('close', () => clearTimeout(timer))
+  })
+  server.on('request', (request: IncomingMessage) => clearTimeout(pending.get(request.socket)))
+}
+
+/** Requests Node's parser refuses (timeouts, oversize or malformed heads) get a JSON answer too. */
+function answerClientError(log: Logger) {
+  return (error: NodeJS.ErrnoException, socket: Duplex & { remoteAddress?: string }) => {
+    if (error.code === 'ECONNRESET' || socket.destroyed) return
+    const code: ErrorCode =
+      error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? 'PCL_REQUEST_TIMEOUT'
+        : error.code === 'HPE_HEADER_OVERFLOW'
+          ? 'PCL_HEADERS_TOO_LARGE'
+          : 'PCL_BAD_REQUEST'
+    const requestId = randomUUID()
+    log.info(
+      {
+        reqId: requestId,
+        status: errorStatus(code),
+        code,
+        rule: 'listener',
+        reason: error.code,
+        clientIp: canonicalIp(socket.remoteAddress),
+      },
+      'request',
+    )
+    if (socket.writable) socket.end(rawHttpError(code, requestId))
+    else socket.destroy()
+  }
 }
 
 /** Forwarding facts sent upstream. A trusted proxy's X-Forwarded-Proto and -Host are kept; anyone else's are not. */

@@ -81,6 +81,7 @@ export class Gateway {
     this.generation = { apps: [], router: new HostRouter([]), loadedAt: new Date() }
     const context: EdgeContext = {
       log,
+      listener: settings,
       router: () => this.generation.router,
       httpsPort: () => this.httpsPort,
       pools: this.pools,

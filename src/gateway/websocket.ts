@@ -1,7 +1,7 @@
 import type { IncomingMessage } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { type RawData, WebSocket, WebSocketServer } from 'ws'
-import { type ErrorCode, errorBody, errorStatus } from '../errors.js'
+import { type ErrorCode, errorStatus, rawHttpError } from '../errors.js'
 import type { LiveWebSockets } from '../guards/websocket.js'
 import type { App } from '../policy/compile.js'
 import { type ForwardedFacts, upstreamRequestHeaders } from './headers.js'
@@ -133,7 +133,7 @@ export class WebSocketRelay {
       target.once('error', (error) => {
         if (settled) return
         const code = /timed out/i.test(error.message) ? 'PCL_UPSTREAM_TIMEOUT' : upstreamErrorCode(error)
-        writeHttpError(socket, code, facts.requestId)
+        socket.end(rawHttpError(code, facts.requestId))
         settle({ status: errorStatus(code), code })
       })
       target.once('open', () => {
@@ -233,12 +233,4 @@ function closePeer(peer: WebSocket, code: number, reason: Buffer): void {
   if (code === 1006) peer.terminate()
   else if (code === 1005) peer.close()
   else peer.close(code, reason)
-}
-
-function writeHttpError(socket: Duplex, code: ErrorCode, requestId: string): void {
-  const body = JSON.stringify(errorBody(code, requestId))
-  socket.end(
-    `HTTP/1.1 ${errorStatus(code)} ${code}\r\ncontent-type: application/json; charset=utf-8\r\n` +
-      `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
-  )
 }

@@ -1,0 +1,127 @@
+import { describe, expect, it } from 'vitest'
+import { CorsGuard } from '../../src/guards/cors.js'
+import { OriginMatcher } from '../../src/net/origin.js'
+import { corsSchema } from '../../src/policy/schema.js'
+
+describe('origin allowlist', () => {
+  const matcher = new OriginMatcher([
+    'https://app.example.com',
+    'https://*.example.org',
+    'http://localhost:3000',
+  ])
+  it.each([
+    ['https://app.example.com', 'https://app.example.com'],
+    ['HTTPS://APP.EXAMPLE.COM:443', 'https://app.example.com'],
+    ['https://app.example.com:8443', undefined],
+    ['http://app.example.com', undefined],
+    ['https://evilapp.example.com', undefined],
+    ['https://app.example.com.evil.net', undefined],
+    ['https://a.example.org', 'https://a.example.org'],
+    ['https://a.b.example.org', 'https://a.b.example.org'],
+    ['https://example.org', undefined],
+    ['https://evilexample.org', undefined],
+    ['https://example.org.evil.net', undefined],
+    ['http://localhost:3000', 'http://localhost:3000'],
+    ['null', undefined],
+    ['https://app.example.com/path', undefined],
+    ['https://user@app.example.com', undefined],
+    ['garbage', undefined],
+  ])('%s → %s', (origin, expected) => expect(matcher.match(origin)).toBe(expected))
+
+  it('null only when listed', () => expect(new OriginMatcher(['null']).match('null')).toBe('null'))
+})
+
+describe('CORS decisions', () => {
+  const guard = new CorsGuard(
+    corsSchema.parse({
+      origins: ['https://app.example.com'],
+      credentials: true,
+      exposedHeaders: ['x-total'],
+      maxAge: '1h',
+    }),
+  )
+  const omitting = new CorsGuard(
+    corsSchema.parse({ origins: ['https://app.example.com'], onDisallowed: 'omit' }),
+  )
+
+  it('answers an allowed preflight itself', () => {
+    expect(
+      guard.check({
+        method: 'OPTIONS',
+        headers: {
+          origin: 'https://app.example.com',
+          'access-control-request-method': 'PUT',
+          'access-control-request-headers': 'Content-Type',
+        },
+      }),
+    ).toEqual({
+      kind: 'answer',
+      status: 204,
+      rule: 'cors',
+      headers: {
+        'access-control-allow-origin': 'https://app.example.com',
+        'access-control-allow-credentials': 'true',
+        'access-control-allow-methods': 'GET, HEAD, POST, PUT, PATCH, DELETE',
+        'access-control-allow-headers': 'content-type, authorization, x-requested-with',
+        'access-control-max-age': '3600',
+        vary: 'Origin',
+      },
+    })
+  })
+
+  it.each([
+    [
+      { origin: 'https://evil.example.com', 'access-control-request-method': 'GET' },
+      'PCL_CORS_ORIGIN_DENIED',
+    ],
+    [
+      { origin: 'https://app.example.com', 'access-control-request-method': 'TRACE' },
+      'PCL_CORS_METHOD_DENIED',
+    ],
+    [
+      {
+        origin: 'https://app.example.com',
+        'access-control-request-method': 'GET',
+        'access-control-request-headers': 'x-admin',
+      },
+      'PCL_CORS_HEADER_DENIED',
+    ],
+  ])('refuses preflight %j', (headers, code) => {
+    expect(guard.check({ method: 'OPTIONS', headers })).toMatchObject({ kind: 'deny', code })
+  })
+
+  it('grants an allowed actual request, exact origin and credentials', () => {
+    expect(guard.check({ method: 'GET', headers: { origin: 'https://app.example.com' } })).toEqual({
+      kind: 'allow',
+      responseHeaders: {
+        'access-control-allow-origin': 'https://app.example.com',
+        'access-control-allow-credentials': 'true',
+        'access-control-expose-headers': 'x-total',
+        vary: 'Origin',
+      },
+    })
+  })
+
+  it('rejects or omits a disallowed actual request, and always varies on Origin', () => {
+    expect(guard.check({ method: 'POST', headers: { origin: 'https://evil.test' } })).toMatchObject({
+      kind: 'deny',
+      code: 'PCL_CORS_ORIGIN_DENIED',
+    })
+    expect(omitting.check({ method: 'POST', headers: { origin: 'https://evil.test' } })).toEqual({
+      kind: 'allow',
+      responseHeaders: { vary: 'Origin' },
+    })
+    expect(guard.check({ method: 'GET', headers: {} })).toEqual({
+      kind: 'allow',
+      responseHeaders: { vary: 'Origin' },
+    })
+  })
+
+  it('refuses "*" with credentials at load', () => {
+    expect(corsSchema.safeParse({ origins: ['*'], credentials: true }).success).toBe(false)
+    const any = new CorsGuard(corsSchema.parse({ origins: ['*'] }))
+    expect(any.check({ method: 'GET', headers: { origin: 'https://x.test' } })).toMatchObject({
+      responseHeaders: { 'access-control-allow-origin': '*' },
+    })
+  })
+})

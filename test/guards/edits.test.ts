@@ -1,0 +1,156 @@
+import { describe, expect, it } from 'vitest'
+import { CookieHardener } from '../../src/guards/cookies.js'
+import { SecurityHeaders } from '../../src/guards/headers.js'
+import { LimitsGuard } from '../../src/guards/limits.js'
+import { WebSocketGuard } from '../../src/guards/websocket.js'
+import { compilePathPattern, isPathPattern } from '../../src/net/path-pattern.js'
+import { cookiesSchema, headersSchema, limitsSchema, websocketSchema } from '../../src/policy/schema.js'
+
+describe('security headers', () => {
+  it('adds helmet’s headers where the app set none, keeps the app’s, removes Server and X-Powered-By', () => {
+    const headers = new SecurityHeaders(
+      headersSchema.parse({ set: { 'x-extra': 'yes' }, remove: ['x-debug'] }),
+    )
+    const edited: Record<string, string> = {
+      server: 'gunicorn',
+      'x-powered-by': 'Express',
+      'x-debug': '1',
+      'x-frame-options': 'DENY',
+      'content-type': 'text/html',
+    }
+    headers.apply(edited)
+    expect(edited).toMatchObject({
+      'x-frame-options': 'DENY',
+      'x-content-type-options': 'nosniff',
+      'referrer-policy': 'no-referrer',
+      'cross-origin-opener-policy': 'same-origin',
+      'cross-origin-resource-policy': 'same-origin',
+      'x-extra': 'yes',
+      'content-type': 'text/html',
+    })
+    expect(edited).not.toHaveProperty('server')
+    expect(edited).not.toHaveProperty('x-powered-by')
+    expect(edited).not.toHaveProperty('x-debug')
+    expect(edited).not.toHaveProperty('content-security-policy')
+    expect(edited).not.toHaveProperty('strict-transport-security')
+  })
+
+  it('sends a CSP only when configured, and lets a policy switch headers off', () => {
+    const headers = new SecurityHeaders(
+      headersSchema.parse({
+        contentSecurityPolicy: "default-src 'self'",
+        frameOptions: 'off',
+        crossOriginResourcePolicy: 'off',
+      }),
+    )
+    const edited: Record<string, string> = {}
+    headers.apply(edited)
+    expect(edited['content-security-policy']).toBe("default-src 'self'")
+    expect(edited).not.toHaveProperty('x-frame-options')
+    expect(edited).not.toHaveProperty('cross-origin-resource-policy')
+  })
+})
+
+describe('cookie hardening', () => {
+  const hardener = new CookieHardener(cookiesSchema.parse({ exclude: ['csrf'] }))
+  it.each([
+    ['sid=1', true, 'sid=1; Secure; HttpOnly; SameSite=Lax'],
+    ['sid=1', false, 'sid=1; HttpOnly; SameSite=Lax'],
+    [
+      'sid=1; Path=/; secure; httponly; samesite=Strict',
+      true,
+      'sid=1; Path=/; secure; httponly; samesite=Strict',
+    ],
+    ['sid=1; SameSite=None', true, 'sid=1; SameSite=None; Secure; HttpOnly'],
+    ['csrf=abc; Path=/', true, 'csrf=abc; Path=/'],
+  ])('%s (https: %s) → %s', (cookie, secure, expected) => {
+    expect(hardener.harden(cookie, secure)).toEqual([expected])
+  })
+
+  it('never adds SameSite=None without Secure', () => {
+    const none = new CookieHardener(cookiesSchema.parse({ sameSite: 'None' }))
+    expect(none.harden('a=1', false)).toEqual(['a=1; HttpOnly'])
+    expect(none.harden('a=1', true)).toEqual(['a=1; Secure; HttpOnly; SameSite=None'])
+  })
+})
+
+describe('limits', () => {
+  const limits = new LimitsGuard(
+    limitsSchema.parse({
+      maxBodySize: '1kb',
+      bodySizes: [{ path: '/api/manifests/**', max: '64kb' }],
+      maxUrlLength: 64,
+      maxHeaderSize: '1kb',
+    }),
+  )
+  it('refuses long targets and large headers before anything else', () => {
+    expect(limits.checkHead({ url: `/${'a'.repeat(64)}`, rawHeaders: [] })).toMatchObject({
+      code: 'PCL_URL_TOO_LONG',
+    })
+    expect(limits.checkHead({ url: '/', rawHeaders: ['x-big', 'a'.repeat(1100)] })).toMatchObject({
+      code: 'PCL_HEADERS_TOO_LARGE',
+    })
+    expect(limits.checkHead({ url: '/', rawHeaders: ['x', 'y'] })).toEqual({ kind: 'allow' })
+  })
+  it('applies the first matching per-path body limit, else the global one', () => {
+    expect(limits.bodyLimit('/api/manifests/x')).toEqual({
+      max: 65_536,
+      rule: 'limits.bodySizes[0] /api/manifests/**',
+    })
+    expect(limits.bodyLimit('/other')).toEqual({ max: 1024, rule: 'limits.maxBodySize' })
+    expect(limits.checkDeclaredBody('/other', { 'content-length': '1025' })).toMatchObject({
+      code: 'PCL_BODY_TOO_LARGE',
+    })
+    expect(limits.checkDeclaredBody('/api/manifests/x', { 'content-length': '1025' })).toEqual({
+      kind: 'allow',
+    })
+  })
+})
+
+describe('WebSocket guard', () => {
+  const guard = new WebSocketGuard(
+    websocketSchema.parse({
+      maxConnections: 10,
+      maxConnectionsPerIp: 2,
+      paths: [
+        { path: '/realtime/**', requireOrigin: true },
+        { path: '/public', allowedOrigins: ['*'] },
+      ],
+    }),
+    ['https://app.example.com'],
+  )
+  const none = { app: 0, ip: 0 }
+  it.each([
+    ['/realtime/x', { origin: 'https://app.example.com' }, none, 'allow'],
+    ['/realtime/x', {}, none, 'PCL_WS_ORIGIN_DENIED'],
+    ['/realtime/x', { origin: 'https://evil.test' }, none, 'PCL_WS_ORIGIN_DENIED'],
+    ['/other', { origin: 'https://evil.test' }, none, 'PCL_WS_ORIGIN_DENIED'],
+    ['/other', {}, none, 'allow'],
+    ['/public', { origin: 'https://anyone.test' }, none, 'allow'],
+    ['/other', {}, { app: 10, ip: 0 }, 'PCL_WS_TOO_MANY_CONNECTIONS'],
+    ['/other', {}, { app: 3, ip: 2 }, 'PCL_WS_TOO_MANY_CONNECTIONS'],
+  ])('%s %j with %j → %s', (matchPath, headers, live, expected) => {
+    const decision = guard.check({ matchPath, headers }, live)
+    expect(decision.kind === 'deny' ? decision.code : decision.kind).toBe(expected)
+  })
+})
+
+describe('path patterns', () => {
+  it.each([
+    ['/studio/**', '/studio', true],
+    ['/studio/**', '/studio/a/b', true],
+    ['/studio/**', '/studiox', false],
+    ['/admin', '/admin/', true],
+    ['/admin', '/admin/x', false],
+    ['/w/*/db', '/w/1/db', true],
+    ['/w/*/db', '/w//db', false],
+    ['/', '/', true],
+    ['/', '/x', false],
+    ['/**', '/anything/at/all', true],
+  ])('%s matches %s: %s', (pattern, path, expected) => {
+    expect(compilePathPattern(pattern, true).test(path)).toBe(expected)
+  })
+  it.each(['studio', '/a/**/b', '/a**', '/a?b', '/a/../b', '/a//b'])('refuses %s', (pattern) => {
+    expect(isPathPattern(pattern)).toBe(false)
+  })
+})

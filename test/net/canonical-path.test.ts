@@ -1,0 +1,93 @@
+import fc from 'fast-check'
+import { describe, expect, it } from 'vitest'
+import { canonicalPath, matchablePath } from '../../src/net/canonical-path.js'
+
+describe('canonicalPath', () => {
+  it.each([
+    ['/', '/'],
+    ['/studio/', '/studio/'],
+    ['/%73tudio/', '/studio/'],
+    ['/%7Euser/%7e', '/~user/~'],
+    ['/a%20b', '/a%20b'],
+    ['/a%2a', '/a%2A'],
+    ['/./studio/', '/studio/'],
+    ['//studio//x', '/studio/x'],
+    ['/api/../studio/', '/studio/'],
+    ['/api/%2e%2e/studio', '/studio'],
+    ['/api/.%2E/studio', '/studio'],
+    ['/a/b/..', '/a/'],
+    ['/a/.', '/a/'],
+    ['/caf%C3%A9', '/caf%C3%A9'],
+    ['/café', '/caf%C3%A9'],
+  ])('%s → %s', (raw, expected) => {
+    expect(canonicalPath(raw)).toEqual({ ok: true, path: expected })
+  })
+
+  it.each([
+    ['/studio%2f', 'encoded slash'],
+    ['/studio%2F..%2Fsql', 'encoded slash'],
+    ['/a%5cb', 'encoded slash or backslash'],
+    ['/a\\b', 'backslash'],
+    ['/a%00b', 'control character'],
+    ['/a%0d%0aX: y', 'control character'],
+    ['/a%zz', 'malformed'],
+    ['/a%4', 'malformed'],
+    ['/%C3%28', 'not UTF-8'],
+    ['/%FF', 'not UTF-8'],
+    ['/..', 'climbs above the root'],
+    ['/a/../../b', 'climbs above the root'],
+    ['/%2e%2e/etc/passwd', 'climbs above the root'],
+    ['relative', 'must start with /'],
+  ])('%s is refused (%s)', (raw, reason) => {
+    const result = canonicalPath(raw)
+    expect(result.ok).toBe(false)
+    expect(result.ok ? '' : result.reason).toContain(reason)
+  })
+
+  it('drops ;parameters for matching only', () => {
+    expect(matchablePath('/studio;jsessionid=1/x;a=b')).toBe('/studio/x')
+  })
+})
+
+const segment = fc.stringMatching(/^[A-Za-z0-9._~%;-]{0,6}$/)
+const rawPath = fc
+  .array(fc.oneof(segment, fc.constantFrom('.', '..', '', '%2e', '%2E%2e', '%73')), { maxLength: 8 })
+  .map((parts) => `/${parts.join('/')}`)
+
+describe('canonicalPath properties', () => {
+  it('is idempotent: a canonical path is its own canonical form', () => {
+    fc.assert(
+      fc.property(rawPath, (raw) => {
+        const once = canonicalPath(raw)
+        if (!once.ok) return
+        expect(canonicalPath(once.path)).toEqual(once)
+      }),
+      { numRuns: 2000 },
+    )
+  })
+
+  it('never yields dot segments, empty inner segments, encoded unreserved characters or a way above the root', () => {
+    fc.assert(
+      fc.property(rawPath, (raw) => {
+        const result = canonicalPath(raw)
+        if (!result.ok) return
+        const inner = result.path.split('/').slice(1, -1)
+        expect(result.path.startsWith('/')).toBe(true)
+        expect(inner).not.toContain('')
+        expect(result.path.split('/')).not.toContain('.')
+        expect(result.path.split('/')).not.toContain('..')
+        expect(result.path).not.toMatch(/%(?:[46][1-9A-F]|[57][0-9A]|3[0-9]|2[DE]|5F|7E)/i)
+      }),
+      { numRuns: 2000 },
+    )
+  })
+
+  it('never throws, whatever the bytes', () => {
+    fc.assert(
+      fc.property(fc.string({ unit: 'binary', maxLength: 40 }), (text) => {
+        canonicalPath(`/${text}`)
+      }),
+      { numRuns: 3000 },
+    )
+  })
+})
