@@ -28,6 +28,7 @@ interface Case {
   name: string
   url: string
   host: string
+  headers?: string[]
 }
 
 interface Measurement {
@@ -104,6 +105,7 @@ function wrk(target: Case, durationSeconds: number): Measurement {
     '--latency',
     '-H',
     `Host: ${target.host}`,
+    ...(target.headers ?? []).flatMap((header) => ['-H', header]),
     target.url,
   ]
   const [file, ...args] = hasTaskset ? [...loadCore, ...command] : command
@@ -158,6 +160,25 @@ async function main(): Promise<void> {
   await writeFile(
     path.join(policies, 'tls.yaml'),
     `app: tls\nhosts: [tls.bench]\nupstream: { targets: ["${target}"] }\n`,
+  )
+  // Every guard configured and evaluated on each request; the request itself passes them all.
+  await writeFile(
+    path.join(policies, 'guarded.yaml'),
+    `app: guarded
+hosts: [guarded.bench]
+upstream: { targets: ["${target}"] }
+tls: { mode: "off" }
+clientIp: { trustedProxies: [10.0.0.0/8, "fd00::/8"] }
+cors: { origins: [https://app.example.com, "https://*.example.org"], credentials: true }
+access:
+  - { path: /studio/**, allow: [10.0.0.0/8] }
+  - { path: /sql, deny: all, respond: 404 }
+  - { path: /workspaces/*/db/migrate, methods: [POST], allow: [10.0.0.0/8] }
+websocket: { maxConnectionsPerIp: 50, paths: [{ path: /realtime/**, requireOrigin: true }] }
+limits: { maxBodySize: 1mb, bodySizes: [{ path: /api/manifests/**, max: 64kb }] }
+headers: { contentSecurityPolicy: "default-src 'self'" }
+cookies: { exclude: [csrf] }
+`,
   )
   start(
     [
@@ -219,6 +240,12 @@ http {
     { name: 'direct http', url: `http://127.0.0.1:${ports.upstream}/`, host: 'plain.bench' },
     { name: 'nginx http', url: `http://127.0.0.1:${ports.nginxHttp}/`, host: 'plain.bench' },
     { name: 'portcullis http', url: `http://127.0.0.1:${ports.gatewayHttp}/`, host: 'plain.bench' },
+    {
+      name: 'portcullis http, all guards',
+      url: `http://127.0.0.1:${ports.gatewayHttp}/api/items?page=2`,
+      host: 'guarded.bench',
+      headers: ['Origin: https://app.example.com'],
+    },
     { name: 'nginx https', url: `https://127.0.0.1:${ports.nginxHttps}/`, host: 'tls.bench' },
     { name: 'portcullis https', url: `https://127.0.0.1:${ports.gatewayHttps}/`, host: 'tls.bench' },
   ]
@@ -251,7 +278,8 @@ http {
   )
   const direct = summary.get('direct http')?.rps ?? Number.NaN
   const nginxFor = (name: string) =>
-    summary.get(name.endsWith('https') ? 'nginx https' : 'nginx http')?.rps ?? Number.NaN
+    summary.get(name.includes('https') ? 'nginx https' : 'nginx http')?.rps ?? Number.NaN
+  const plainProxy = summary.get('portcullis http')?.rps ?? Number.NaN
   const rows = cases.map((each) => {
     const result = summary.get(each.name) as Measurement
     return {
@@ -263,6 +291,9 @@ http {
       'x nginx (same scheme)': each.name.startsWith('direct')
         ? ''
         : (result.rps / nginxFor(each.name)).toFixed(2),
+      'x portcullis http': each.name.startsWith('portcullis http')
+        ? (result.rps / plainProxy).toFixed(2)
+        : '',
     }
   })
   console.table(rows)

@@ -56,14 +56,14 @@ export function runGuards(app: App, input: GuardInput): Verdict {
   const access = guards.access.check(request)
   if (access.kind !== 'allow') return verdict(access, { target })
 
-  const cors = guards.cors?.check(request) ?? allow
-  if (cors.kind !== 'allow') return verdict(cors, { target })
-  const added = cors.responseHeaders
-
+  // Browsers apply no CORS to WebSocket handshakes: the WebSocket guard judges their Origin, per path.
   if (input.upgrade) {
     const websocket = guards.websocket.check(request, input.liveWebSockets(identity.ip))
-    if (websocket.kind !== 'allow') return verdict(withHeaders(websocket, added), { target })
+    if (websocket.kind !== 'allow') return verdict(websocket, { target })
   }
+  const cors = input.upgrade ? allow : (guards.cors?.check(request) ?? allow)
+  if (cors.kind !== 'allow') return verdict(cors, { target })
+  const added = cors.responseHeaders
 
   const body = guards.limits.checkDeclaredBody(matchPath, input.headers)
   if (body.kind !== 'allow') return verdict(withHeaders(body, added), { target })
@@ -90,18 +90,20 @@ export function answerHeaders(
   added: OutgoingHttpHeaders | undefined,
   secure: boolean,
 ): OutgoingHttpHeaders {
-  const headers: OutgoingHttpHeaders = { ...fromApp }
-  if (app.guards.cors) {
-    for (const name of Object.keys(headers)) if (isCorsHeader(name)) delete headers[name]
+  const { headers: security, cors, cookies } = app.guards
+  // One pass into a fresh object: deleting keys would turn it into a slow dictionary on the hot path.
+  const headers: OutgoingHttpHeaders = {}
+  for (const name in fromApp) {
+    if (security.removes(name) || (cors && isCorsHeader(name))) continue
+    headers[name] = fromApp[name]
   }
-  app.guards.headers.apply(headers)
-  const cookies = headers['set-cookie']
-  if (cookies !== undefined)
-    headers['set-cookie'] = app.guards.cookies.harden(cookies as string | string[], secure)
+  security.addTo(headers)
+  const setCookie = headers['set-cookie']
+  if (setCookie !== undefined) headers['set-cookie'] = cookies.harden(setCookie as string | string[], secure)
   if (added) {
-    for (const [name, value] of Object.entries(added)) {
+    for (const name in added) {
       const existing = headers[name]
-      headers[name] = name === 'vary' && existing ? `${existing}, ${value}` : value
+      headers[name] = name === 'vary' && existing ? `${existing}, ${added[name]}` : added[name]
     }
   }
   if (secure && app.hstsHeader) headers['strict-transport-security'] = app.hstsHeader

@@ -13,19 +13,23 @@ const alwaysRemoved = ['server', 'x-powered-by']
 export class SecurityHeaders {
   private readonly defaults: [string, string][]
   private readonly overrides: [string, string][]
-  private readonly removed: string[]
+  private readonly removed: ReadonlySet<string>
 
   constructor(section: Policy['headers']) {
     const defaults = helmetHeaders(section)
     if (section.contentSecurityPolicy) defaults['content-security-policy'] = section.contentSecurityPolicy
     this.defaults = Object.entries(defaults)
     this.overrides = Object.entries(section.set)
-    this.removed = [...alwaysRemoved, ...section.remove]
+    this.removed = new Set([...alwaysRemoved, ...section.remove])
   }
 
-  /** Edits `headers` in place. */
-  apply(headers: OutgoingHttpHeaders): void {
-    for (const name of this.removed) delete headers[name]
+  /** Whether a header of the app is dropped. */
+  removes(name: string): boolean {
+    return this.removed.has(name)
+  }
+
+  /** Adds the security headers to `headers` (already without the removed ones): defaults where absent, then overrides. */
+  addTo(headers: OutgoingHttpHeaders): void {
     for (const [name, value] of this.defaults) if (headers[name] === undefined) headers[name] = value
     for (const [name, value] of this.overrides) headers[name] = value
   }

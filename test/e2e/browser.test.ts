@@ -1,0 +1,121 @@
+import { createServer, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { type Browser, chromium, type Page } from 'playwright-core'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { policyYaml, type RunningGateway, startGateway } from '../support/gateway.js'
+import { echoUpstream, type Upstream } from '../support/upstreams.js'
+
+/**
+ * CORS and WebSocket Origin as a browser enforces them: headless Chromium loads a page from an allowed
+ * origin and from a foreign one (made-up names mapped to 127.0.0.1), and each page tries a credentialed
+ * fetch and a WebSocket to the API behind the gateway.
+ */
+describe('in a real browser (Chromium)', () => {
+  let gateway: RunningGateway
+  let echo: Upstream
+  let pages: Server
+  let pagePort: number
+  let browser: Browser
+
+  beforeAll(async () => {
+    echo = await echoUpstream()
+    pages = createServer((_request, response) => {
+      response.setHeader('content-type', 'text/html')
+      response.end('<!doctype html><title>page</title><p>test page</p>')
+    })
+    await new Promise<void>((resolve) => pages.listen(0, '127.0.0.1', resolve))
+    pagePort = (pages.address() as AddressInfo).port
+    gateway = await startGateway({
+      policies: {
+        'api.yaml': policyYaml({
+          app: 'api',
+          hosts: ['api.test'],
+          target: echo.url,
+          extra: `cors:\n  origins: ["http://allowed.test:${pagePort}"]\n  credentials: true\n`,
+        }),
+      },
+    })
+    browser = await chromium.launch({
+      executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
+      args: [
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-quic',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        '--host-resolver-rules=MAP *.test 127.0.0.1',
+        // The gateway's internal CA is not in Chromium's store; certificates are not what is tested here.
+        '--ignore-certificate-errors',
+      ],
+    })
+  })
+
+  afterAll(async () => {
+    await browser?.close()
+    await gateway?.stop()
+    await echo?.close()
+    await new Promise((resolve) => pages?.close(resolve))
+  })
+
+  async function pageOn(origin: string): Promise<Page> {
+    const page = await browser.newPage()
+    await page.goto(`http://${origin}:${pagePort}/`)
+    return page
+  }
+
+  const api = () => `https://api.test:${gateway.ports.https}`
+
+  function credentialedFetch(page: Page, url: string): Promise<string> {
+    return page.evaluate(async (target) => {
+      try {
+        const response = await fetch(target, { credentials: 'include', method: 'POST', body: 'hi' })
+        return `status ${response.status}: ${(await response.text()).slice(0, 30)}`
+      } catch (error) {
+        return `blocked: ${(error as Error).message}`
+      }
+    }, url)
+  }
+
+  function openWebSocket(page: Page, url: string): Promise<string> {
+    return page.evaluate(
+      (target) =>
+        new Promise<string>((resolve) => {
+          const socket = new WebSocket(target)
+          socket.onmessage = (event) => {
+            resolve(`message: ${String(event.data).slice(0, 30)}`)
+            socket.close()
+          }
+          socket.onerror = () => resolve('error')
+        }),
+      url,
+    )
+  }
+
+  it('lets the allowed origin make a credentialed fetch and open a WebSocket', async () => {
+    const page = await pageOn('allowed.test')
+    expect(await credentialedFetch(page, `${api()}/data`)).toMatch(/^status 200: \{"method":"POST"/)
+    expect(await openWebSocket(page, `wss://api.test:${gateway.ports.https}/ws`)).toMatch(
+      /^message: \{"hello"/,
+    )
+    await page.close()
+  })
+
+  it('blocks both for a foreign origin, and the gateway says why', async () => {
+    const page = await pageOn('evil.test')
+    expect(await credentialedFetch(page, `${api()}/data`)).toMatch(/^blocked/)
+    expect(await openWebSocket(page, `wss://api.test:${gateway.ports.https}/ws`)).toBe('error')
+    await page.close()
+    const fetchLine = await gateway.waitForLog((l) => l.code === 'PCL_CORS_ORIGIN_DENIED')
+    expect(fetchLine).toMatchObject({ status: 403, rule: 'cors.origins', app: 'api' })
+    const wsLine = await gateway.waitForLog((l) => l.code === 'PCL_WS_ORIGIN_DENIED')
+    expect(wsLine).toMatchObject({ status: 403, app: 'api' })
+  })
+
+  it('blocks a look-alike origin', async () => {
+    const page = await pageOn('allowed.test.evil.test')
+    expect(await credentialedFetch(page, `${api()}/data`)).toMatch(/^blocked/)
+    await page.close()
+  })
+})
