@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
 import { OriginMatcher } from '../net/origin.js'
 import type { Policy } from '../policy/schema.js'
-import { allow, type Decision, deny } from './decision.js'
+import { type Decision, deny } from './decision.js'
 
 type CorsSection = NonNullable<Policy['cors']>
 

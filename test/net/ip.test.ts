@@ -1,6 +1,12 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
-import { addressFromHeaderEntry, CidrSet, canonicalIp, parseCidr } from '../../src/net/ip.js'
+import { addressFromHeaderEntry, type Cidr, CidrSet, canonicalIp, parseCidr } from '../../src/net/ip.js'
+
+function cidr(text: string): Cidr {
+  const parsed = parseCidr(text)
+  if (!parsed) throw new Error(`not a CIDR: ${text}`)
+  return parsed
+}
 
 describe('canonicalIp', () => {
   it.each([
@@ -63,7 +69,7 @@ describe('CIDR matching', () => {
         const toInt = (ip: string) => ip.split('.').reduce((acc, part) => acc * 256 + Number(part), 0)
         const mask = prefix === 0 ? 0 : 2 ** 32 - 2 ** (32 - prefix)
         const expected = (toInt(network) & mask) >>> 0 === (toInt(candidate) & mask) >>> 0
-        const set = new CidrSet([parseCidr(`${network}/${prefix}`)!])
+        const set = new CidrSet([cidr(`${network}/${prefix}`)])
         expect(set.has(candidate)).toBe(expected)
       }),
       { numRuns: 2000 },
