@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { parseCidr } from './net/ip.js'
 import { duration } from './policy/schema.js'
 
 const port = z.coerce.number().int().min(0).max(65_535)
@@ -26,10 +27,7 @@ export const settingsSchema = z.strictObject({
     .describe('On SIGTERM, how long in-flight requests and WebSockets may take to finish.'),
   headersTimeout: duration
     .default(15_000)
-    .describe('Time a client has to send its request headers (slowloris); then 408. Plain HTTP/1.1.'),
-  requestTimeout: duration
-    .default(300_000)
-    .describe('Time a client has to send its whole request, body included; then 408. Plain HTTP/1.1.'),
+    .describe('Time a client has to send the head of its first request (slowloris); then 408.'),
   maxConnections: z.coerce
     .number()
     .int()
@@ -37,6 +35,21 @@ export const settingsSchema = z.strictObject({
     .default(0)
     .describe(
       'Most client connections per listener at once; 0 for no limit. Further ones are closed at once.',
+    ),
+  proxyProtocolFrom: z
+    .string()
+    .default('')
+    .transform((text) =>
+      text
+        .split(',')
+        .map((entry) => entry.trim())
+        .filter(Boolean),
+    )
+    .refine((entries) => entries.every((entry) => parseCidr(entry) !== undefined), {
+      error: 'must be a comma-separated list of IP addresses or networks like 10.0.0.0/8',
+    })
+    .describe(
+      'Load balancers that send a PROXY protocol (v1 or v2) header; their connections must start with one.',
     ),
   logLevel: z
     .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace'])

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { createServer, type IncomingMessage, type OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import { createSecureServer } from 'node:http2'
+import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { TLSSocket } from 'node:tls'
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from 'fastify'
@@ -11,6 +12,7 @@ import type { App, PemPair } from '../policy/compile.js'
 import type { Settings } from '../settings.js'
 import type { CertificateStore } from '../tls/certificates.js'
 import type { ConnectionTracker } from './connections.js'
+import { peerAddress } from './front-door.js'
 import type { ForwardedFacts } from './headers.js'
 import { answerHeaders, runGuards, type Verdict } from './pipeline.js'
 import { forwardHttp, type UpstreamPools } from './proxy.js'
@@ -20,7 +22,7 @@ import type { Reservation, WebSocketRelay } from './websocket.js'
 export interface EdgeContext {
   readonly log: Logger
   /** Listener-wide limits: they act before any app is known. */
-  readonly listener: Pick<Settings, 'headersTimeout' | 'requestTimeout' | 'maxConnections'>
+  readonly listener: Pick<Settings, 'headersTimeout'>
   router(): HostRouter
   httpsPort(): number
   readonly pools: UpstreamPools
@@ -77,17 +79,10 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
     requestIdHeader: false as const,
     return503OnClosing: false,
     forceCloseConnections: false,
-    requestTimeout: context.listener.requestTimeout,
     clientErrorHandler: answerClientError(context.log),
     // Fastify's router refuses some targets (bad UTF-8) before any hook runs; answer those like ours.
     frameworkErrors: ((error: Error, _request: FastifyRequest, reply: FastifyReply) =>
       reject(reply, 'PCL_BAD_REQUEST', 'path', `Invalid request: ${error.message}`)) as never,
-  }
-  // Node checks headersTimeout on this interval (30 s by default): keep it well below the timeout.
-  const timeouts = {
-    headersTimeout: context.listener.headersTimeout,
-    requestTimeout: context.listener.requestTimeout,
-    connectionsCheckingInterval: Math.min(1000, Math.ceil(context.listener.headersTimeout / 2)),
   }
   // Fastify types an HTTP/2 instance apart from an HTTP/1 one; at runtime both hand us compatible
   // request/response objects, and the hooks below only use what both have.
@@ -98,7 +93,6 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
         serverFactory: (handler) =>
           createSecureServer(
             {
-              ...timeouts,
               allowHTTP1: true,
               minVersion: 'TLSv1.2',
               cert: tls.placeholder.cert,
@@ -111,11 +105,10 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
       })
     : Fastify({
         ...common,
-        serverFactory: (handler) => createServer(timeouts, handler),
+        serverFactory: (handler) => createServer(handler),
       })) as unknown as FastifyInstance
 
-  if (context.listener.maxConnections > 0) edge.server.maxConnections = context.listener.maxConnections
-  if (tls) enforceHeadersTimeout(edge.server, context.listener.headersTimeout, answerClientError(context.log))
+  enforceHeadersTimeout(edge.server, secure, context.listener.headersTimeout, answerClientError(context.log))
 
   edge.decorateRequest('gatewayApp', null)
   edge.decorateRequest('clientIp', '')
@@ -138,7 +131,7 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
   edge.addContentTypeParser('*', (_request, _payload, done) => done(null))
 
   edge.addHook('onRequest', async (request, reply) => {
-    const peer = canonicalIp(request.raw.socket.remoteAddress)
+    const peer = peerOf(request.raw)
     request.clientIp = peer
     const upgrade = pendingUpgrades.has(request.raw)
     if (!upgrade) context.connections.requestStarted(request.raw, reply.raw)
@@ -258,21 +251,23 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
 }
 
 /**
- * Node's HTTP/2 server does not apply headersTimeout to the HTTP/1.1 connections it accepts (ALPN
- * fallback), so the TLS listener does: the first request's headers must be complete in time.
+ * Slowloris: a connection's first request head must be complete within the timeout, else a JSON 408.
+ * The gateway times this itself: Node's own check runs only on servers that listen themselves (ours
+ * accept through the front door) and never on the HTTP/1.1 fallback of its HTTP/2 server.
  */
 function enforceHeadersTimeout(
   server: FastifyInstance['server'],
+  secure: boolean,
   timeoutMs: number,
   answer: ReturnType<typeof answerClientError>,
 ): void {
   const pending = new WeakMap<object, NodeJS.Timeout>()
-  server.on('secureConnection', (socket: TLSSocket) => {
-    if (socket.alpnProtocol === 'h2') return
-    const timer = setTimeout(
-      () => answer(Object.assign(new Error('headers timeout'), { code: 'ERR_HTTP_REQUEST_TIMEOUT' }), socket),
-      timeoutMs,
-    )
+  server.on(secure ? 'secureConnection' : 'connection', (socket: Socket) => {
+    if ((socket as TLSSocket).alpnProtocol === 'h2') return
+    const timeout = Object.assign(new Error('request head not received in time'), {
+      code: 'ERR_HTTP_REQUEST_TIMEOUT',
+    })
+    const timer = setTimeout(() => answer(timeout, socket), timeoutMs)
     pending.set(socket, timer)
     socket.once('close', () => clearTimeout(timer))
   })
@@ -330,7 +325,13 @@ function trustedRequestId(context: EdgeContext, raw: RawRequest): string | undef
   if (typeof id !== 'string' || !requestIdPattern.test(id)) return undefined
   const host = raw.headers.host ?? (raw.headers[':authority'] as string | undefined)
   const app = context.router().find(host)
-  return app?.guards.clientIp.isTrusted(canonicalIp(raw.socket.remoteAddress)) ? id : undefined
+  return app?.guards.clientIp.isTrusted(peerOf(raw)) ? id : undefined
+}
+
+/** The connection's peer; for HTTP/2, through the session's socket (the request's is a proxy object). */
+function peerOf(raw: RawRequest): string {
+  const session = (raw as { stream?: { session?: { socket?: Socket } } }).stream?.session
+  return peerAddress(session?.socket ?? raw.socket)
 }
 
 /** Answers with the JSON error body and remembers which rule decided, for the access log. */

@@ -1,8 +1,9 @@
 import { type FSWatcher, watch } from 'node:fs'
-import type { AddressInfo } from 'node:net'
+import type { AddressInfo, Server as NetServer } from 'node:net'
 import { createSecureContext } from 'node:tls'
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
+import { CidrSet, parseCidr } from '../net/ip.js'
 import { createAdmin, type HealthCheck, type HealthReport, overallStatus } from '../observe/health.js'
 import { type App, compilePolicies } from '../policy/compile.js'
 import { formatProblem, loadPolicySet, type PolicyProblem, policyFilesIn } from '../policy/load.js'
@@ -11,6 +12,7 @@ import { CertificateStore } from '../tls/certificates.js'
 import { InternalCa, selfSigned } from '../tls/internal-ca.js'
 import { ConnectionTracker } from './connections.js'
 import { createEdge, type EdgeContext } from './edge.js'
+import { frontDoor } from './front-door.js'
 import { UpstreamPools } from './proxy.js'
 import { HostRouter } from './routing.js'
 import { WebSocketRelay } from './websocket.js'
@@ -60,6 +62,7 @@ export class Gateway {
   private reloading: Promise<boolean> = Promise.resolve(true)
   private watcher: FSWatcher | undefined
   private renewTimer: NodeJS.Timeout | undefined
+  private fronts: { http: NetServer; https: NetServer } | undefined
   private shuttingDown: Promise<void> | undefined
   private readonly startedAt = Date.now()
   /** Known once listening; redirects need it on every plain-HTTP request. */
@@ -106,9 +109,7 @@ export class Gateway {
     const loaded = await loadPolicies(settings.policies)
     if (!loaded.ok) throw new PolicyError(loaded.problems)
     await gateway.apply(loaded.apps)
-    await gateway.http.listen({ port: settings.httpPort, host: settings.listen })
-    await gateway.https.listen({ port: settings.httpsPort, host: settings.listen })
-    gateway.httpsPort = gateway.addresses().https
+    await gateway.open()
     await gateway.admin.listen({ port: settings.adminPort, host: settings.adminListen })
     if (settings.watch) gateway.watchPolicies()
     gateway.renewInternalCertificates()
@@ -119,9 +120,29 @@ export class Gateway {
     return gateway
   }
 
+  /** The edge listeners accept through front doors, which read PROXY protocol headers from trusted balancers. */
+  private async open(): Promise<void> {
+    const { settings } = this
+    const options = {
+      proxyProtocolFrom: new CidrSet(settings.proxyProtocolFrom.flatMap((text) => parseCidr(text) ?? [])),
+      headerTimeoutMs: settings.headersTimeout,
+      maxConnections: settings.maxConnections,
+      log: this.log,
+    }
+    await Promise.all([this.http.ready(), this.https.ready()])
+    this.fronts = { http: frontDoor(this.http.server, options), https: frontDoor(this.https.server, options) }
+    await listen(this.fronts.http, settings.httpPort, settings.listen)
+    await listen(this.fronts.https, settings.httpsPort, settings.listen)
+    this.httpsPort = this.addresses().https
+  }
+
   addresses(): ListeningAddresses {
-    const portOf = (app: FastifyInstance) => (app.server.address() as AddressInfo | null)?.port ?? 0
-    return { http: portOf(this.http), https: portOf(this.https), admin: portOf(this.admin) }
+    const portOf = (server: NetServer | undefined) => (server?.address() as AddressInfo | null)?.port ?? 0
+    return {
+      http: portOf(this.fronts?.http),
+      https: portOf(this.fronts?.https),
+      admin: portOf(this.admin.server),
+    }
   }
 
   /** Re-reads the policy directory. Serialised: reloads never interleave. Resolves false when refused. */
@@ -230,8 +251,8 @@ export class Gateway {
       { inFlight: this.connections.inFlight, websockets: this.relay.size, gracePeriodMs: gracePeriod },
       'shutting down: draining',
     )
-    this.http.server.close()
-    this.https.server.close()
+    this.fronts?.http.close()
+    this.fronts?.https.close()
     this.connections.startDraining()
     let timer: NodeJS.Timeout | undefined
     const graceOver = new Promise<'timeout'>((resolve) => {
@@ -252,6 +273,16 @@ export class Gateway {
     await this.admin.close()
     this.log.info({ result }, 'gateway stopped')
   }
+}
+
+function listen(server: NetServer, port: number, host: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(port, host, () => {
+      server.off('error', reject)
+      resolve()
+    })
+  })
 }
 
 export class PolicyError extends Error {

@@ -1,0 +1,67 @@
+import type { EventEmitter } from 'node:events'
+import { createServer, type Server, type Socket } from 'node:net'
+import type { Logger } from 'pino'
+import { type CidrSet, canonicalIp } from '../net/ip.js'
+import { parseProxyHeader } from '../net/proxy-protocol.js'
+
+/** Source addresses that PROXY protocol headers gave connections, by raw socket. */
+const proxiedSources = new WeakMap<object, string>()
+
+/**
+ * The peer of a connection: the PROXY protocol source when a trusted balancer sent one, else the
+ * socket's own address. Accepts the raw socket or the TLS socket wrapped around it.
+ */
+export function peerAddress(socket: Socket): string {
+  const parent = (socket as Socket & { _parent?: object })._parent
+  return (
+    proxiedSources.get(socket) ?? (parent && proxiedSources.get(parent)) ?? canonicalIp(socket.remoteAddress)
+  )
+}
+
+export interface FrontDoorOptions {
+  /** Peers that must send a PROXY protocol header; everyone else connects directly. */
+  proxyProtocolFrom: CidrSet
+  /** How long a balancer has to send the header. */
+  headerTimeoutMs: number
+  maxConnections: number
+  log: Logger
+}
+
+/**
+ * Accepts the TCP connections of an edge server (plain HTTP or TLS) and hands them over, so a PROXY
+ * protocol header can be read before HTTP or TLS starts. The header is accepted only from the
+ * configured peers: from anyone else it would let a client choose its own address.
+ */
+export function frontDoor(edgeServer: EventEmitter, options: FrontDoorOptions): Server {
+  const front = createServer({ noDelay: true }, (socket) => {
+    const peer = canonicalIp(socket.remoteAddress)
+    if (!options.proxyProtocolFrom.has(peer)) {
+      edgeServer.emit('connection', socket)
+      return
+    }
+    let buffered: Buffer = Buffer.alloc(0)
+    const timer = setTimeout(() => socket.destroy(), options.headerTimeoutMs)
+    const onData = (chunk: Buffer) => {
+      buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk])
+      const header = parseProxyHeader(buffered)
+      if (header.kind === 'incomplete') return
+      socket.off('data', onData)
+      socket.pause()
+      clearTimeout(timer)
+      if (header.kind === 'invalid') {
+        options.log.warn({ peer, reason: header.reason }, 'PROXY protocol header refused; connection closed')
+        socket.destroy()
+        return
+      }
+      if (header.source) proxiedSources.set(socket, header.source)
+      const rest = buffered.subarray(header.length)
+      if (rest.length > 0) socket.unshift(rest)
+      edgeServer.emit('connection', socket)
+      socket.resume()
+    }
+    socket.on('data', onData)
+    socket.once('error', () => clearTimeout(timer))
+  })
+  if (options.maxConnections > 0) front.maxConnections = options.maxConnections
+  return front
+}
