@@ -310,7 +310,6 @@ cookies: { exclude: [csrf] }
       )
       expect(code).toBe(1001)
       const big = await connect('/big')
-      await new Promise((resolve) => big.once('message', resolve))
       big.send('x'.repeat(2048))
       const bigCode = await new Promise<number>((resolve) =>
         big.once('close', (closeCode) => resolve(closeCode)),
