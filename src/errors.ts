@@ -14,6 +14,8 @@ export const errorCodes = {
   },
   PCL_WS_ORIGIN_DENIED: { status: 403, message: 'WebSocket connections from this origin are not allowed' },
   PCL_WS_TOO_MANY_CONNECTIONS: { status: 429, message: 'Too many WebSocket connections' },
+  PCL_RATE_LIMITED: { status: 429, message: 'Too many requests' },
+  PCL_RATE_LIMIT_UNAVAILABLE: { status: 503, message: 'The rate limit cannot be checked right now' },
   PCL_BODY_TOO_LARGE: { status: 413, message: 'The request body is too large' },
   PCL_URL_TOO_LONG: { status: 414, message: 'The request target is too long' },
   PCL_HEADERS_TOO_LARGE: { status: 431, message: 'The request headers are too large' },

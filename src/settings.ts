@@ -20,6 +20,22 @@ export const settingsSchema = z.strictObject({
     .string()
     .default('127.0.0.1')
     .describe('Address of the admin listener; loopback keeps it private.'),
+  redis: z
+    .string()
+    .regex(/^(rediss?|redis-sentinel|redis-cluster):\/\//, {
+      error: 'must be a redis://, rediss://, redis-sentinel:// or redis-cluster:// URL',
+    })
+    .optional()
+    .describe('Redis shared by the replicas for rate limits. Without it, limits are per process.'),
+  redisTimeout: duration
+    .default(50)
+    .describe('Longest wait for one Redis command; then the rule falls back as its onStoreError says.'),
+  replicas: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .default(1)
+    .describe('Gateway replicas sharing the Redis: the local fallback divides each limit by this.'),
   stateDir: z.string().default('./certs').describe('Where certificates and keys are kept.'),
   env: z.enum(['production', 'development']).default('production').describe('Deployment environment.'),
   gracePeriod: duration

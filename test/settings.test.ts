@@ -19,6 +19,8 @@ describe('gateway settings', () => {
         httpsPort: 443,
         adminPort: 9090,
         adminListen: '127.0.0.1',
+        redisTimeout: 50,
+        replicas: 1,
         stateDir: './certs',
         env: 'production',
         gracePeriod: 30_000,

@@ -7,6 +7,7 @@ import type { TLSSocket } from 'node:tls'
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from 'fastify'
 import type { Logger } from 'pino'
 import { type ErrorCode, errorBody, errorStatus, rawHttpError } from '../errors.js'
+import type { RateLimitStores } from '../guards/rate-limit.js'
 import { canonicalIp } from '../net/ip.js'
 import type { App, PemPair } from '../policy/compile.js'
 import type { Settings } from '../settings.js'
@@ -14,7 +15,7 @@ import type { CertificateStore } from '../tls/certificates.js'
 import type { ConnectionTracker } from './connections.js'
 import { peerAddress } from './front-door.js'
 import type { ForwardedFacts } from './headers.js'
-import { answerHeaders, runGuards, type Verdict } from './pipeline.js'
+import { answerHeaders, runGuards, type Verdict, withRateLimits } from './pipeline.js'
 import { forwardHttp, type UpstreamPools } from './proxy.js'
 import { decideRoute, type HostRouter } from './routing.js'
 import type { Reservation, WebSocketRelay } from './websocket.js'
@@ -23,6 +24,7 @@ export interface EdgeContext {
   readonly log: Logger
   /** Listener-wide limits: they act before any app is known. */
   readonly listener: Pick<Settings, 'headersTimeout'>
+  readonly rateLimits: RateLimitStores
   router(): HostRouter
   httpsPort(): number
   readonly pools: UpstreamPools
@@ -154,15 +156,16 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
     }
     const app = route.app
     request.gatewayApp = app
-    const verdict = runGuards(app, {
+    const input = {
       method: request.method,
       url: request.url,
       headers: request.headers,
       rawHeaders: request.raw.rawHeaders,
       peer,
       upgrade,
-      liveWebSockets: (ip) => context.relay.live(app.id, ip),
-    })
+      liveWebSockets: (ip: string) => context.relay.live(app.id, ip),
+    }
+    const verdict = await withRateLimits(app, runGuards(app, input), input, context.rateLimits)
     request.verdict = verdict
     request.clientIp = verdict.identity.ip
     const { decision } = verdict

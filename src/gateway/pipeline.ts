@@ -2,6 +2,7 @@ import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
 import type { ClientIdentity } from '../guards/client-ip.js'
 import { isCorsHeader } from '../guards/cors.js'
 import { allow, type Decision, deny } from '../guards/decision.js'
+import type { RateLimitStores } from '../guards/rate-limit.js'
 import type { LiveWebSockets } from '../guards/websocket.js'
 import { canonicalPath, matchablePath } from '../net/canonical-path.js'
 import type { App } from '../policy/compile.js'
@@ -29,7 +30,9 @@ export interface Verdict {
 }
 
 /**
- * The one place where guard order is written. Each guard reads what earlier steps computed (the client
+ * The one place where guard order is written: client IP, head limits, canonical path, access rules,
+ * WebSocket upgrades, CORS, body limit, then (in `withRateLimits`) rate limits, last so that only
+ * requests every other guard admits spend budget. Each guard reads what earlier steps computed (the client
  * identity, the canonical path) and none calls another. The first guard that does not allow decides;
  * headers that allowing guards add (CORS grants, Vary) are kept for the answer, whatever it is.
  */
@@ -71,6 +74,32 @@ export function runGuards(app: App, input: GuardInput): Verdict {
     target,
     bodyLimit: guards.limits.bodyLimit(matchPath),
   })
+}
+
+/** Runs the app's rate limits on a request the other guards admitted. */
+export async function withRateLimits(
+  app: App,
+  verdict: Verdict,
+  input: GuardInput,
+  stores: RateLimitStores,
+): Promise<Verdict> {
+  if (verdict.decision.kind !== 'allow' || app.guards.rateLimits.isEmpty) return verdict
+  const canonical = verdict.target?.split('?', 1)[0] ?? '/'
+  const limited = await app.guards.rateLimits.check(
+    {
+      method: input.method,
+      matchPath: matchablePath(canonical),
+      clientIp: verdict.identity.ip,
+      headers: input.headers,
+    },
+    stores,
+  )
+  const added = verdict.decision.responseHeaders
+  if (limited.kind === 'allow') {
+    const headers = { ...added, ...limited.responseHeaders }
+    return { ...verdict, decision: { kind: 'allow', responseHeaders: headers } }
+  }
+  return { ...verdict, decision: withHeaders(limited, added) }
 }
 
 /** A refusal still carries the CORS headers of an allowed origin, so the page can read the error. */

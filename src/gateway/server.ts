@@ -3,11 +3,16 @@ import type { AddressInfo, Server as NetServer } from 'node:net'
 import { createSecureContext } from 'node:tls'
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
+import type { RateLimitStores } from '../guards/rate-limit.js'
 import { CidrSet, parseCidr } from '../net/ip.js'
 import { createAdmin, type HealthCheck, type HealthReport, overallStatus } from '../observe/health.js'
 import { type App, compilePolicies } from '../policy/compile.js'
 import { formatProblem, loadPolicySet, type PolicyProblem, policyFilesIn } from '../policy/load.js'
 import type { Settings } from '../settings.js'
+import { CircuitBreaker } from '../stores/breaker.js'
+import { MemoryStore } from '../stores/rate-limit-store.js'
+import { connectRedis, type RedisClient, whenReady } from '../stores/redis.js'
+import { RedisRateLimitStore } from '../stores/redis-rate-limit.js'
 import { CertificateStore } from '../tls/certificates.js'
 import { InternalCa, selfSigned } from '../tls/internal-ca.js'
 import { ConnectionTracker } from './connections.js'
@@ -73,6 +78,8 @@ export class Gateway {
   private readonly http: FastifyInstance
   private readonly https: FastifyInstance
   private readonly admin: FastifyInstance
+  private readonly rateLimits: RateLimitStores
+  private readonly redis: RedisClient | undefined
 
   private constructor(
     private readonly settings: Settings,
@@ -82,7 +89,29 @@ export class Gateway {
     placeholder: { cert: string; key: string },
   ) {
     this.generation = { apps: [], router: new HostRouter([]), loadedAt: new Date() }
+    this.redis = settings.redis ? connectRedis(settings.redis, settings.redisTimeout) : undefined
+    this.redis?.on('error', () => {}) // reported once per state change by the breaker, not per reconnect attempt
+    this.rateLimits = {
+      shared: this.redis
+        ? {
+            store: new RedisRateLimitStore(this.redis),
+            breaker: new CircuitBreaker(3, 2000, (state, error) => {
+              if (state === 'open') {
+                log.error(
+                  { err: error, state },
+                  'rate limit store unreachable: rules fall back to their onStoreError',
+                )
+              } else if (state === 'closed') {
+                log.info({ state }, 'rate limit store reachable again')
+              }
+            }),
+          }
+        : undefined,
+      local: new MemoryStore(),
+      replicas: settings.replicas,
+    }
     const context: EdgeContext = {
+      rateLimits: this.rateLimits,
       log,
       listener: settings,
       router: () => this.generation.router,
@@ -108,7 +137,15 @@ export class Gateway {
     const gateway = new Gateway(settings, log, internalCa, certificates, placeholder)
     const loaded = await loadPolicies(settings.policies)
     if (!loaded.ok) throw new PolicyError(loaded.problems)
+    const refusal = gateway.storeProblems(loaded.apps)
+    if (refusal.length > 0) throw new PolicyError(refusal)
     await gateway.apply(loaded.apps)
+    if (gateway.redis && !(await whenReady(gateway.redis, 5000))) {
+      log.error(
+        { redis: gateway.redis.status },
+        'Redis not reachable at start: rate limits use their onStoreError until it is',
+      )
+    }
     await gateway.open()
     await gateway.admin.listen({ port: settings.adminPort, host: settings.adminListen })
     if (settings.watch) gateway.watchPolicies()
@@ -160,6 +197,16 @@ export class Gateway {
         this.lastReloadError = { at: new Date(), problems }
         return false
       }
+      const refusal = this.storeProblems(loaded.apps)
+      if (refusal.length > 0) {
+        for (const problem of refusal)
+          this.log.error(
+            { reason, problem: formatProblem(problem) },
+            `policy reload refused: ${formatProblem(problem)}`,
+          )
+        this.lastReloadError = { at: new Date(), problems: refusal.map(formatProblem) }
+        return false
+      }
       await this.apply(loaded.apps)
       this.lastReloadError = undefined
       this.log.info({ reason, apps: loaded.apps.map((app) => app.id) }, 'policies reloaded')
@@ -177,6 +224,31 @@ export class Gateway {
     this.certificates.retain(new Set(apps.map((app) => app.id)))
     this.pools.update(apps)
     this.generation = { apps, router: new HostRouter(apps), loadedAt: new Date() }
+  }
+
+  /**
+   * Rate limits without Redis are per process and reset on restart (the Appstrate seed's warning):
+   * refused in production, loudly warned about in development.
+   */
+  private storeProblems(apps: readonly App[]): PolicyProblem[] {
+    if (this.redis) return []
+    const limited = apps.filter((app) => !app.guards.rateLimits.isEmpty)
+    if (limited.length === 0) return []
+    if (this.settings.env === 'production') {
+      return limited.map((app) => ({
+        file: app.file,
+        line: 1,
+        column: 1,
+        field: 'rateLimits',
+        message:
+          'rate limits need --redis in production: without it they are per process and reset on restart',
+      }))
+    }
+    this.log.warn(
+      { apps: limited.map((app) => app.id) },
+      'RATE LIMITS ARE PER PROCESS: no --redis, so every replica counts on its own and restarts reset the counts',
+    )
+    return []
   }
 
   private async provisionCertificate(app: App): Promise<void> {
@@ -227,6 +299,18 @@ export class Gateway {
             apps: this.generation.apps.length,
             loadedAt: this.generation.loadedAt.toISOString(),
           },
+      ...(this.rateLimits.shared
+        ? {
+            redis:
+              this.rateLimits.shared.breaker.current === 'closed'
+                ? { status: 'pass' as const, connection: this.redis?.status }
+                : {
+                    status: 'warn' as const,
+                    connection: this.redis?.status,
+                    breaker: this.rateLimits.shared.breaker.current,
+                  },
+          }
+        : {}),
       listeners: this.shuttingDown
         ? { status: 'fail', draining: true, inFlight: this.connections.inFlight, websockets: this.relay.size }
         : { status: 'pass', inFlight: this.connections.inFlight, websockets: this.relay.size },
@@ -270,6 +354,8 @@ export class Gateway {
       this.connections.destroyAll()
     }
     await Promise.all([this.http.close(), this.https.close(), this.pools.close()])
+    this.rateLimits.local.close()
+    this.redis?.disconnect()
     await this.admin.close()
     this.log.info({ result }, 'gateway stopped')
   }

@@ -82,3 +82,38 @@ export class CidrSet {
     return this.list.check(ip, ip.includes(':') ? 'ipv6' : 'ipv4')
   }
 }
+
+/**
+ * The network of an address at a prefix length, for grouping: `2001:db8:1:2:3:4:5:6` at 64 →
+ * `2001:db8:1:2::/64`. IPv4 addresses are returned as they are.
+ */
+export function ipv6Network(ip: string, prefix: number): string {
+  if (!ip.includes(':')) return ip
+  const groups = expandIPv6(ip)
+  if (!groups) return ip
+  const kept = groups.map((group, index) => {
+    const bitsBefore = index * 16
+    if (bitsBefore >= prefix) return 0
+    const keep = Math.min(16, prefix - bitsBefore)
+    return group & (0xffff << (16 - keep)) & 0xffff
+  })
+  return `${canonicalIp(kept.map((group) => group.toString(16)).join(':'))}/${prefix}`
+}
+
+function expandIPv6(ip: string): number[] | undefined {
+  let text = ip
+  const lastColon = text.lastIndexOf(':')
+  const tail = text.slice(lastColon + 1)
+  if (tail.includes('.')) {
+    const octets = tail.split('.').map(Number)
+    text = `${text.slice(0, lastColon + 1)}${(((octets[0] ?? 0) << 8) | (octets[1] ?? 0)).toString(16)}:${(((octets[2] ?? 0) << 8) | (octets[3] ?? 0)).toString(16)}`
+  }
+  const [head = '', rest] = text.split('::')
+  const left = head ? head.split(':') : []
+  const right = rest ? rest.split(':') : []
+  const missing = 8 - left.length - right.length
+  if (rest === undefined ? left.length !== 8 : missing < 0) return undefined
+  return [...left, ...Array<string>(rest === undefined ? 0 : missing).fill('0'), ...right].map((group) =>
+    Number.parseInt(group, 16),
+  )
+}

@@ -7,6 +7,7 @@ import { CookieHardener } from '../guards/cookies.js'
 import { CorsGuard } from '../guards/cors.js'
 import { SecurityHeaders } from '../guards/headers.js'
 import { LimitsGuard } from '../guards/limits.js'
+import { RateLimitGuard } from '../guards/rate-limit.js'
 import { WebSocketGuard } from '../guards/websocket.js'
 import type { LoadedPolicy, PolicyProblem } from './load.js'
 import type { Policy } from './schema.js'
@@ -46,6 +47,7 @@ export interface Guards {
   readonly websocket: WebSocketGuard
   readonly headers: SecurityHeaders
   readonly cookies: CookieHardener
+  readonly rateLimits: RateLimitGuard
 }
 
 function buildGuards(policy: Policy): Guards {
@@ -57,6 +59,7 @@ function buildGuards(policy: Policy): Guards {
     websocket: new WebSocketGuard(policy.websocket, policy.cors?.origins),
     headers: new SecurityHeaders(policy.headers),
     cookies: new CookieHardener(policy.cookies),
+    rateLimits: new RateLimitGuard(policy.app, policy.rateLimits),
   }
 }
 

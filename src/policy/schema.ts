@@ -377,6 +377,56 @@ export const cookiesSchema = z
   .prefault({})
   .describe('Hardening of the Set-Cookie headers of the app.')
 
+export const rateLimitSchema = z
+  .strictObject({
+    name: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, {
+        error: 'must be lowercase letters, digits, - or _ (at most 63)',
+      })
+      .describe('Names the limit in headers, logs and errors.'),
+    match: z
+      .strictObject({
+        path: pathPattern.default('/**').describe('Path pattern; default every path.'),
+        methods: z.array(httpMethod).optional().describe('Only these methods; default all.'),
+      })
+      .prefault({})
+      .describe('Which requests count against this limit.'),
+    key: z
+      .string()
+      .regex(/^(ip|ip\+path|header:[!#$%&'*+.^_`|~0-9A-Za-z-]+)$/, {
+        error: 'must be ip, ip+path or header:<name>',
+      })
+      .transform((key) => key.toLowerCase())
+      .default('ip')
+      .describe(
+        'Whose budget: ip (IPv6 grouped by ipv6Prefix), ip+path, or header:<name> (falls back to ip when absent).',
+      ),
+    limit: z.number().int().min(1).describe('Requests allowed per window, sustained.'),
+    window: duration.describe('The window the limit is counted over, like 1m.'),
+    burst: z
+      .number()
+      .int()
+      .min(1)
+      .optional()
+      .describe('Requests allowed at once from a full budget; default the limit.'),
+    onStoreError: z
+      .enum(['local', 'allow', 'deny'])
+      .default('local')
+      .describe(
+        'When Redis cannot answer: local (per-replica in-memory limit), allow (fail open) or deny (fail closed, 503).',
+      ),
+    ipv6Prefix: z
+      .number()
+      .int()
+      .min(32)
+      .max(128)
+      .default(64)
+      .describe('IPv6 clients sharing this prefix share a budget.'),
+    legacyHeaders: z.boolean().default(false).describe('Also send X-RateLimit-Limit, -Remaining and -Reset.'),
+  })
+  .describe('A rate limit, counted in Redis across replicas (GCRA).')
+
 export const policySchema = z
   .strictObject({
     app: z
@@ -404,6 +454,22 @@ export const policySchema = z
     limits: limitsSchema,
     headers: headersSchema,
     cookies: cookiesSchema,
+    rateLimits: z
+      .array(rateLimitSchema)
+      .default([])
+      .superRefine((rules, context) => {
+        const seen = new Set<string>()
+        for (const [index, rule] of rules.entries()) {
+          if (seen.has(rule.name))
+            context.addIssue({
+              code: 'custom',
+              path: [index, 'name'],
+              message: `"${rule.name}" is used twice`,
+            })
+          seen.add(rule.name)
+        }
+      })
+      .describe('Rate limits; every rule that matches a request is checked, and the strictest answer wins.'),
   })
   .describe('One app fronted by Portcullis.')
 

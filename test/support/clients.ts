@@ -28,6 +28,8 @@ export function fetchOnce(
     servername?: string
     maxVersion?: 'TLSv1.2' | 'TLSv1.3'
     timeoutMs?: number
+    /** Connect from this loopback address, to be another client. */
+    localAddress?: string
   },
 ): Promise<Answer> {
   const target = new URL(url)
@@ -42,6 +44,7 @@ export function fetchOnce(
         path: `${target.pathname}${target.search}`,
         headers: { host: target.host, ...options.headers },
         agent: false,
+        ...(options.localAddress ? { localAddress: options.localAddress } : {}),
         ...(secure
           ? {
               ca: options.ca,

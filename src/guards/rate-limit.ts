@@ -1,0 +1,210 @@
+import { createHash } from 'node:crypto'
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
+import { ipv6Network } from '../net/ip.js'
+import { compilePathPattern } from '../net/path-pattern.js'
+import type { Policy } from '../policy/schema.js'
+import type { CircuitBreaker } from '../stores/breaker.js'
+import type { LimitCheck, LimitOutcome, MemoryStore, RateLimitStore } from '../stores/rate-limit-store.js'
+import { allow, type Decision, deny } from './decision.js'
+
+type RuleSection = Policy['rateLimits'][number]
+
+interface CompiledRule {
+  id: string
+  section: RuleSection
+  pattern: RegExp
+  methods: ReadonlySet<string> | undefined
+  headerName: string | undefined
+  intervalMs: number
+  burst: number
+  policyItem: string
+}
+
+/** Where limits are counted. Without `shared` (no Redis), every replica counts on its own. */
+export interface RateLimitStores {
+  shared: { store: RateLimitStore; breaker: CircuitBreaker } | undefined
+  local: MemoryStore
+  /** The `local` fallback divides each limit by this, so the replicas together stay near it. */
+  replicas: number
+}
+
+export interface RateLimitRequest {
+  method: string
+  matchPath: string
+  clientIp: string
+  headers: IncomingHttpHeaders
+}
+
+/** Header values used as keys are capped and hashed: no client-chosen bytes or lengths reach Redis. */
+const maxKeyMaterial = 256
+
+/**
+ * Rate limits of one app. Every rule matching the request is checked in one atomic store call (per
+ * hash slot on Redis Cluster), and the strictest answer wins. When Redis
+ * cannot answer, each rule does what its `onStoreError` says.
+ */
+export class RateLimitGuard {
+  private readonly rules: CompiledRule[]
+
+  constructor(
+    private readonly appId: string,
+    sections: Policy['rateLimits'],
+  ) {
+    this.rules = sections.map((section, index) => {
+      const intervalMs = section.window / section.limit
+      return {
+        id: `rateLimits[${index}] ${section.name}`,
+        section,
+        pattern: compilePathPattern(section.match.path, true),
+        methods: section.match.methods ? new Set(section.match.methods) : undefined,
+        headerName: section.key.startsWith('header:') ? section.key.slice(7) : undefined,
+        intervalMs,
+        burst: section.burst ?? section.limit,
+        policyItem: `"${section.name}";q=${section.limit};w=${Math.ceil(section.window / 1000)}`,
+      }
+    })
+  }
+
+  get isEmpty(): boolean {
+    return this.rules.length === 0
+  }
+
+  async check(request: RateLimitRequest, stores: RateLimitStores): Promise<Decision> {
+    const matched = this.rules.filter(
+      (rule) => (!rule.methods || rule.methods.has(request.method)) && rule.pattern.test(request.matchPath),
+    )
+    if (matched.length === 0) return allow
+    // One atomic store call for all of them; on Redis Cluster, one per hash slot (rules keyed on the
+    // same identity share a slot through the hash tag).
+    const bySlot = stores.shared?.store.sameSlotOnly ?? false
+    const groups = new Map<string, { rule: CompiledRule; key: string }[]>()
+    for (const rule of matched) {
+      const tag = `{${this.appId}:${this.identity(rule, request)}}`
+      const groupKey = bySlot ? tag : ''
+      const group = groups.get(groupKey) ?? []
+      group.push({ rule, key: `pcl:rl:${tag}:${rule.section.name}` })
+      groups.set(groupKey, group)
+    }
+    const results = (
+      await Promise.all([...groups.values()].map((group) => this.checkGroup(group, stores)))
+    ).flat()
+    return this.decide(results)
+  }
+
+  private identity(rule: CompiledRule, request: RateLimitRequest): string {
+    const ip = ipv6Network(request.clientIp, rule.section.ipv6Prefix)
+    if (rule.headerName) {
+      const value = request.headers[rule.headerName]
+      const text = Array.isArray(value) ? value[0] : value
+      if (text) return `h:${digest(text.slice(0, maxKeyMaterial))}`
+    }
+    if (rule.section.key === 'ip+path')
+      return `p:${digest(`${ip} ${request.matchPath.slice(0, maxKeyMaterial)}`)}`
+    return `ip:${ip}`
+  }
+
+  private async checkGroup(
+    group: { rule: CompiledRule; key: string }[],
+    stores: RateLimitStores,
+  ): Promise<RuleResult[]> {
+    const checks = (divisor: number) =>
+      group.map(({ rule, key }): LimitCheck => {
+        const burst = Math.max(1, Math.floor(rule.burst / divisor))
+        return { key, intervalMs: rule.intervalMs * divisor, toleranceMs: burst * rule.intervalMs * divisor }
+      })
+    const { shared } = stores
+    if (!shared) {
+      const outcomes = await stores.local.check(checks(1))
+      return group.map(({ rule }, index) => ({ rule, outcome: outcomes[index] as LimitOutcome }))
+    }
+    if (shared.breaker.allows()) {
+      try {
+        const outcomes = await shared.store.check(checks(1))
+        shared.breaker.succeeded()
+        return group.map(({ rule }, index) => ({ rule, outcome: outcomes[index] as LimitOutcome }))
+      } catch (error) {
+        shared.breaker.failed(error)
+      }
+    }
+    // Redis could not answer: each rule falls back as its onStoreError says.
+    const local = group.filter(({ rule }) => rule.section.onStoreError === 'local')
+    const localChecks = checks(stores.replicas).filter(
+      (_, index) => group[index]?.rule.section.onStoreError === 'local',
+    )
+    const localOutcomes = local.length > 0 ? await stores.local.check(localChecks) : []
+    return group.map(({ rule }) => {
+      if (rule.section.onStoreError === 'local') {
+        return {
+          rule,
+          outcome: localOutcomes[local.findIndex((entry) => entry.rule === rule)] as LimitOutcome,
+        }
+      }
+      return { rule, storeError: rule.section.onStoreError }
+    })
+  }
+
+  private decide(results: RuleResult[]): Decision {
+    const headers = rateLimitHeaders(results)
+    const failClosed = results.find((result) => result.storeError === 'deny')
+    if (failClosed) {
+      return deny(
+        'PCL_RATE_LIMIT_UNAVAILABLE',
+        `${failClosed.rule.id}.onStoreError`,
+        `Rate limit "${failClosed.rule.section.name}" cannot be checked right now`,
+        { ...headers, 'retry-after': '1' },
+      )
+    }
+    const refused = results
+      .filter((result) => result.outcome && !result.outcome.allowed)
+      .sort((a, b) => (b.outcome?.retryAfterMs ?? 0) - (a.outcome?.retryAfterMs ?? 0))[0]
+    if (refused?.outcome) {
+      const { section } = refused.rule
+      return deny(
+        'PCL_RATE_LIMITED',
+        refused.rule.id,
+        `Rate limit "${section.name}" exceeded: ${section.limit} requests per ${section.window / 1000} s`,
+        { ...headers, 'retry-after': String(Math.max(1, Math.ceil(refused.outcome.retryAfterMs / 1000))) },
+      )
+    }
+    return { kind: 'allow', responseHeaders: headers }
+  }
+}
+
+interface RuleResult {
+  rule: CompiledRule
+  outcome?: LimitOutcome
+  storeError?: 'allow' | 'deny'
+}
+
+/**
+ * draft-ietf-httpapi-ratelimit-headers: `RateLimit-Policy` lists every limit that applied, `RateLimit`
+ * the state of each (r: remaining, t: seconds until the budget is full); X-RateLimit-* on request.
+ */
+function rateLimitHeaders(results: RuleResult[]): OutgoingHttpHeaders {
+  const counted = results.filter(
+    (result): result is RuleResult & { outcome: LimitOutcome } => result.outcome !== undefined,
+  )
+  const headers: OutgoingHttpHeaders = {
+    'ratelimit-policy': results.map((result) => result.rule.policyItem).join(', '),
+  }
+  if (counted.length === 0) return headers
+  headers.ratelimit = counted
+    .map(
+      ({ rule, outcome }) =>
+        `"${rule.section.name}";r=${outcome.remaining};t=${Math.ceil(outcome.resetMs / 1000)}`,
+    )
+    .join(', ')
+  const strictest = counted.reduce((low, result) =>
+    result.outcome.remaining < low.outcome.remaining ? result : low,
+  )
+  if (counted.some((result) => result.rule.section.legacyHeaders)) {
+    headers['x-ratelimit-limit'] = String(strictest.rule.section.limit)
+    headers['x-ratelimit-remaining'] = String(strictest.outcome.remaining)
+    headers['x-ratelimit-reset'] = String(Math.ceil(strictest.outcome.resetMs / 1000))
+  }
+  return headers
+}
+
+function digest(text: string): string {
+  return createHash('sha256').update(text).digest('base64url').slice(0, 22)
+}

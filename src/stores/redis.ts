@@ -1,0 +1,70 @@
+import { Cluster, Redis } from 'ioredis'
+
+export type RedisClient = Redis | Cluster
+
+/**
+ * A Redis connection from a URL:
+ * - `redis://[user:password@]host:port[/db]`, `rediss://...` for TLS;
+ * - `redis-sentinel://[password@]host:port,host:port/masterName` for Sentinel;
+ * - `redis-cluster://[password@]host:port,host:port` for Cluster (the nodes to start from).
+ *
+ * Commands never queue while disconnected and each is bounded by `commandTimeoutMs`, so an outage
+ * costs a request at most that long; reconnection is left to ioredis, in the background.
+ */
+export function connectRedis(url: string, commandTimeoutMs: number): RedisClient {
+  // The WHATWG URL parser refuses host lists, so the parts are read by hand.
+  const parts = /^([a-z-]+):\/\/(?:([^:@/]*)(?::([^@/]*))?@)?([^/?#]+)(?:\/([^?#]*))?/.exec(url)
+  if (!parts) throw new Error(`not a Redis URL: ${url}`)
+  const [, scheme, username, password, hostList = '', path = ''] = parts
+  const common = {
+    enableAutoPipelining: true,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    commandTimeout: commandTimeoutMs,
+    connectTimeout: Math.max(1000, commandTimeoutMs * 10),
+    retryStrategy: (times: number) => Math.min(100 * 2 ** times, 2000),
+    ...(username ? { username: decodeURIComponent(username) } : {}),
+    ...(password ? { password: decodeURIComponent(password) } : {}),
+  }
+  const hosts = (defaultPort: number) =>
+    hostList.split(',').map((entry) => {
+      const [host = '127.0.0.1', port] = entry.split(':')
+      return { host, port: Number(port ?? defaultPort) }
+    })
+  switch (scheme) {
+    case 'redis':
+    case 'rediss':
+      return new Redis(url, common)
+    case 'redis-sentinel':
+      if (!path)
+        throw new Error('a Sentinel URL names the master: redis-sentinel://host:26379,host:26379/mymaster')
+      return new Redis({ ...common, sentinels: hosts(26_379), name: decodeURIComponent(path) })
+    case 'redis-cluster':
+      return new Cluster(hosts(6379), {
+        enableAutoPipelining: true,
+        enableOfflineQueue: false,
+        clusterRetryStrategy: (times: number) => Math.min(100 * 2 ** times, 2000),
+        redisOptions: common,
+      })
+    default:
+      throw new Error(
+        `unsupported Redis URL scheme ${scheme}: (redis, rediss, redis-sentinel or redis-cluster)`,
+      )
+  }
+}
+
+/** Resolves when the client is ready, or after `timeoutMs`: a gateway starts even while Redis is down. */
+export function whenReady(client: RedisClient, timeoutMs: number): Promise<boolean> {
+  if (client.status === 'ready') return Promise.resolve(true)
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      client.off('ready', onReady)
+      resolve(false)
+    }, timeoutMs)
+    const onReady = () => {
+      clearTimeout(timer)
+      resolve(true)
+    }
+    client.once('ready', onReady)
+  })
+}

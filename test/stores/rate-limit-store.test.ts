@@ -1,0 +1,146 @@
+import fc from 'fast-check'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { CircuitBreaker } from '../../src/stores/breaker.js'
+import { gcra, type LimitCheck, MemoryStore } from '../../src/stores/rate-limit-store.js'
+import { connectRedis, type RedisClient } from '../../src/stores/redis.js'
+import { RedisRateLimitStore } from '../../src/stores/redis-rate-limit.js'
+import { type RedisServer, startRedis } from '../support/redis.js'
+
+const perSecond = (key: string, limit: number, burst = limit): LimitCheck => ({
+  key,
+  intervalMs: 1000 / limit,
+  toleranceMs: burst * (1000 / limit),
+})
+
+describe('GCRA', () => {
+  it('admits the burst at once, then one request per interval', () => {
+    const store = new MemoryStore()
+    const check = perSecond('k', 4)
+    const at = (now: number) => store.checkNow([check], now)[0]
+    expect([0, 0, 0, 0, 0].map(() => at(1000)?.allowed)).toEqual([true, true, true, true, false])
+    expect(at(1100)?.allowed).toBe(false)
+    expect(at(1250)?.allowed).toBe(true) // one interval (250 ms) later
+    expect(at(1250)?.allowed).toBe(false)
+    store.close()
+  })
+
+  it('reports remaining, retry and reset honestly', () => {
+    const check = perSecond('k', 2)
+    expect(gcra(check, undefined, 0).outcome).toEqual({
+      allowed: true,
+      remaining: 1,
+      retryAfterMs: 0,
+      resetMs: 500,
+    })
+    expect(gcra(check, 500, 0).outcome).toEqual({
+      allowed: true,
+      remaining: 0,
+      retryAfterMs: 0,
+      resetMs: 1000,
+    })
+    expect(gcra(check, 1000, 0).outcome).toEqual({
+      allowed: false,
+      remaining: 0,
+      retryAfterMs: 500,
+      resetMs: 1000,
+    })
+  })
+
+  it('never admits more than burst + elapsed / interval', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 50 }),
+        fc.array(fc.integer({ min: 0, max: 200 }), { minLength: 1, maxLength: 300 }),
+        (limit, gaps) => {
+          const store = new MemoryStore()
+          const check = perSecond('k', limit)
+          let now = 0
+          let admitted = 0
+          for (const gap of gaps) {
+            now += gap
+            if (store.checkNow([check], now)[0]?.allowed) admitted += 1
+          }
+          store.close()
+          expect(admitted).toBeLessThanOrEqual(limit + Math.floor(now / check.intervalMs))
+        },
+      ),
+      { numRuns: 300 },
+    )
+  })
+
+  it('spends nothing when one of several limits refuses', () => {
+    const store = new MemoryStore()
+    const loose = perSecond('loose', 100)
+    const tight = perSecond('tight', 1)
+    expect(store.checkNow([loose, tight], 0).map((o) => o.allowed)).toEqual([true, true])
+    expect(store.checkNow([loose, tight], 0).map((o) => o.allowed)).toEqual([false, false])
+    expect(store.checkNow([loose], 0)[0]?.remaining).toBe(98)
+    store.close()
+  })
+
+  it('caps the number of keys it keeps', () => {
+    const store = new MemoryStore(10)
+    for (let index = 0; index < 50; index++) store.checkNow([perSecond(`k${index}`, 1)], 0)
+    expect(store.size).toBe(10)
+    store.close()
+  })
+})
+
+describe('circuit breaker', () => {
+  it('opens after repeated failures, tries again after the cool-down, and closes on success', () => {
+    const changes: string[] = []
+    const breaker = new CircuitBreaker(3, 1000, (state) => changes.push(state))
+    breaker.failed(new Error('x'), 0)
+    breaker.failed(new Error('x'), 0)
+    expect(breaker.allows(0)).toBe(true)
+    breaker.failed(new Error('x'), 0)
+    expect(breaker.allows(500)).toBe(false)
+    expect(breaker.allows(1000)).toBe(true) // the one trial
+    expect(breaker.allows(1000)).toBe(false)
+    breaker.failed(new Error('x'), 1000)
+    expect(breaker.allows(1500)).toBe(false)
+    expect(breaker.allows(2000)).toBe(true)
+    breaker.succeeded()
+    expect(breaker.allows(2000)).toBe(true)
+    expect(changes).toEqual(['open', 'half-open', 'open', 'half-open', 'closed'])
+  })
+})
+
+describe('Redis store (real redis-server)', () => {
+  let redis: RedisServer
+  let client: RedisClient
+  let store: RedisRateLimitStore
+
+  beforeAll(async () => {
+    redis = await startRedis()
+    client = connectRedis(redis.url, 1000)
+    await new Promise((resolve) => client.once('ready', resolve))
+    store = new RedisRateLimitStore(client)
+  })
+
+  afterAll(async () => {
+    client?.disconnect()
+    await redis?.stop()
+  })
+
+  it('agrees with the in-memory GCRA on a burst', async () => {
+    const check = { ...perSecond('pcl:test:{a}:burst', 1), toleranceMs: 3000 }
+    const outcomes = []
+    for (let index = 0; index < 4; index++) outcomes.push((await store.check([check]))[0])
+    expect(outcomes.map((outcome) => outcome?.allowed)).toEqual([true, true, true, false])
+    expect(outcomes.map((outcome) => outcome?.remaining)).toEqual([2, 1, 0, 0])
+    expect(outcomes[3]?.retryAfterMs).toBeGreaterThan(900)
+    expect(outcomes[3]?.retryAfterMs).toBeLessThanOrEqual(1000)
+  })
+
+  it('is all-or-nothing across the keys of one call, and every key expires', async () => {
+    const loose = perSecond('pcl:test:{b}:loose', 100)
+    const tight = perSecond('pcl:test:{b}:tight', 1)
+    expect((await store.check([loose, tight])).map((o) => o.allowed)).toEqual([true, true])
+    expect((await store.check([loose, tight])).map((o) => o.allowed)).toEqual([false, false])
+    expect((await store.check([loose]))[0]?.remaining).toBe(98)
+    const ttl = Number(await redis.cli('pttl', 'pcl:test:{b}:tight'))
+    expect(ttl).toBeGreaterThan(0)
+    expect(ttl).toBeLessThanOrEqual(1000)
+  })
+})
