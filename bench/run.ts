@@ -3,8 +3,9 @@
  * `proxy_pass`, and through Portcullis, over HTTP and HTTPS keep-alive, measured with wrk in one run.
  *
  * Two shared cores are noisy, so every figure is a median over interleaved rounds and is reported as a
- * ratio to references measured in the same run. wrk runs on core 0; the upstream and the proxy under
- * test share core 1, so a ratio says what the proxy costs on the server's core.
+ * ratio to references measured in the same run. wrk (and Redis, standing for another machine) run on
+ * core 0; the upstream and the proxy under test share core 1, so a ratio says what the proxy costs on
+ * the server's core.
  *
  * Environment: BENCH_SECONDS (per measurement, default 5), BENCH_ROUNDS (default 3),
  * BENCH_CONNECTIONS (default 32).
@@ -35,6 +36,7 @@ interface Measurement {
   rps: number
   p50Ms: number
   p99Ms: number
+  requests: number
 }
 
 function commandExists(command: string): boolean {
@@ -56,8 +58,8 @@ async function freePort(): Promise<number> {
 
 const children: ChildProcess[] = []
 
-function start(command: string[], name: string): ChildProcess {
-  const [file, ...args] = hasTaskset ? [...serverCore, ...command] : command
+function start(command: string[], name: string, core = serverCore): ChildProcess {
+  const [file, ...args] = hasTaskset ? [...core, ...command] : command
   const child = spawn(file as string, args, { stdio: ['ignore', 'ignore', 'inherit'] })
   child.once('exit', (code, signal) => {
     if (!stopping) console.error(`${name} exited early (${code ?? signal})`)
@@ -115,7 +117,8 @@ function wrk(target: Case, durationSeconds: number): Measurement {
   const p99 = /^\s+99%\s+(\S+)/m.exec(output)?.[1] ?? ''
   const errors = /Non-2xx or 3xx responses: (\d+)/.exec(output)?.[1]
   if (errors) throw new Error(`${target.name}: ${errors} non-2xx responses\n${output}`)
-  return { rps, p50Ms: parseLatencyMs(p50), p99Ms: parseLatencyMs(p99) }
+  const requests = Number(/(\d+) requests in/.exec(output)?.[1])
+  return { rps, p50Ms: parseLatencyMs(p50), p99Ms: parseLatencyMs(p99), requests }
 }
 
 function median(values: number[]): number {
@@ -138,7 +141,27 @@ async function main(): Promise<void> {
     gatewayHttp: await freePort(),
     gatewayHttps: await freePort(),
     gatewayAdmin: await freePort(),
+    redis: await freePort(),
   }
+  for (const command of ['redis-server', 'redis-cli']) {
+    if (!commandExists(command)) throw new Error(`${command} is not installed (apt-get install redis-server)`)
+  }
+  // Redis stands for another machine: it runs beside wrk on core 0, not on the server core.
+  start(
+    [
+      'redis-server',
+      '--port',
+      String(ports.redis),
+      '--bind',
+      '127.0.0.1',
+      '--save',
+      '',
+      '--appendonly',
+      'no',
+    ],
+    'redis',
+    loadCore,
+  )
 
   start(
     [
@@ -160,6 +183,12 @@ async function main(): Promise<void> {
   await writeFile(
     path.join(policies, 'tls.yaml'),
     `app: tls\nhosts: [tls.bench]\nupstream: { targets: ["${target}"] }\n`,
+  )
+  // The plain app plus a rate limit counted in Redis, high enough that every request passes.
+  await writeFile(
+    path.join(policies, 'limited.yaml'),
+    `app: limited\nhosts: [limited.bench]\nupstream: { targets: ["${target}"] }\ntls: { mode: "off" }\n` +
+      'rateLimits: [{ name: bench, limit: 1000000000, window: 1s }]\n',
   )
   // Every guard configured and evaluated on each request; the request itself passes them all.
   await writeFile(
@@ -199,6 +228,11 @@ cookies: { exclude: [csrf] }
       String(ports.gatewayAdmin),
       '--watch',
       'false',
+      '--redis',
+      `redis://127.0.0.1:${ports.redis}`,
+      // Generous: under full load a short timeout fires on a busy event loop and falls back locally.
+      '--redis-timeout',
+      '1s',
     ],
     'portcullis',
   )
@@ -241,6 +275,11 @@ http {
     { name: 'nginx http', url: `http://127.0.0.1:${ports.nginxHttp}/`, host: 'plain.bench' },
     { name: 'portcullis http', url: `http://127.0.0.1:${ports.gatewayHttp}/`, host: 'plain.bench' },
     {
+      name: 'portcullis http, rate limited',
+      url: `http://127.0.0.1:${ports.gatewayHttp}/`,
+      host: 'limited.bench',
+    },
+    {
       name: 'portcullis http, all guards',
       url: `http://127.0.0.1:${ports.gatewayHttp}/api/items?page=2`,
       host: 'guarded.bench',
@@ -254,7 +293,12 @@ http {
     `wrk -t1 -c${connections}, ${seconds}s per measurement, ${rounds} interleaved rounds, ` +
       (hasTaskset ? 'wrk on core 0, upstream and proxy on core 1' : 'no taskset: unpinned'),
   )
-  for (const each of cases) wrk(each, 1) // warm-up: JIT, keep-alive pools, TLS session setup
+  // Warm-up: JIT, keep-alive pools, TLS session setup.
+  let warmupRequests = 0
+  for (const each of cases) {
+    const run = wrk(each, 1)
+    if (each.host === 'limited.bench') warmupRequests += run.requests
+  }
   const results = new Map<string, Measurement[]>(cases.map((each) => [each.name, []]))
   for (let round = 0; round < rounds; round++) {
     // Rotate the order each round so no case always runs first or last.
@@ -297,6 +341,21 @@ http {
     }
   })
   console.table(rows)
+  // One script call per rate-limited request; calls of one event-loop turn share a round trip, which
+  // Redis counts as one read event (the gateway is its only client).
+  const redisInfo = (section: string) =>
+    execFileSync('redis-cli', ['-p', String(ports.redis), 'info', section], { encoding: 'utf8' })
+  const scriptCalls = [
+    ...redisInfo('commandstats').matchAll(/^cmdstat_(?:evalsha|eval):calls=(\d+)/gm),
+  ].reduce((sum, match) => sum + Number(match[1]), 0)
+  const reads = Number(/^total_reads_processed:(\d+)/m.exec(redisInfo('stats'))?.[1])
+  const limitedRequests =
+    (results.get('portcullis http, rate limited') ?? []).reduce((sum, run) => sum + run.requests, 0) +
+    warmupRequests
+  console.log(
+    `Per rate-limited request: ${(scriptCalls / limitedRequests).toFixed(3)} Redis script calls, ` +
+      `${(reads / limitedRequests).toFixed(3)} Redis round trips (${scriptCalls} calls, ${reads} reads, ${limitedRequests} requests)`,
+  )
 }
 
 process.once('SIGINT', () => {

@@ -3,42 +3,51 @@ import type { LimitCheck, LimitOutcome, RateLimitStore } from './rate-limit-stor
 import type { RedisClient } from './redis.js'
 
 /**
- * GCRA for every key of a request in one atomic script, timed by the Redis server's clock (TIME) so
- * replicas with skewed clocks agree. Either all limits admit the request and all are spent, or none
- * is. Each key expires once its budget is full again, so idle clients leave nothing behind.
- * ARGV holds interval and tolerance (ms) per key. Returns, per key: allowed, remaining, retry, reset.
+ * GCRA for every key of a request in one atomic step, timed by the Redis server's clock (TIME) so
+ * replicas with skewed clocks agree. Either all of a request's limits admit it and all are spent, or
+ * none is. Each key expires once its budget is full again, so idle clients leave nothing behind.
+ *
+ * One call carries the requests of a whole batch, checked one after the other (a key two requests
+ * share sees the first one's spending). ARGV: the number of requests, then each one's number of keys,
+ * then interval and tolerance (ms) per key. Returns, per key: allowed, remaining, retry, reset.
  */
 const script = `
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + tonumber(time[2]) / 1000
-local steps = {}
-local allowed = true
-for i, key in ipairs(KEYS) do
-  local interval = tonumber(ARGV[2 * i - 1])
-  local tolerance = tonumber(ARGV[2 * i])
-  local tat = tonumber(redis.call('GET', key)) or now
-  if tat < now then tat = now end
-  local nextTat = tat + interval
-  local excess = nextTat - now - tolerance
-  if excess > 0 then
-    allowed = false
-    steps[i] = { 0, 0, excess, tat - now, tat }
-  else
-    steps[i] = { 1, math.floor((tolerance - (nextTat - now)) / interval), 0, nextTat - now, nextTat }
-  end
-end
+local requests = tonumber(ARGV[1])
+local limitsAt = 2 + requests
 local out = {}
-for i, key in ipairs(KEYS) do
-  local step = steps[i]
-  if allowed then
-    redis.call('SET', key, tostring(step[5]), 'PX', math.max(1, math.ceil(step[5] - now)))
+local first = 1
+for r = 1, requests do
+  local count = tonumber(ARGV[1 + r])
+  local steps = {}
+  local allowed = true
+  for i = 1, count do
+    local k = first + i - 1
+    local interval = tonumber(ARGV[limitsAt + 2 * (k - 1)])
+    local tolerance = tonumber(ARGV[limitsAt + 2 * (k - 1) + 1])
+    local tat = tonumber(redis.call('GET', KEYS[k])) or now
+    if tat < now then tat = now end
+    local nextTat = tat + interval
+    local excess = nextTat - now - tolerance
+    if excess > 0 then
+      allowed = false
+      steps[i] = { 0, 0, excess, tat - now, tat }
+    else
+      steps[i] = { 1, math.floor((tolerance - (nextTat - now)) / interval), 0, nextTat - now, nextTat }
+    end
   end
-  local ok = step[1]
-  if not allowed then ok = 0 end
-  table.insert(out, tostring(ok))
-  table.insert(out, tostring(step[2]))
-  table.insert(out, tostring(step[3]))
-  table.insert(out, tostring(step[4]))
+  for i = 1, count do
+    local step = steps[i]
+    if allowed then
+      redis.call('SET', KEYS[first + i - 1], tostring(step[5]), 'PX', math.max(1, math.ceil(step[5] - now)))
+    end
+    table.insert(out, allowed and '1' or '0')
+    table.insert(out, tostring(step[2]))
+    table.insert(out, tostring(step[3]))
+    table.insert(out, tostring(step[4]))
+  end
+  first = first + count
 end
 return out
 `
@@ -47,9 +56,16 @@ type ScriptedClient = RedisClient & {
   portcullisRateLimit(numberOfKeys: number, ...keysAndArgs: (string | number)[]): Promise<string[]>
 }
 
+interface Pending {
+  checks: readonly LimitCheck[]
+  resolve(outcomes: LimitOutcome[]): void
+  reject(error: unknown): void
+}
+
 export class RedisRateLimitStore implements RateLimitStore {
   readonly sameSlotOnly: boolean
   private readonly client: ScriptedClient
+  private queue: Pending[] = []
 
   constructor(client: RedisClient) {
     this.sameSlotOnly = client instanceof Cluster
@@ -58,13 +74,49 @@ export class RedisRateLimitStore implements RateLimitStore {
     this.client = client as ScriptedClient
   }
 
-  async check(checks: readonly LimitCheck[]): Promise<LimitOutcome[]> {
-    const keys = checks.map((check) => check.key)
-    const args = checks.flatMap((check) => [check.intervalMs, check.toleranceMs])
-    const reply = await this.client.portcullisRateLimit(keys.length, ...keys, ...args)
-    return checks.map((_, index) => {
-      const at = (offset: number) => Number(reply[index * 4 + offset])
-      return { allowed: at(0) === 1, remaining: at(1), retryAfterMs: at(2), resetMs: at(3) }
+  check(checks: readonly LimitCheck[]): Promise<LimitOutcome[]> {
+    if (this.sameSlotOnly) return this.run([checks]).then(([outcomes]) => outcomes as LimitOutcome[])
+    return new Promise((resolve, reject) => {
+      this.queue.push({ checks, resolve, reject })
+      if (this.queue.length === 1) setImmediate(() => this.flush())
     })
+  }
+
+  /**
+   * Requests that arrive in one turn of the event loop share one script call, hence one round trip:
+   * they are queued and sent together when the turn ends (setImmediate). On Cluster a call must stay
+   * within one hash slot, so there every request is its own call (auto-pipelined per node by ioredis).
+   */
+  private flush(): void {
+    const batch = this.queue
+    this.queue = []
+    this.run(batch.map((pending) => pending.checks)).then(
+      (outcomes) => {
+        for (const [index, pending] of batch.entries()) pending.resolve(outcomes[index] as LimitOutcome[])
+      },
+      (error: unknown) => {
+        for (const pending of batch) pending.reject(error)
+      },
+    )
+  }
+
+  private async run(requests: readonly (readonly LimitCheck[])[]): Promise<LimitOutcome[][]> {
+    const all = requests.flat()
+    const reply = await this.client.portcullisRateLimit(
+      all.length,
+      ...all.map((check) => check.key),
+      requests.length,
+      ...requests.map((checks) => checks.length),
+      ...all.flatMap((check) => [check.intervalMs, check.toleranceMs]),
+    )
+    let offset = 0
+    return requests.map((checks) =>
+      checks.map(() => {
+        const at = (field: number) => Number(reply[offset * 4 + field])
+        const outcome = { allowed: at(0) === 1, remaining: at(1), retryAfterMs: at(2), resetMs: at(3) }
+        offset += 1
+        return outcome
+      }),
+    )
   }
 }

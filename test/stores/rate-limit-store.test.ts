@@ -133,6 +133,16 @@ describe('Redis store (real redis-server)', () => {
     expect(outcomes[3]?.retryAfterMs).toBeLessThanOrEqual(1000)
   })
 
+  it('checks requests batched in one event-loop turn one after the other', async () => {
+    const single = perSecond('pcl:test:{c}:single', 1)
+    const outcomes = await Promise.all([
+      store.check([single]),
+      store.check([single]),
+      store.check([perSecond('pcl:test:{c}:other', 1)]),
+    ])
+    expect(outcomes.map(([outcome]) => outcome?.allowed)).toEqual([true, false, true])
+  })
+
   it('is all-or-nothing across the keys of one call, and every key expires', async () => {
     const loose = perSecond('pcl:test:{b}:loose', 100)
     const tight = perSecond('pcl:test:{b}:tight', 1)
