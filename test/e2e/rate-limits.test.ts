@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { fetchOnce } from '../support/clients.js'
 import { type RunningGateway, startGateway } from '../support/gateway.js'
-import { type RedisServer, startRedis, startRedisCluster } from '../support/redis.js'
+import { type RedisServer, startRedis, startRedisCluster, startSentinel } from '../support/redis.js'
 import { echoUpstream, type Upstream } from '../support/upstreams.js'
 
 function app(name: string, target: string, rules: string, extra = ''): string {
@@ -257,6 +257,26 @@ describe('Redis Cluster', () => {
     } finally {
       await Promise.all(pair.map((gateway) => gateway.stop()))
       await Promise.all([cluster.stop(), echo.close()])
+    }
+  })
+})
+
+describe('Redis Sentinel', () => {
+  it('finds the master through Sentinel and limits there', async () => {
+    const [master, echo] = await Promise.all([startRedis(), echoUpstream()])
+    const sentinel = await startSentinel(master)
+    const policies = { 'api.yaml': app('api', echo.url, '  - { name: per-ip, limit: 3, window: 10m }\n') }
+    const gateway = await startGateway({ policies, args: ['--redis', sentinel.url, '--redis-timeout', '2s'] })
+    try {
+      const results = await statuses([gateway], 6, () => ({ host: 'api.test' }))
+      expect([...results].sort()).toEqual([200, 200, 200, 429, 429, 429])
+      expect(await master.cli('--scan', '--pattern', 'pcl:rl:*')).toContain(
+        'pcl:rl:{api:ip:127.0.0.1}:per-ip',
+      )
+    } finally {
+      await gateway.stop()
+      await sentinel.stop()
+      await Promise.all([master.stop(), echo.close()])
     }
   })
 })

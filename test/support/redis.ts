@@ -1,5 +1,5 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process'
-import { mkdtemp } from 'node:fs/promises'
+import { mkdtemp, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { promisify } from 'node:util'
@@ -93,6 +93,36 @@ export async function startRedisCluster(): Promise<{
     url: `redis-cluster://${nodes.map((node) => `127.0.0.1:${node.port}`).join(',')}`,
     stop: async () => {
       await Promise.all(nodes.map((node) => node.stop()))
+    },
+  }
+}
+
+/** A Sentinel watching `master` under the name `mymaster`, on its own free port. */
+export async function startSentinel(master: RedisServer): Promise<{ url: string; stop(): Promise<void> }> {
+  const directory = await mkdtemp(path.join(tmpdir(), 'pcl-sentinel-'))
+  const port = await closedPort()
+  const config = path.join(directory, 'sentinel.conf')
+  // Sentinel rewrites its configuration file, so it gets a writable one of its own.
+  await writeFile(
+    config,
+    [
+      `port ${port}`,
+      'bind 127.0.0.1',
+      `dir ${directory}`,
+      `sentinel monitor mymaster 127.0.0.1 ${master.port} 1`,
+      'sentinel down-after-milliseconds mymaster 1000',
+      '',
+    ].join('\n'),
+  )
+  const child = spawn('redis-server', [config, '--sentinel'], { stdio: 'ignore' })
+  await waitForPing(port)
+  return {
+    url: `redis-sentinel://127.0.0.1:${port}/mymaster`,
+    stop: async () => {
+      const exiting =
+        child.exitCode === null ? new Promise((resolve) => child.once('exit', resolve)) : undefined
+      child.kill('SIGKILL')
+      await exiting
     },
   }
 }
