@@ -9,31 +9,31 @@ import { isPathPattern } from '../net/path-pattern.js'
  * show it; the README tables mirror it.
  */
 
-const durationUnitsMs = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const
-const durationPattern = /^(\d+)(ms|s|m|h|d)$/
-
-/** `30s`, `5m`, `1h`, `250ms`, `7d` → milliseconds. */
-export function parseDuration(text: string): number {
-  const match = durationPattern.exec(text)
-  if (!match) throw new Error(`not a duration: ${text}`)
-  return Number(match[1]) * durationUnitsMs[match[2] as keyof typeof durationUnitsMs]
+/** A parser for `<digits><unit>` texts, like `30s` or `64kb`, into a number of base units. */
+function unitParser<Units extends Record<string, number>>(units: Units, what: string) {
+  const pattern = new RegExp(`^(\\d+)(${Object.keys(units).join('|')})$`)
+  const parse = (text: string): number => {
+    const match = pattern.exec(text)
+    if (!match) throw new Error(`not a ${what}: ${text}`)
+    return Number(match[1]) * (units[match[2] as keyof Units] as number)
+  }
+  return { pattern, parse }
 }
+
+const durations = unitParser({ ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }, 'duration')
+const durationPattern = durations.pattern
+/** `30s`, `5m`, `1h`, `250ms`, `7d` → milliseconds. */
+export const parseDuration = durations.parse
 
 export const duration = z
   .string()
   .regex(durationPattern, { error: 'must be a duration like 500ms, 30s, 5m or 1h' })
   .transform(parseDuration)
 
-// Upper case is accepted and folded: DNS names are case-insensitive.
-const sizeUnits = { b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3 } as const
-const sizePattern = /^(\d+)(b|kb|mb|gb)$/
-
+const sizes = unitParser({ b: 1, kb: 1024, mb: 1024 ** 2, gb: 1024 ** 3 }, 'size')
+const sizePattern = sizes.pattern
 /** `512b`, `64kb`, `1mb`, `2gb` (powers of 1024) → bytes. */
-export function parseSize(text: string): number {
-  const match = sizePattern.exec(text)
-  if (!match) throw new Error(`not a size: ${text}`)
-  return Number(match[1]) * sizeUnits[match[2] as keyof typeof sizeUnits]
-}
+export const parseSize = sizes.parse
 
 export const size = z
   .string()
@@ -63,6 +63,7 @@ const headerName = z
   .regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, { error: 'must be an HTTP header name' })
   .transform((name) => name.toLowerCase())
 
+// Upper case is accepted and folded: DNS names are case-insensitive.
 const hostLabel = '[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?'
 const hostPattern = new RegExp(`^(?:\\*\\.)?${hostLabel}(?:\\.${hostLabel})*$`)
 

@@ -1,15 +1,12 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import WebSocket from 'ws'
+import type { EchoReply } from '../../src/demo/echo-app.js'
 import { execFileAsync, fetchOnce } from '../support/clients.js'
 import { type RunningGateway, startGateway } from '../support/gateway.js'
 import { echoUpstream, httpUpstream, type Upstream } from '../support/upstreams.js'
 
-interface Echo {
-  method: string
-  url: string
-  headers: Record<string, string>
-  body: string
-}
+/** What the demo app echoes; header values here are single strings. */
+type Echo = EchoReply & { headers: Record<string, string> }
 
 /**
  * One gateway, the guarded app served on plain HTTP (tls: off) so the client can reach it from

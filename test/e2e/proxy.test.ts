@@ -1,14 +1,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import type { EchoReply } from '../../src/demo/echo-app.js'
 import { fetchOnce } from '../support/clients.js'
 import { policyYaml, type RunningGateway, startGateway } from '../support/gateway.js'
 import { closedPort, echoUpstream, httpUpstream, tcpUpstream, type Upstream } from '../support/upstreams.js'
 
-interface Echo {
-  method: string
-  url: string
-  headers: Record<string, string>
-  body: string
-}
+/** What the demo app echoes; header values here are single strings. */
+type Echo = EchoReply & { headers: Record<string, string> }
 
 /** Plain-HTTP apps (tls: off) keep these tests about proxying, not TLS. */
 describe('HTTP proxying and upstream failures', () => {
