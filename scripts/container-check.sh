@@ -15,7 +15,8 @@ cp -r policies "$app/policies"
 
 cd "$app"
 node dist/cli.js check policies
-node dist/cli.js serve --policies policies --state-dir state --listen 127.0.0.1 \
+# The bundled example uses internal TLS, which the production rules refuse: serve it as development.
+node dist/cli.js serve --policies policies --state-dir state --listen 127.0.0.1 --env development \
   --http-port 0 --https-port 0 --admin-port 0 --watch false > serve.log 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do

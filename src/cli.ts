@@ -5,6 +5,7 @@ import { pino } from 'pino'
 import { Gateway, PolicyError } from './gateway/server.js'
 import { compilePolicies } from './policy/compile.js'
 import { formatProblem, loadPolicySet, policyFilesIn } from './policy/load.js'
+import { checkProduction, formatFinding } from './policy/rules.js'
 import { envName, flagName, resolveSettings, type SettingName, settingsSchema } from './settings.js'
 
 const usage = {
@@ -15,13 +16,18 @@ Commands:
   check [paths]   Validate policy files (default: ./policies)
 
 Run 'portcullis <command> --help' for a command's options.`,
-  check: `Usage: portcullis check [paths...]
+  check: `Usage: portcullis check [--production] [--redis <url>] [--format text|json] [paths...]
 
 Validates policy files and directories (their *.yaml and *.yml files) as 'serve' would load them:
 schema, unique app ids and hosts, readable certificate files. Problems are printed as
 file:line:column field: reason.
 
-Exit codes: 0 valid, 2 invalid files.`,
+--production   also run the production rules (the ones 'serve --env production' enforces), printed
+               as file:line:column RULE-ID severity: reason (field). Fix: ...
+--redis        the Redis URL serve will use (default PORTCULLIS_REDIS), for the rate-limit rule
+--format json  one JSON document: { valid, problems, findings }
+
+Exit codes: 0 valid (warnings allowed), 1 production rule errors, 2 invalid files.`,
 }
 
 function serveUsage(): string {
@@ -92,7 +98,12 @@ async function check(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
     args,
     allowPositionals: true,
-    options: { help: { type: 'boolean', short: 'h' } },
+    options: {
+      help: { type: 'boolean', short: 'h' },
+      production: { type: 'boolean' },
+      redis: { type: 'string' },
+      format: { type: 'string', default: 'text' },
+    },
   })
   if (values.help) {
     console.log(usage.check)
@@ -109,13 +120,25 @@ async function check(args: string[]): Promise<number> {
   const set = await loadPolicySet(files)
   const compiled = set.problems.length === 0 ? await compilePolicies(set.policies) : undefined
   const problems = compiled && !compiled.ok ? compiled.problems : set.problems
-  for (const problem of problems) console.log(formatProblem(problem))
-  if (problems.length > 0) {
-    console.log(`${problems.length} problem(s) in ${files.length} file(s)`)
-    return 2
+  const findings =
+    values.production && problems.length === 0
+      ? checkProduction(set.policies, { redis: Boolean(values.redis ?? process.env.PORTCULLIS_REDIS) })
+      : []
+  const errors = findings.filter((finding) => finding.severity === 'error')
+  const code = problems.length > 0 ? 2 : errors.length > 0 ? 1 : 0
+  if (values.format === 'json') {
+    console.log(JSON.stringify({ valid: problems.length === 0, problems, findings }, null, 2))
+    return code
   }
-  console.log(`${files.length} policy file(s) valid`)
-  return 0
+  for (const problem of problems) console.log(formatProblem(problem))
+  for (const finding of findings) console.log(formatFinding(finding))
+  if (problems.length > 0) console.log(`${problems.length} problem(s) in ${files.length} file(s)`)
+  else if (findings.length > 0) {
+    console.log(
+      `${files.length} policy file(s) valid; ${errors.length} production error(s), ${findings.length - errors.length} warning(s)`,
+    )
+  } else console.log(`${files.length} policy file(s) valid`)
+  return code
 }
 
 async function main(argv: string[]): Promise<number> {

@@ -57,6 +57,8 @@ declare module 'fastify' {
     addedHeaders: OutgoingHttpHeaders | undefined
     /** Set when the gateway itself answered: which code and which policy rule decided. */
     rejection: { code: ErrorCode; rule: string } | null
+    /** In report-only mode: the refusal that was not enforced. */
+    wouldBlock: { code: ErrorCode; rule: string } | null
   }
 }
 
@@ -117,6 +119,7 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
   edge.decorateRequest('verdict', null)
   edge.decorateRequest('addedHeaders', undefined)
   edge.decorateRequest('rejection', null)
+  edge.decorateRequest('wouldBlock', null)
   context.connections.watch(edge.server)
   edge.server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', () => socket.destroy())
@@ -168,7 +171,15 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
     const verdict = await withRateLimits(app, runGuards(app, input), input, context.rateLimits)
     request.verdict = verdict
     request.clientIp = verdict.identity.ip
-    const { decision } = verdict
+    let { decision } = verdict
+    // report-only: a policy refusal is logged as wouldBlock and the request passes. Malformed requests
+    // (bad paths) are still refused: there is no safe way to forward them.
+    if (decision.kind === 'deny' && app.mode === 'report-only' && decision.code !== 'PCL_BAD_REQUEST') {
+      request.wouldBlock = { code: decision.code, rule: decision.rule }
+      decision = decision.headers
+        ? { kind: 'allow', responseHeaders: stripRefusalHeaders(decision.headers) }
+        : { kind: 'allow' }
+    }
     if (decision.kind === 'allow') {
       request.addedHeaders = decision.responseHeaders
       const pending = pendingUpgrades.get(request.raw)
@@ -304,6 +315,12 @@ function answerClientError(log: Logger) {
   }
 }
 
+/** A passed-through refusal keeps its informational headers (RateLimit, Vary) but not Retry-After. */
+function stripRefusalHeaders(headers: OutgoingHttpHeaders): OutgoingHttpHeaders {
+  const { 'retry-after': _retryAfter, ...rest } = headers
+  return rest
+}
+
 /** Forwarding facts sent upstream. A trusted proxy's X-Forwarded-Proto and -Host are kept; anyone else's are not. */
 function forwardedFacts(request: FastifyRequest, verdict: Verdict, secure: boolean): ForwardedFacts {
   const { identity } = verdict
@@ -368,6 +385,7 @@ function logAccess(request: FastifyRequest, status: number, durationMs: number):
       websocket: pendingUpgrades.has(request.raw) || undefined,
       code: request.rejection?.code,
       rule: request.rejection?.rule,
+      wouldBlock: request.wouldBlock ?? undefined,
     },
     'request',
   )

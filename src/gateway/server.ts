@@ -7,7 +7,14 @@ import type { RateLimitStores } from '../guards/rate-limit.js'
 import { CidrSet, parseCidr } from '../net/ip.js'
 import { createAdmin, type HealthCheck, type HealthReport, overallStatus } from '../observe/health.js'
 import { type App, compilePolicies } from '../policy/compile.js'
-import { formatProblem, loadPolicySet, type PolicyProblem, policyFilesIn } from '../policy/load.js'
+import {
+  formatProblem,
+  type LoadedPolicy,
+  loadPolicySet,
+  type PolicyProblem,
+  policyFilesIn,
+} from '../policy/load.js'
+import { checkProduction, formatFinding } from '../policy/rules.js'
 import type { Settings } from '../settings.js'
 import { CircuitBreaker } from '../stores/breaker.js'
 import { MemoryStore } from '../stores/rate-limit-store.js'
@@ -22,7 +29,9 @@ import { UpstreamPools } from './proxy.js'
 import { HostRouter } from './routing.js'
 import { WebSocketRelay } from './websocket.js'
 
-export type LoadOutcome = { ok: true; apps: readonly App[] } | { ok: false; problems: PolicyProblem[] }
+export type LoadOutcome =
+  | { ok: true; apps: readonly App[]; policies: readonly LoadedPolicy[] }
+  | { ok: false; problems: PolicyProblem[] }
 
 /** Reads, validates and compiles the policy directory; nothing is applied. */
 export async function loadPolicies(directory: string): Promise<LoadOutcome> {
@@ -41,7 +50,7 @@ export async function loadPolicies(directory: string): Promise<LoadOutcome> {
   const set = await loadPolicySet(files)
   if (set.problems.length > 0) return { ok: false, problems: set.problems }
   const compiled = await compilePolicies(set.policies)
-  return compiled.ok ? { ok: true, apps: compiled.apps } : compiled
+  return compiled.ok ? { ok: true, apps: compiled.apps, policies: set.policies } : compiled
 }
 
 interface Generation {
@@ -137,7 +146,7 @@ export class Gateway {
     const gateway = new Gateway(settings, log, internalCa, certificates, placeholder)
     const loaded = await loadPolicies(settings.policies)
     if (!loaded.ok) throw new PolicyError(loaded.problems)
-    const refusal = gateway.storeProblems(loaded.apps)
+    const refusal = gateway.productionProblems(loaded)
     if (refusal.length > 0) throw new PolicyError(refusal)
     await gateway.apply(loaded.apps)
     if (gateway.redis && !(await whenReady(gateway.redis, 5000))) {
@@ -197,7 +206,7 @@ export class Gateway {
         this.lastReloadError = { at: new Date(), problems }
         return false
       }
-      const refusal = this.storeProblems(loaded.apps)
+      const refusal = this.productionProblems(loaded)
       if (refusal.length > 0) {
         for (const problem of refusal)
           this.log.error(
@@ -227,27 +236,33 @@ export class Gateway {
   }
 
   /**
-   * Rate limits without Redis are per process and reset on restart (the Appstrate seed's warning):
-   * refused in production, loudly warned about in development.
+   * In production the production rules run on every load, as `check --production` does: errors refuse
+   * the policies (all of them listed), warnings are logged. In development, rate limits without Redis
+   * get a loud warning: they are per process and reset on restart.
    */
-  private storeProblems(apps: readonly App[]): PolicyProblem[] {
-    if (this.redis) return []
-    const limited = apps.filter((app) => !app.guards.rateLimits.isEmpty)
-    if (limited.length === 0) return []
+  private productionProblems(loaded: {
+    apps: readonly App[]
+    policies: readonly LoadedPolicy[]
+  }): PolicyProblem[] {
     if (this.settings.env === 'production') {
-      return limited.map((app) => ({
-        file: app.file,
-        line: 1,
-        column: 1,
-        field: 'rateLimits',
-        message:
-          'rate limits need --redis in production: without it they are per process and reset on restart',
-      }))
+      const findings = checkProduction(loaded.policies, { redis: this.redis !== undefined })
+      for (const finding of findings.filter((entry) => entry.severity === 'warning')) {
+        this.log.warn({ rule: finding.rule, problem: formatFinding(finding) }, formatFinding(finding))
+      }
+      return findings
+        .filter((finding) => finding.severity === 'error')
+        .map((finding) => ({
+          ...finding,
+          message: `${finding.rule}: ${finding.message}. Fix: ${finding.fix}`,
+        }))
     }
-    this.log.warn(
-      { apps: limited.map((app) => app.id) },
-      'RATE LIMITS ARE PER PROCESS: no --redis, so every replica counts on its own and restarts reset the counts',
-    )
+    const limited = loaded.apps.filter((app) => !app.guards.rateLimits.isEmpty)
+    if (!this.redis && limited.length > 0) {
+      this.log.warn(
+        { apps: limited.map((app) => app.id) },
+        'RATE LIMITS ARE PER PROCESS: no --redis, so every replica counts on its own and restarts reset the counts',
+      )
+    }
     return []
   }
 

@@ -21,6 +21,7 @@ export interface PemPair {
 export interface App {
   readonly id: string
   readonly file: string
+  readonly mode: Policy['mode']
   readonly hosts: readonly string[]
   readonly upstream: {
     /** Origins such as `http://127.0.0.1:8080`. */
@@ -85,6 +86,7 @@ async function compilePolicy(
   const app: App = Object.freeze({
     id: policy.app,
     file,
+    mode: policy.mode,
     upstream: deepFreeze({
       targets: policy.upstream.targets.map((target) => new URL(target).origin),
       timeouts: policy.upstream.timeouts,

@@ -442,6 +442,12 @@ export const policySchema = z
       .describe(
         'Host names routed to this app, exact or *.example.com (one label). Host header and SNI both route.',
       ),
+    mode: z
+      .enum(['enforce', 'report-only'])
+      .default('enforce')
+      .describe(
+        'enforce: guards refuse. report-only: what a guard would refuse is logged (wouldBlock) and passes, to roll a policy out safely.',
+      ),
     upstream: upstreamSchema,
     tls: tlsSchema,
     hsts: hstsSchema,

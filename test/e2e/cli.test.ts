@@ -35,7 +35,10 @@ describe('portcullis --help', () => {
   it.each([
     [['--help'], 'Usage: portcullis <command>'],
     [['serve', '--help'], 'PORTCULLIS_HTTPS_PORT'],
-    [['check', '--help'], 'Exit codes: 0 valid, 2 invalid files.'],
+    [
+      ['check', '--help'],
+      'Exit codes: 0 valid (warnings allowed), 1 production rule errors, 2 invalid files.',
+    ],
   ])('%j', async (args, text) => {
     const result = await runCli(args)
     expect(result.code).toBe(0)
@@ -52,5 +55,82 @@ describe('portcullis --help', () => {
     const result = await runCli(['serve', '--http-port', 'eighty'])
     expect(result.code).toBe(2)
     expect(result.stderr).toContain('--http-port (PORTCULLIS_HTTP_PORT)')
+  })
+})
+
+describe('portcullis check --production', () => {
+  const hardened = [
+    'app: shop',
+    'hosts: [shop.example.com]',
+    'upstream: { targets: ["http://127.0.0.1:1"] }',
+    'tls: { mode: "off" }',
+    'clientIp: { trustedProxies: [10.0.0.0/8] }',
+    'cors: { origins: [https://shop.example.com] }',
+    'access: [{ path: /**, deny: [192.0.2.0/24] }]',
+    '',
+  ].join('\n')
+
+  it('exits 0 for a hardened policy and 1 with file:line:col RULE-ID lines for an unsafe one', async () => {
+    const good = await makePolicyDir({ 'shop.yaml': hardened })
+    expect(await runCli(['check', '--production', good])).toMatchObject({
+      code: 0,
+      stdout: '1 policy file(s) valid\n',
+    })
+
+    const bad = await makePolicyDir({
+      'shop.yaml': hardened.replace('https://shop.example.com', '"*"').replace('10.0.0.0/8', '0.0.0.0/0'),
+    })
+    const result = await runCli(['check', '--production', bad])
+    expect(result.code).toBe(1)
+    expect(result.stdout).toContain(
+      `${bad}/shop.yaml:5:30 PCL-PROXY-TRUST-ALL error: 0.0.0.0/0 trusts everyone`,
+    )
+    expect(result.stdout).toContain(
+      `${bad}/shop.yaml:6:19 PCL-CORS-WILDCARD error: CORS origin "*" lets any site call this app`,
+    )
+    expect(result.stdout).toContain('2 production error(s), 0 warning(s)')
+    // Without --production only the schema is checked.
+    expect((await runCli(['check', bad])).code).toBe(0)
+  })
+
+  it('prints JSON with --format json', async () => {
+    const bad = await makePolicyDir({
+      'shop.yaml': hardened.replace('tls: { mode: "off" }', 'mode: report-only\ntls: { mode: "off" }'),
+    })
+    const result = await runCli(['check', '--production', '--format', 'json', bad])
+    expect(result.code).toBe(1)
+    const report = JSON.parse(result.stdout) as {
+      valid: boolean
+      findings: { rule: string; severity: string; line: number }[]
+    }
+    expect(report.valid).toBe(true)
+    expect(report.findings).toEqual([
+      expect.objectContaining({ rule: 'PCL-REPORT-ONLY', severity: 'error', line: 4 }),
+    ])
+  })
+
+  it('serve --env production refuses to start on a production error, listing every problem', async () => {
+    const bad = await makePolicyDir({
+      'shop.yaml': hardened.replace('https://shop.example.com', '"*"').replace('10.0.0.0/8', '0.0.0.0/0'),
+    })
+    const result = await runCli([
+      'serve',
+      '--policies',
+      bad,
+      '--env',
+      'production',
+      '--http-port',
+      '0',
+      '--https-port',
+      '0',
+      '--admin-port',
+      '0',
+      '--state-dir',
+      `${bad}/state`,
+    ])
+    expect(result.code).toBe(2)
+    expect(result.stdout).toContain('PCL-PROXY-TRUST-ALL')
+    expect(result.stdout).toContain('PCL-CORS-WILDCARD')
+    expect(result.stdout).toContain('refusing to start')
   })
 })

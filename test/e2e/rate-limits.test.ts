@@ -287,7 +287,7 @@ describe('without Redis', () => {
       'api.yaml': app('api', 'http://127.0.0.1:1', '  - { name: per-ip, limit: 5, window: 1m }\n'),
     }
     await expect(startGateway({ policies, args: ['--env', 'production'] })).rejects.toThrow(
-      /rate limits need --redis in production/,
+      /PCL-RATELIMIT-NO-REDIS: rate limits without Redis are per process/,
     )
     const development = await startGateway({ policies })
     try {

@@ -1,0 +1,232 @@
+import { CidrSet, parseCidr } from '../net/ip.js'
+import { compilePathPattern } from '../net/path-pattern.js'
+import type { FieldPath, LoadedPolicy, PolicyProblem } from './load.js'
+import type { Policy } from './schema.js'
+
+/** What `check --production` and `serve --env production` know besides the policy files. */
+export interface ProductionContext {
+  /** Whether a Redis is configured (`--redis`). */
+  redis: boolean
+}
+
+export type Severity = 'error' | 'warning'
+
+export interface Finding extends PolicyProblem {
+  rule: string
+  severity: Severity
+  fix: string
+}
+
+interface Rule {
+  id: string
+  severity: Severity
+  fix: string
+  /** Each hit: the field it is about and the one-line reason. */
+  check(policy: Policy, context: ProductionContext): { field: FieldPath; reason: string }[]
+}
+
+const halfYearSeconds = 15_552_000
+
+/** Paths that are admin consoles, metrics or debug endpoints in common apps (and in the seeds). */
+const adminLookingPaths = [
+  '/admin',
+  '/studio',
+  '/metrics',
+  '/debug',
+  '/_debug',
+  '/actuator',
+  '/internal',
+  '/phpmyadmin',
+]
+
+/** Private, loopback, link-local and CGNAT space: where a trusted proxy is expected to live. */
+const privateNetworks = [
+  '10.0.0.0/8',
+  '172.16.0.0/12',
+  '192.168.0.0/16',
+  '127.0.0.0/8',
+  '100.64.0.0/10',
+  '169.254.0.0/16',
+  'fc00::/7',
+  'fe80::/10',
+  '::1/128',
+]
+
+export const productionRules: readonly Rule[] = [
+  {
+    id: 'PCL-CORS-WILDCARD',
+    severity: 'error',
+    fix: 'List the exact origins of your front ends, e.g. https://app.example.com.',
+    check: (policy) =>
+      (policy.cors?.origins ?? []).flatMap((origin, index) =>
+        origin === '*' || origin === 'null'
+          ? [
+              {
+                field: ['cors', 'origins', index],
+                reason: `CORS origin "${origin}" lets any site call this app`,
+              },
+            ]
+          : [],
+      ),
+  },
+  {
+    id: 'PCL-CORS-CREDENTIALS-PATTERN',
+    severity: 'warning',
+    fix: 'List exact origins when credentials are on, or make sure every subdomain is yours and trusted.',
+    check: (policy) =>
+      policy.cors?.credentials
+        ? policy.cors.origins.flatMap((origin, index) =>
+            origin.includes('://*.')
+              ? [
+                  {
+                    field: ['cors', 'origins', index],
+                    reason: `credentials are sent to every subdomain matching ${origin}`,
+                  },
+                ]
+              : [],
+          )
+        : [],
+  },
+  {
+    id: 'PCL-TLS-OFF-UNTRUSTED',
+    severity: 'error',
+    fix: 'Set clientIp.trustedProxies to the TLS terminator in front, or use tls.mode internal/manual.',
+    check: (policy) =>
+      policy.tls.mode === 'off' && policy.clientIp.trustedProxies.length === 0
+        ? [
+            {
+              field: ['tls', 'mode'],
+              reason: 'TLS is off but no trusted proxy is named: nothing in front is known to encrypt',
+            },
+          ]
+        : [],
+  },
+  {
+    id: 'PCL-TLS-INTERNAL',
+    severity: 'error',
+    fix: 'Use tls.mode manual with a certificate browsers trust (or put a TLS terminator in front and use off).',
+    check: (policy) =>
+      policy.tls.mode === 'internal'
+        ? [{ field: ['tls', 'mode'], reason: 'the internal CA is for development: browsers do not trust it' }]
+        : [],
+  },
+  {
+    id: 'PCL-HSTS-SHORT',
+    severity: 'error',
+    fix: `Set hsts.maxAge to at least ${halfYearSeconds} (180 days); 31536000 is usual.`,
+    check: (policy) =>
+      policy.tls.mode !== 'off' && policy.hsts.maxAge < halfYearSeconds
+        ? [{ field: ['hsts', 'maxAge'], reason: `HSTS max-age ${policy.hsts.maxAge} s is under 180 days` }]
+        : [],
+  },
+  {
+    id: 'PCL-PROXY-TRUST-ALL',
+    severity: 'error',
+    fix: 'Name only your load balancers or ingress networks, not the whole Internet.',
+    check: (policy) =>
+      policy.clientIp.trustedProxies.flatMap((text, index) =>
+        parseCidr(text)?.prefix === 0
+          ? [
+              {
+                field: ['clientIp', 'trustedProxies', index],
+                reason: `${text} trusts everyone: any client can choose its own IP`,
+              },
+            ]
+          : [],
+      ),
+  },
+  {
+    id: 'PCL-PROXY-TRUST-PUBLIC',
+    severity: 'warning',
+    fix: 'Check that this public network really is your load balancer; prefer its exact addresses.',
+    check: (policy) =>
+      policy.clientIp.trustedProxies.flatMap((text, index) => {
+        const cidr = parseCidr(text)
+        if (!cidr || cidr.prefix === 0 || isPrivate(cidr.address)) return []
+        return [{ field: ['clientIp', 'trustedProxies', index], reason: `${text} is public address space` }]
+      }),
+  },
+  {
+    id: 'PCL-RATELIMIT-NO-REDIS',
+    severity: 'error',
+    fix: 'Run with --redis (PORTCULLIS_REDIS): without it, limits are per process and reset on restart.',
+    check: (policy, context) =>
+      policy.rateLimits.length > 0 && !context.redis
+        ? [
+            {
+              field: ['rateLimits'],
+              reason: 'rate limits without Redis are per process and reset on restart',
+            },
+          ]
+        : [],
+  },
+  {
+    id: 'PCL-ADMIN-UNRESTRICTED',
+    severity: 'warning',
+    fix: 'Add an access rule, e.g. { path: /admin/**, allow: [10.0.0.0/8] }, or { path: /admin/**, deny: all }.',
+    check: (policy) => {
+      const patterns = policy.access.map((rule) => compilePathPattern(rule.path, rule.caseInsensitive))
+      const open = adminLookingPaths.filter((path) => !patterns.some((pattern) => pattern.test(path)))
+      return open.length > 0
+        ? [{ field: ['access'], reason: `no access rule covers ${open.join(', ')}: anyone could reach them` }]
+        : []
+    },
+  },
+  {
+    id: 'PCL-WEBSOCKET-NO-ORIGIN',
+    severity: 'error',
+    fix: 'Set cors.origins or websocket.paths[].allowedOrigins to your front ends’ origins.',
+    check: (policy) => {
+      const corsOrigins = policy.cors?.origins ?? []
+      const hits: { field: FieldPath; reason: string }[] = policy.websocket.paths.flatMap((rule, index) => {
+        const origins = rule.allowedOrigins ?? corsOrigins
+        return origins.length === 0 || origins.includes('*')
+          ? [
+              {
+                field: ['websocket', 'paths', index],
+                reason: `WebSocket upgrades to ${rule.path} are not origin-checked`,
+              },
+            ]
+          : []
+      })
+      if (corsOrigins.length === 0 && policy.websocket.paths.length === 0) {
+        hits.push({
+          field: ['websocket'],
+          reason: 'WebSocket upgrades are not origin-checked (no cors.origins, no websocket.paths)',
+        })
+      }
+      return hits
+    },
+  },
+  {
+    id: 'PCL-REPORT-ONLY',
+    severity: 'error',
+    fix: 'Set mode: enforce once the report-only logs show no false positives.',
+    check: (policy) =>
+      policy.mode === 'report-only' ? [{ field: ['mode'], reason: 'report-only mode blocks nothing' }] : [],
+  },
+]
+
+/** Runs every production rule on every policy; findings in file order. */
+export function checkProduction(policies: readonly LoadedPolicy[], context: ProductionContext): Finding[] {
+  return policies.flatMap((loaded) =>
+    productionRules.flatMap((rule) =>
+      rule.check(loaded.policy, context).map(({ field, reason }) => ({
+        ...loaded.locate(field, reason),
+        rule: rule.id,
+        severity: rule.severity,
+        fix: rule.fix,
+      })),
+    ),
+  )
+}
+
+export function formatFinding(finding: Finding): string {
+  return `${finding.file}:${finding.line}:${finding.column} ${finding.rule} ${finding.severity}: ${finding.message} (${finding.field}). Fix: ${finding.fix}`
+}
+
+const privateSpace = new CidrSet(privateNetworks.flatMap((text) => parseCidr(text) ?? []))
+
+function isPrivate(address: string): boolean {
+  return privateSpace.has(address)
+}

@@ -1,0 +1,107 @@
+import { describe, expect, it } from 'vitest'
+import { parsePolicy } from '../../src/policy/load.js'
+import { checkProduction, type ProductionContext, productionRules } from '../../src/policy/rules.js'
+import type { PolicyInput } from '../../src/policy/schema.js'
+
+/** A policy that passes every production rule; each case below changes one thing. */
+const clean: PolicyInput = {
+  app: 'shop',
+  hosts: ['shop.example.com'],
+  upstream: { targets: ['http://127.0.0.1:8080'] },
+  tls: { mode: 'off' },
+  clientIp: { trustedProxies: ['10.0.0.0/8'] },
+  cors: { origins: ['https://shop.example.com'] },
+  access: [{ path: '/**', deny: ['192.0.2.0/24'] }],
+}
+
+function findings(changes: Partial<PolicyInput>, context: ProductionContext = { redis: true }) {
+  const parsed = parsePolicy('shop.yaml', JSON.stringify({ ...clean, ...changes }))
+  if (!parsed.ok) throw new Error(JSON.stringify(parsed.problems))
+  return checkProduction([parsed.loaded], context)
+}
+
+const tls = { mode: 'manual' as const, manual: { cert: 'c.pem', key: 'k.pem' } }
+
+describe('production rules', () => {
+  it('the clean policy passes them all', () => {
+    expect(findings({})).toEqual([])
+  })
+
+  it.each([
+    ['PCL-CORS-WILDCARD', { cors: { origins: ['*'] } }, { cors: { origins: ['https://a.example.com'] } }],
+    ['PCL-CORS-WILDCARD', { cors: { origins: ['null'] } }, {}],
+    [
+      'PCL-CORS-CREDENTIALS-PATTERN',
+      { cors: { origins: ['https://*.example.com'], credentials: true } },
+      { cors: { origins: ['https://*.example.com'], credentials: false } },
+    ],
+    [
+      'PCL-TLS-OFF-UNTRUSTED',
+      { clientIp: { trustedProxies: [] } },
+      { clientIp: { trustedProxies: ['10.0.0.1'] } },
+    ],
+    ['PCL-TLS-INTERNAL', { tls: { mode: 'internal' as const } }, { tls }],
+    ['PCL-HSTS-SHORT', { tls, hsts: { maxAge: 86_400 } }, { tls, hsts: { maxAge: 31_536_000 } }],
+    [
+      'PCL-PROXY-TRUST-ALL',
+      { clientIp: { trustedProxies: ['0.0.0.0/0'] } },
+      { clientIp: { trustedProxies: ['10.0.0.0/8'] } },
+    ],
+    [
+      'PCL-PROXY-TRUST-ALL',
+      { clientIp: { trustedProxies: ['::/0'] } },
+      { clientIp: { trustedProxies: ['fd00::/8'] } },
+    ],
+    [
+      'PCL-PROXY-TRUST-PUBLIC',
+      { clientIp: { trustedProxies: ['203.0.113.0/24'] } },
+      { clientIp: { trustedProxies: ['172.16.0.0/12'] } },
+    ],
+    ['PCL-ADMIN-UNRESTRICTED', { access: [] }, { access: [{ path: '/**', allow: ['10.0.0.0/8'] }] }],
+    [
+      'PCL-WEBSOCKET-NO-ORIGIN',
+      { websocket: { paths: [{ path: '/ws', allowedOrigins: ['*'] }] } },
+      { websocket: { paths: [{ path: '/ws' }] } },
+    ],
+    [
+      'PCL-WEBSOCKET-NO-ORIGIN',
+      { cors: undefined },
+      { cors: undefined, websocket: { paths: [{ path: '/ws', allowedOrigins: ['https://a.example.com'] }] } },
+    ],
+    ['PCL-REPORT-ONLY', { mode: 'report-only' as const }, { mode: 'enforce' as const }],
+  ] as [string, Partial<PolicyInput>, Partial<PolicyInput>][])(
+    '%s trips on %j and not on %j',
+    (rule, trips, passes) => {
+      expect(findings(trips).map((finding) => finding.rule)).toContain(rule)
+      expect(findings(passes).map((finding) => finding.rule)).not.toContain(rule)
+    },
+  )
+
+  it('PCL-RATELIMIT-NO-REDIS trips without Redis only', () => {
+    const limited = { rateLimits: [{ name: 'per-ip', limit: 10, window: '1m' }] }
+    expect(findings(limited, { redis: false }).map((finding) => finding.rule)).toEqual([
+      'PCL-RATELIMIT-NO-REDIS',
+    ])
+    expect(findings(limited, { redis: true })).toEqual([])
+  })
+
+  it('locates each finding at its field, with the rule, severity and fix', () => {
+    const [finding] = findings({ cors: { origins: ['https://a.example.com', '*'] } })
+    expect(finding).toMatchObject({
+      file: 'shop.yaml',
+      field: 'cors.origins[1]',
+      rule: 'PCL-CORS-WILDCARD',
+      severity: 'error',
+      message: 'CORS origin "*" lets any site call this app',
+    })
+    expect(finding?.fix).toMatch(/exact origins/)
+  })
+
+  it('every rule has a stable id, a severity and a fix', () => {
+    for (const rule of productionRules) {
+      expect(rule.id).toMatch(/^PCL-[A-Z-]+$/)
+      expect(rule.fix.length).toBeGreaterThan(10)
+    }
+    expect(new Set(productionRules.map((rule) => rule.id)).size).toBe(productionRules.length)
+  })
+})
