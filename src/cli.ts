@@ -2,7 +2,9 @@
 import { stat } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 import { pino } from 'pino'
-import { Gateway, PolicyError } from './gateway/server.js'
+import { explain, formatExplanation } from './gateway/explain.js'
+import { Gateway, loadPolicies, PolicyError } from './gateway/server.js'
+import { canonicalIp } from './net/ip.js'
 import { compilePolicies } from './policy/compile.js'
 import { formatProblem, loadPolicySet, policyFilesIn } from './policy/load.js'
 import { checkProduction, formatFinding } from './policy/rules.js'
@@ -14,6 +16,7 @@ const usage = {
 Commands:
   serve           Run the gateway in front of the apps described in the policy directory
   check [paths]   Validate policy files (default: ./policies)
+  explain         Show how the gateway would decide one request, guard by guard
 
 Run 'portcullis <command> --help' for a command's options.`,
   check: `Usage: portcullis check [--production] [--redis <url>] [--format text|json] [paths...]
@@ -28,6 +31,61 @@ file:line:column field: reason.
 --format json  one JSON document: { valid, problems, findings }
 
 Exit codes: 0 valid (warnings allowed), 1 production rule errors, 2 invalid files.`,
+}
+
+const explainUsage = `Usage: portcullis explain --url <url> [--policies <dir>] [--method GET] [--ip <address>]
+                          [-H 'Name: value' ...] [--tls-version TLSv1.3] [--format text|json]
+
+Prints the decision trace of one request: the route, the client IP derivation, each guard in order
+with its verdict and the rule that decided, the final status, what the upstream would receive and the
+response headers the gateway adds. It runs the server's own code on the policies (rate limits against
+an empty budget). --ip is the address the request comes from (default 127.0.0.1).
+
+Exit codes: 0 the request would pass, 1 it would be refused, 2 invalid policies or arguments.`
+
+async function explainCommand(args: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args,
+    options: {
+      help: { type: 'boolean', short: 'h' },
+      policies: { type: 'string', default: './policies' },
+      url: { type: 'string' },
+      method: { type: 'string', default: 'GET' },
+      ip: { type: 'string', default: '127.0.0.1' },
+      header: { type: 'string', short: 'H', multiple: true, default: [] },
+      'tls-version': { type: 'string', default: 'TLSv1.3' },
+      format: { type: 'string', default: 'text' },
+    },
+  })
+  if (values.help) {
+    console.log(explainUsage)
+    return 0
+  }
+  if (!values.url || !URL.canParse(values.url) || !canonicalIp(values.ip)) {
+    console.error(`explain needs --url <absolute url> and a valid --ip.\n\n${explainUsage}`)
+    return 2
+  }
+  const loaded = await loadPolicies(values.policies)
+  if (!loaded.ok) {
+    for (const problem of loaded.problems) console.error(formatProblem(problem))
+    return 2
+  }
+  const headers: Record<string, string> = {}
+  for (const line of values.header) {
+    const colon = line.indexOf(':')
+    if (colon > 0) headers[line.slice(0, colon).trim()] = line.slice(colon + 1).trim()
+  }
+  const explanation = await explain(loaded.apps, {
+    method: values.method,
+    url: values.url,
+    ip: values.ip,
+    headers,
+    tlsVersion: values['tls-version'] === 'TLSv1.2' ? 'TLSv1.2' : 'TLSv1.3',
+  })
+  console.log(
+    values.format === 'json' ? JSON.stringify(explanation, null, 2) : formatExplanation(explanation),
+  )
+  return explanation.outcome === 'refused' ? 1 : 0
 }
 
 function serveUsage(): string {
@@ -148,6 +206,8 @@ async function main(argv: string[]): Promise<number> {
       return serve(rest)
     case 'check':
       return check(rest)
+    case 'explain':
+      return explainCommand(rest)
     case undefined:
     case 'help':
     case '--help':

@@ -36,39 +36,58 @@ export interface Verdict {
  * identity, the canonical path) and none calls another. The first guard that does not allow decides;
  * headers that allowing guards add (CORS grants, Vary) are kept for the answer, whatever it is.
  */
-export function runGuards(app: App, input: GuardInput): Verdict {
+/** One guard's verdict, recorded for `portcullis explain`. */
+export interface TraceStep {
+  guard: string
+  decision: Decision
+  detail?: string
+}
+
+export function runGuards(app: App, input: GuardInput, trace?: TraceStep[]): Verdict {
   const { guards } = app
+  const note = (guard: string, decision: Decision, detail?: string): Decision => {
+    trace?.push(detail === undefined ? { guard, decision } : { guard, decision, detail })
+    return decision
+  }
   const identity = guards.clientIp.resolve(input.peer, input.headers)
+  note(
+    'clientIp',
+    allow,
+    `${identity.ip} (from ${identity.via}; forwarded chain: ${identity.chain.join(', ')})`,
+  )
   const verdict = (decision: Decision, rest: Partial<Verdict> = {}): Verdict => ({
     decision,
     identity,
     ...rest,
   })
 
-  const head = guards.limits.checkHead(input)
+  const head = note('limits: url and headers', guards.limits.checkHead(input))
   if (head.kind !== 'allow') return verdict(head)
 
   const queryStart = input.url.indexOf('?')
   const rawPath = queryStart >= 0 ? input.url.slice(0, queryStart) : input.url
   const canonical = canonicalPath(rawPath)
-  if (!canonical.ok) return verdict(deny('PCL_BAD_REQUEST', 'path', `Invalid path: ${canonical.reason}`))
+  if (!canonical.ok) {
+    return verdict(note('path', deny('PCL_BAD_REQUEST', 'path', `Invalid path: ${canonical.reason}`)))
+  }
+  note('path', allow, `canonical ${canonical.path}`)
   const target = queryStart >= 0 ? canonical.path + input.url.slice(queryStart) : canonical.path
   const matchPath = matchablePath(canonical.path)
   const request = { method: input.method, headers: input.headers, matchPath, clientIp: identity.ip }
 
-  const access = guards.access.check(request)
+  const access = note('access', guards.access.check(request))
   if (access.kind !== 'allow') return verdict(access, { target })
 
   // Browsers apply no CORS to WebSocket handshakes: the WebSocket guard judges their Origin, per path.
   if (input.upgrade) {
-    const websocket = guards.websocket.check(request, input.liveWebSockets(identity.ip))
+    const websocket = note('websocket', guards.websocket.check(request, input.liveWebSockets(identity.ip)))
     if (websocket.kind !== 'allow') return verdict(websocket, { target })
   }
-  const cors = input.upgrade ? allow : (guards.cors?.check(request) ?? allow)
+  const cors = input.upgrade || !guards.cors ? allow : note('cors', guards.cors.check(request))
   if (cors.kind !== 'allow') return verdict(cors, { target })
   const added = cors.responseHeaders
 
-  const body = guards.limits.checkDeclaredBody(matchPath, input.headers)
+  const body = note('limits: body', guards.limits.checkDeclaredBody(matchPath, input.headers))
   if (body.kind !== 'allow') return verdict(withHeaders(body, added), { target })
   return verdict(added ? { kind: 'allow', responseHeaders: added } : allow, {
     target,
@@ -82,6 +101,7 @@ export async function withRateLimits(
   verdict: Verdict,
   input: GuardInput,
   stores: RateLimitStores,
+  trace?: TraceStep[],
 ): Promise<Verdict> {
   if (verdict.decision.kind !== 'allow' || app.guards.rateLimits.isEmpty) return verdict
   const canonical = verdict.target?.split('?', 1)[0] ?? '/'
@@ -94,6 +114,7 @@ export async function withRateLimits(
     },
     stores,
   )
+  trace?.push({ guard: 'rateLimits', decision: limited })
   const added = verdict.decision.responseHeaders
   if (limited.kind === 'allow') {
     const headers = { ...added, ...limited.responseHeaders }

@@ -1,0 +1,174 @@
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
+import { errorStatus } from '../errors.js'
+import type { Decision } from '../guards/decision.js'
+import { canonicalIp } from '../net/ip.js'
+import type { App } from '../policy/compile.js'
+import { MemoryStore } from '../stores/rate-limit-store.js'
+import { upstreamRequestHeaders } from './headers.js'
+import { answerHeaders, runGuards, type TraceStep, withRateLimits } from './pipeline.js'
+import { decideRoute, HostRouter } from './routing.js'
+
+export interface ExplainRequest {
+  method: string
+  url: string
+  /** The address the request comes from, as the gateway's socket would see it. */
+  ip: string
+  headers: Record<string, string>
+  tlsVersion: 'TLSv1.2' | 'TLSv1.3'
+}
+
+export interface Explanation {
+  route: string
+  app?: { id: string; file: string; mode: App['mode'] }
+  steps: TraceStep[]
+  status: number
+  outcome: string
+  code?: string
+  rule?: string
+  /** What the client's answer would carry from the gateway. */
+  responseHeaders: OutgoingHttpHeaders
+  /** For a proxied request: what the upstream would receive. */
+  upstream?: { target: string; requestTarget: string; headers: Record<string, string | string[]> }
+}
+
+/**
+ * The decision trace of one request, computed by the server's own functions (decideRoute, runGuards,
+ * withRateLimits, answerHeaders), not a copy of them. Rate limits are checked against a fresh
+ * in-memory budget: explaining a request never spends anyone's.
+ */
+export async function explain(apps: readonly App[], request: ExplainRequest): Promise<Explanation> {
+  const url = new URL(request.url)
+  const secure = url.protocol === 'https:'
+  const host = url.host
+  const route = decideRoute(
+    new HostRouter(apps),
+    {
+      host,
+      url: `${url.pathname}${url.search}`,
+      ...(secure ? { tls: { servername: url.hostname, protocol: request.tlsVersion } } : {}),
+    },
+    secure ? Number(url.port || 443) : 443,
+  )
+  if (route.kind === 'redirect') {
+    return {
+      route: `redirect to ${route.location}`,
+      steps: [],
+      status: 308,
+      outcome: 'redirected to HTTPS',
+      responseHeaders: { location: route.location },
+    }
+  }
+  if (route.kind === 'reject') {
+    return {
+      route: `no route: ${route.message}`,
+      steps: [],
+      status: errorStatus(route.code),
+      outcome: 'refused',
+      code: route.code,
+      rule: route.rule,
+      responseHeaders: {},
+    }
+  }
+  const app = route.app
+  const headers: IncomingHttpHeaders = { host }
+  for (const [name, value] of Object.entries(request.headers)) headers[name.toLowerCase()] = value
+  const input = {
+    method: request.method.toUpperCase(),
+    url: `${url.pathname}${url.search}`,
+    headers,
+    rawHeaders: Object.entries(headers).flatMap(([name, value]) => [name, String(value)]),
+    peer: canonicalIp(request.ip),
+    upgrade: headers.upgrade?.toLowerCase() === 'websocket',
+    liveWebSockets: () => ({ app: 0, ip: 0 }),
+  }
+  const steps: TraceStep[] = []
+  const stores = { shared: undefined, local: new MemoryStore(), replicas: 1 }
+  const verdict = await withRateLimits(app, runGuards(app, input, steps), input, stores, steps)
+  stores.local.close()
+  const decision: Decision = verdict.decision
+  const base = { route: `app ${app.id}`, app: { id: app.id, file: app.file, mode: app.mode }, steps }
+  if (decision.kind === 'answer') {
+    return {
+      ...base,
+      status: decision.status,
+      outcome: 'answered by the gateway',
+      rule: decision.rule,
+      responseHeaders: answerHeaders(app, {}, decision.headers, secure),
+    }
+  }
+  const passes =
+    decision.kind === 'allow' || (app.mode === 'report-only' && decision.code !== 'PCL_BAD_REQUEST')
+  if (!passes && decision.kind === 'deny') {
+    return {
+      ...base,
+      status: errorStatus(decision.code),
+      outcome: 'refused',
+      code: decision.code,
+      rule: decision.rule,
+      responseHeaders: answerHeaders(app, {}, decision.headers, secure),
+    }
+  }
+  const target = app.upstream.targets[0] ?? ''
+  const requestTarget = verdict.target ?? input.url
+  const added = decision.kind === 'allow' ? decision.responseHeaders : decision.headers
+  return {
+    ...base,
+    status: 0,
+    outcome:
+      decision.kind === 'deny'
+        ? `passes (report-only), would be refused: ${decision.code} by ${decision.rule}`
+        : `proxied to ${target} as ${input.method} ${requestTarget}`,
+    ...(decision.kind === 'deny' ? { code: decision.code, rule: decision.rule } : {}),
+    responseHeaders: answerHeaders(app, {}, added, secure),
+    upstream: {
+      target,
+      requestTarget,
+      headers: upstreamRequestHeaders(
+        headers,
+        {
+          chain: verdict.identity.chain,
+          clientIp: verdict.identity.ip,
+          proto: secure ? 'https' : 'http',
+          host,
+          requestId: '(generated per request)',
+        },
+        { websocket: input.upgrade },
+      ),
+    },
+  }
+}
+
+export function formatExplanation(explanation: Explanation): string {
+  const lines: string[] = []
+  lines.push(
+    `route: ${explanation.route}${explanation.app ? ` (${explanation.app.file}, mode ${explanation.app.mode})` : ''}`,
+  )
+  for (const [index, step] of explanation.steps.entries()) {
+    const { decision } = step
+    const verdict =
+      decision.kind === 'deny'
+        ? `DENY  ${decision.code} by ${decision.rule}: ${decision.message}`
+        : decision.kind === 'answer'
+          ? `ANSWER ${decision.status} (${decision.rule})`
+          : 'allow'
+    lines.push(
+      `${String(index + 1).padStart(2)}. ${step.guard.padEnd(24)} ${verdict}${step.detail ? `  ${step.detail}` : ''}`,
+    )
+  }
+  const status = explanation.status === 0 ? 'the upstream’s status' : String(explanation.status)
+  lines.push(
+    `result: ${explanation.outcome}; status ${status}${explanation.code && explanation.status !== 0 ? ` ${explanation.code} (rule ${explanation.rule})` : ''}`,
+  )
+  if (explanation.upstream) {
+    lines.push('upstream request headers set by the gateway:')
+    for (const name of ['host', 'x-forwarded-for', 'x-real-ip', 'x-forwarded-proto', 'x-forwarded-host']) {
+      lines.push(`  ${name}: ${String(explanation.upstream.headers[name])}`)
+    }
+  }
+  const headers = Object.entries(explanation.responseHeaders)
+  if (headers.length > 0) {
+    lines.push('response headers added by the gateway:')
+    for (const [name, value] of headers) lines.push(`  ${name}: ${String(value)}`)
+  }
+  return lines.join('\n')
+}
