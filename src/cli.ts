@@ -1,14 +1,16 @@
 #!/usr/bin/env node
-import { stat } from 'node:fs/promises'
+import { readFile, stat } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 import { pino } from 'pino'
 import { explain, formatExplanation } from './gateway/explain.js'
 import { Gateway, loadPolicies, PolicyError } from './gateway/server.js'
 import { canonicalIp } from './net/ip.js'
 import { compilePolicies } from './policy/compile.js'
-import { formatProblem, loadPolicySet, policyFilesIn } from './policy/load.js'
+import { formatProblem, loadPolicyFile, loadPolicySet, policyFilesIn } from './policy/load.js'
 import { checkProduction, formatFinding } from './policy/rules.js'
+import type { Policy } from './policy/schema.js'
 import { envName, flagName, resolveSettings, type SettingName, settingsSchema } from './settings.js'
+import { formatResults, verify } from './verify.js'
 
 const usage = {
   main: `Usage: portcullis <command> [options]
@@ -17,6 +19,7 @@ Commands:
   serve           Run the gateway in front of the apps described in the policy directory
   check [paths]   Validate policy files (default: ./policies)
   explain         Show how the gateway would decide one request, guard by guard
+  verify <url>    Probe a live deployment from the outside, check by check
 
 Run 'portcullis <command> --help' for a command's options.`,
   check: `Usage: portcullis check [--production] [--redis <url>] [--format text|json] [paths...]
@@ -86,6 +89,61 @@ async function explainCommand(args: string[]): Promise<number> {
     values.format === 'json' ? JSON.stringify(explanation, null, 2) : formatExplanation(explanation),
   )
   return explanation.outcome === 'refused' ? 1 : 0
+}
+
+const verifyUsage = `Usage: portcullis verify <https://host[:port]> [--policy <file>] [--connect <address>]
+                         [--http-port 80] [--ca <pem file>] [--health <path>] [--format text|json]
+
+Probes a live deployment from the outside and prints pass, fail or skip per check with the evidence:
+HTTP redirects to HTTPS, TLS version, certificate validity and expiry, HSTS, no CORS grant and no
+WebSocket for a foreign Origin, a forged X-Forwarded-For not changing the client (needs a rate limit
+on /), restricted paths of --policy answering 403/404, and --health answering.
+--connect sends the connections to that address instead of resolving the host (like curl --resolve).
+
+Exit codes: 0 no check failed, 1 a check failed, 2 bad arguments.`
+
+async function verifyCommand(args: string[]): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: {
+      help: { type: 'boolean', short: 'h' },
+      policy: { type: 'string' },
+      connect: { type: 'string' },
+      'http-port': { type: 'string', default: '80' },
+      ca: { type: 'string' },
+      health: { type: 'string' },
+      format: { type: 'string', default: 'text' },
+    },
+  })
+  if (values.help) {
+    console.log(verifyUsage)
+    return 0
+  }
+  const [target] = positionals
+  if (!target || !URL.canParse(target) || new URL(target).protocol !== 'https:') {
+    console.error(`verify needs an https:// URL.\n\n${verifyUsage}`)
+    return 2
+  }
+  let policy: Policy | undefined
+  if (values.policy) {
+    const loaded = await loadPolicyFile(values.policy)
+    if (!loaded.ok) {
+      for (const problem of loaded.problems) console.error(formatProblem(problem))
+      return 2
+    }
+    policy = loaded.loaded.policy
+  }
+  const results = await verify({
+    target,
+    httpPort: Number(values['http-port']),
+    ...(values.connect ? { connect: values.connect } : {}),
+    ...(values.ca ? { ca: await readFile(values.ca, 'utf8') } : {}),
+    ...(policy ? { policy } : {}),
+    ...(values.health ? { healthPath: values.health } : {}),
+  })
+  console.log(values.format === 'json' ? JSON.stringify(results, null, 2) : formatResults(results))
+  return results.some((result) => result.status === 'fail') ? 1 : 0
 }
 
 function serveUsage(): string {
@@ -208,6 +266,8 @@ async function main(argv: string[]): Promise<number> {
       return check(rest)
     case 'explain':
       return explainCommand(rest)
+    case 'verify':
+      return verifyCommand(rest)
     case undefined:
     case 'help':
     case '--help':

@@ -1,0 +1,276 @@
+import { randomBytes } from 'node:crypto'
+import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
+import { request as httpsRequest } from 'node:https'
+import { type PeerCertificate, connect as tlsConnect } from 'node:tls'
+import WebSocket, { type ClientOptions } from 'ws'
+import type { Policy } from './policy/schema.js'
+
+/**
+ * Probes a live deployment from the outside, as the seeds' "sanity check before go-live" sections do:
+ * every check sends real requests and reports pass, fail or skip with the evidence it saw.
+ */
+export interface VerifyOptions {
+  /** https://host[:port] of the deployment. */
+  target: string
+  /** Connect here instead of resolving the host (like curl --resolve). */
+  connect?: string
+  /** Port of the plain-HTTP listener, for the redirect check. */
+  httpPort: number
+  /** Extra CA certificates to trust (PEM). */
+  ca?: string
+  /** The app's policy: restricted paths, WebSocket paths and rate limits to probe. */
+  policy?: Policy
+  /** A health path expected to answer 2xx. */
+  healthPath?: string
+}
+
+export type CheckStatus = 'pass' | 'fail' | 'skip'
+
+export interface CheckResult {
+  id: string
+  title: string
+  status: CheckStatus
+  evidence: string
+}
+
+interface Answer {
+  status: number
+  headers: IncomingHttpHeaders
+}
+
+const foreignOrigin = 'https://portcullis-verify.invalid'
+const halfYearSeconds = 15_552_000
+
+export async function verify(options: VerifyOptions): Promise<CheckResult[]> {
+  const url = new URL(options.target)
+  const checks: [string, string, () => Promise<[CheckStatus, string]>][] = [
+    ['https-redirect', 'Plain HTTP redirects to HTTPS', () => checkRedirect(options, url)],
+    ['tls-version', 'TLS 1.2 or later, and nothing older', () => checkTlsVersion(options, url)],
+    [
+      'certificate',
+      'Certificate valid for the host, with 14+ days left',
+      () => checkCertificate(options, url),
+    ],
+    ['hsts', 'HSTS present with max-age of 180+ days', () => checkHsts(options, url)],
+    ['cors-foreign-origin', 'A foreign Origin gets no CORS grant', () => checkCors(options, url)],
+    [
+      'websocket-foreign-origin',
+      'A foreign Origin cannot open a WebSocket',
+      () => checkWebSocket(options, url),
+    ],
+    [
+      'forwarded-for-spoofing',
+      'A forged X-Forwarded-For does not change the client',
+      () => checkSpoofing(options, url),
+    ],
+    ['restricted-paths', 'Restricted paths answer 403/404 from here', () => checkRestricted(options, url)],
+    ['health', 'The health endpoint answers', () => checkHealth(options, url)],
+  ]
+  const results: CheckResult[] = []
+  for (const [id, title, run] of checks) {
+    try {
+      const [status, evidence] = await run()
+      results.push({ id, title, status, evidence })
+    } catch (error) {
+      results.push({ id, title, status: 'fail', evidence: `error: ${(error as Error).message}` })
+    }
+  }
+  return results
+}
+
+export function formatResults(results: readonly CheckResult[]): string {
+  const lines = results.map(
+    (result) =>
+      `${result.status.toUpperCase().padEnd(4)} ${result.id.padEnd(26)} ${result.title}: ${result.evidence}`,
+  )
+  const failed = results.filter((result) => result.status === 'fail').length
+  lines.push(`${results.length - failed} of ${results.length} checks passed or skipped; ${failed} failed`)
+  return lines.join('\n')
+}
+
+function fetchHead(
+  options: VerifyOptions,
+  url: URL,
+  path: string,
+  extra: { secure?: boolean; headers?: Record<string, string>; method?: string } = {},
+): Promise<Answer> {
+  const secure = extra.secure ?? true
+  return new Promise((resolve, reject) => {
+    const send = secure ? httpsRequest : httpRequest
+    const request = send(
+      {
+        host: options.connect ?? url.hostname,
+        port: secure ? Number(url.port || 443) : options.httpPort,
+        method: extra.method ?? 'GET',
+        path,
+        headers: { host: secure ? url.host : url.hostname, ...extra.headers },
+        agent: false,
+        timeout: 10_000,
+        ...(secure ? { servername: url.hostname, ...(options.ca ? { ca: options.ca } : {}) } : {}),
+      },
+      (response) => {
+        response.resume()
+        response.once('end', () => resolve({ status: response.statusCode ?? 0, headers: response.headers }))
+      },
+    )
+    request.once('timeout', () => request.destroy(new Error('timed out')))
+    request.once('error', reject)
+    request.end()
+  })
+}
+
+async function checkRedirect(options: VerifyOptions, url: URL): Promise<[CheckStatus, string]> {
+  const answer = await fetchHead(options, url, '/verify?probe=1', { secure: false })
+  const location = String(answer.headers.location ?? '')
+  const ok =
+    (answer.status === 301 || answer.status === 308) && location.startsWith(`https://${url.hostname}`)
+  return [
+    ok ? 'pass' : 'fail',
+    `http://${url.hostname}:${options.httpPort}/verify → ${answer.status} ${location || '(no Location)'}`,
+  ]
+}
+
+function handshake(
+  options: VerifyOptions,
+  url: URL,
+  maxVersion?: 'TLSv1.1',
+): Promise<{ protocol: string | null; certificate: PeerCertificate; authorized: boolean; error?: string }> {
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect(
+      {
+        host: options.connect ?? url.hostname,
+        port: Number(url.port || 443),
+        servername: url.hostname,
+        rejectUnauthorized: false,
+        ...(options.ca ? { ca: options.ca } : {}),
+        ...(maxVersion ? { maxVersion, minVersion: 'TLSv1' as const } : {}),
+      },
+      () => {
+        resolve({
+          protocol: socket.getProtocol(),
+          certificate: socket.getPeerCertificate(),
+          authorized: socket.authorized,
+          ...(socket.authorizationError ? { error: String(socket.authorizationError) } : {}),
+        })
+        socket.end()
+      },
+    )
+    socket.once('error', reject)
+  })
+}
+
+async function checkTlsVersion(options: VerifyOptions, url: URL): Promise<[CheckStatus, string]> {
+  const modern = await handshake(options, url)
+  const old = await handshake(options, url, 'TLSv1.1').then(
+    (result) => `accepted ${result.protocol}`,
+    () => 'refused',
+  )
+  const ok = (modern.protocol === 'TLSv1.2' || modern.protocol === 'TLSv1.3') && old === 'refused'
+  return [ok ? 'pass' : 'fail', `negotiated ${modern.protocol}; TLS 1.1 ${old}`]
+}
+
+async function checkCertificate(options: VerifyOptions, url: URL): Promise<[CheckStatus, string]> {
+  const { certificate, authorized, error } = await handshake(options, url)
+  const expires = new Date(certificate.valid_to)
+  const days = Math.floor((expires.getTime() - Date.now()) / 86_400_000)
+  const evidence = `${authorized ? 'trusted' : `not trusted (${error})`}, subject ${certificate.subject?.CN ?? '?'}, expires ${expires.toISOString()} (${days} days)`
+  return [authorized && days >= 14 ? 'pass' : 'fail', evidence]
+}
+
+async function checkHsts(options: VerifyOptions, url: URL): Promise<[CheckStatus, string]> {
+  const answer = await fetchHead(options, url, '/')
+  const hsts = answer.headers['strict-transport-security']
+  const maxAge = Number(/max-age=(\d+)/i.exec(String(hsts ?? ''))?.[1] ?? 0)
+  return [
+    maxAge >= halfYearSeconds ? 'pass' : 'fail',
+    hsts ? `Strict-Transport-Security: ${hsts}` : 'no Strict-Transport-Security header',
+  ]
+}
+
+async function checkCors(options: VerifyOptions, url: URL): Promise<[CheckStatus, string]> {
+  const answer = await fetchHead(options, url, '/', {
+    method: 'OPTIONS',
+    headers: { origin: foreignOrigin, 'access-control-request-method': 'POST' },
+  })
+  const granted = answer.headers['access-control-allow-origin']
+  const ok = granted === undefined || (granted !== '*' && granted !== foreignOrigin)
+  return [
+    ok ? 'pass' : 'fail',
+    `preflight from ${foreignOrigin} → ${answer.status}, Access-Control-Allow-Origin: ${granted ?? '(none)'}`,
+  ]
+}
+
+async function checkWebSocket(options: VerifyOptions, url: URL): Promise<[CheckStatus, string]> {
+  const path =
+    options.policy?.websocket.paths[0]?.path.replace(/\/\*\*$/, '/verify').replace(/\*/g, 'x') ?? '/'
+  const outcome = await new Promise<string>((resolve) => {
+    const socket = new WebSocket(`wss://${options.connect ?? url.hostname}:${url.port || 443}${path}`, {
+      headers: { host: url.host, origin: foreignOrigin },
+      rejectUnauthorized: false,
+      handshakeTimeout: 10_000,
+      // ws hands TLS options to https.request; its types leave servername out.
+      ...({ servername: url.hostname } as ClientOptions),
+    })
+    socket.once('open', () => {
+      socket.terminate()
+      resolve('101 (opened)')
+    })
+    socket.once('unexpected-response', (_request, response) => {
+      resolve(String(response.statusCode))
+      socket.terminate()
+    })
+    socket.once('error', (error) => resolve(`error ${error.message}`))
+  })
+  return [
+    outcome.startsWith('101') ? 'fail' : 'pass',
+    `upgrade to ${path} from ${foreignOrigin} → ${outcome}`,
+  ]
+}
+
+async function checkSpoofing(options: VerifyOptions, url: URL): Promise<[CheckStatus, string]> {
+  const remaining = async () => {
+    const forged = `198.51.100.${randomBytes(1)[0]}`
+    const answer = await fetchHead(options, url, '/', {
+      headers: { 'x-forwarded-for': forged, 'x-real-ip': forged },
+    })
+    const header = String(answer.headers.ratelimit ?? '')
+    const match = /;r=(\d+)/.exec(header)
+    return match ? Number(match[1]) : undefined
+  }
+  const first = await remaining()
+  if (first === undefined)
+    return ['skip', 'no RateLimit header on / to compare budgets (no rate limit applies there)']
+  const second = await remaining()
+  const ok = second !== undefined && second < first
+  return [
+    ok ? 'pass' : 'fail',
+    `RateLimit remaining with two different forged X-Forwarded-For: ${first} then ${second} (one budget means one identity)`,
+  ]
+}
+
+async function checkRestricted(options: VerifyOptions, url: URL): Promise<[CheckStatus, string]> {
+  // Rules that shut out everyone but a list (or everyone) must hold from here; deny-lists need not.
+  const rules = (options.policy?.access ?? []).filter(
+    (rule) => rule.allow !== undefined || rule.deny === 'all',
+  )
+  if (rules.length === 0) return ['skip', 'no --policy with allow-list or deny-all access rules to probe']
+  const seen: string[] = []
+  let ok = true
+  for (const rule of rules) {
+    const path = rule.path.replace(/\/\*\*$/, '/verify').replace(/\*/g, 'x')
+    const method = rule.methods?.[0] ?? 'GET'
+    const answer = await fetchHead(options, url, path, { method })
+    if (answer.status !== 403 && answer.status !== 404) ok = false
+    seen.push(`${method} ${path} → ${answer.status}`)
+  }
+  return [ok ? 'pass' : 'fail', seen.join(', ')]
+}
+
+async function checkHealth(options: VerifyOptions, url: URL): Promise<[CheckStatus, string]> {
+  if (!options.healthPath) return ['skip', 'no --health path given']
+  const answer = await fetchHead(options, url, options.healthPath)
+  return [
+    answer.status >= 200 && answer.status < 300 ? 'pass' : 'fail',
+    `GET ${options.healthPath} → ${answer.status}`,
+  ]
+}

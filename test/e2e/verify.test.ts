@@ -1,0 +1,116 @@
+import path from 'node:path'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { type RunningGateway, runCli, startGateway } from '../support/gateway.js'
+import { echoUpstream, type Upstream } from '../support/upstreams.js'
+
+interface Check {
+  id: string
+  status: 'pass' | 'fail' | 'skip'
+  evidence: string
+}
+
+/** `verify` against a deployment configured well and one configured badly, on the same gateway. */
+describe('portcullis verify', () => {
+  let gateway: RunningGateway
+  let echo: Upstream
+  const good = [
+    'app: good',
+    'hosts: [good.test]',
+    'upstream: { targets: ["UPSTREAM"] }',
+    'clientIp: { trustedProxies: [10.0.0.0/8] }',
+    'cors: { origins: [https://app.example.com] }',
+    'access:',
+    '  - { path: /studio/**, allow: [10.0.0.0/8] }',
+    '  - { path: /sql, deny: all, respond: 404 }',
+    'rateLimits: [{ name: per-ip, limit: 1000, window: 1m }]',
+    '',
+  ].join('\n')
+  const bad = [
+    'app: bad',
+    'hosts: [bad.test]',
+    'upstream: { targets: ["UPSTREAM"] }',
+    'hsts: { maxAge: 3600 }',
+    'clientIp: { trustedProxies: [0.0.0.0/0] }',
+    'cors: { origins: ["*"] }',
+    'rateLimits: [{ name: per-ip, limit: 1000, window: 1m }]',
+    '',
+  ].join('\n')
+
+  beforeAll(async () => {
+    echo = await echoUpstream()
+    gateway = await startGateway({
+      policies: {
+        'good.yaml': good.replace('UPSTREAM', echo.url),
+        'bad.yaml': bad.replace('UPSTREAM', echo.url),
+      },
+    })
+  })
+
+  afterAll(async () => {
+    await gateway?.stop()
+    await echo?.close()
+  })
+
+  async function run(host: string): Promise<{ code: number | null; checks: Map<string, Check> }> {
+    const result = await runCli([
+      'verify',
+      `https://${host}:${gateway.ports.https}`,
+      '--connect',
+      '127.0.0.1',
+      '--http-port',
+      String(gateway.ports.http),
+      '--ca',
+      path.join(gateway.stateDir, 'internal/ca.crt'),
+      '--policy',
+      path.join(gateway.policiesDir, 'good.yaml'),
+      '--health',
+      '/health',
+      '--format',
+      'json',
+    ])
+    const checks = JSON.parse(result.stdout) as Check[]
+    return { code: result.code, checks: new Map(checks.map((check) => [check.id, check])) }
+  }
+
+  it('passes every check on a well-configured deployment, with evidence', async () => {
+    const { code, checks } = await run('good.test')
+    expect([...checks.values()].filter((check) => check.status !== 'pass')).toEqual([])
+    expect(code).toBe(0)
+    expect(checks.get('tls-version')?.evidence).toMatch(/negotiated TLSv1\.3; TLS 1\.1 refused/)
+    expect(checks.get('restricted-paths')?.evidence).toBe('GET /studio/verify → 403, GET /sql → 404')
+    expect(checks.get('forwarded-for-spoofing')?.evidence).toMatch(/: (\d+) then (\d+)/)
+  })
+
+  it('fails where a deployment is misconfigured, and exits 1', async () => {
+    const { code, checks } = await run('bad.test')
+    expect(code).toBe(1)
+    const failed = [...checks.values()].filter((check) => check.status === 'fail').map((check) => check.id)
+    expect(failed.sort()).toEqual([
+      'cors-foreign-origin',
+      'forwarded-for-spoofing',
+      'hsts',
+      'restricted-paths',
+      'websocket-foreign-origin',
+    ])
+    expect(checks.get('hsts')?.evidence).toBe('Strict-Transport-Security: max-age=3600')
+    expect(checks.get('https-redirect')?.status).toBe('pass')
+  })
+
+  it('prints one line per check', async () => {
+    const result = await runCli([
+      'verify',
+      `https://good.test:${gateway.ports.https}`,
+      '--connect',
+      '127.0.0.1',
+      '--http-port',
+      String(gateway.ports.http),
+      '--ca',
+      path.join(gateway.stateDir, 'internal/ca.crt'),
+    ])
+    expect(result.stdout).toMatch(
+      /^PASS https-redirect +Plain HTTP redirects to HTTPS: http:\/\/good\.test:\d+\/verify → 308 https:\/\/good\.test:\d+\/verify\?probe=1$/m,
+    )
+    expect(result.stdout).toMatch(/^SKIP restricted-paths/m)
+    expect(result.stdout).toMatch(/checks passed or skipped; 0 failed$/m)
+  })
+})
