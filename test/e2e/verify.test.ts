@@ -22,7 +22,7 @@ describe('portcullis verify', () => {
     'access:',
     '  - { path: /studio/**, allow: [10.0.0.0/8] }',
     '  - { path: /sql, deny: all, respond: 404 }',
-    'rateLimits: [{ name: per-ip, limit: 1000, window: 1m }]',
+    'rateLimits: [{ name: per-ip, limit: 100, window: 10m }]',
     '',
   ].join('\n')
   const bad = [
@@ -32,7 +32,7 @@ describe('portcullis verify', () => {
     'hsts: { maxAge: 3600 }',
     'clientIp: { trustedProxies: [0.0.0.0/0] }',
     'cors: { origins: ["*"] }',
-    'rateLimits: [{ name: per-ip, limit: 1000, window: 1m }]',
+    'rateLimits: [{ name: per-ip, limit: 100, window: 10m }]',
     '',
   ].join('\n')
 
