@@ -228,6 +228,9 @@ cookies: { exclude: [csrf] }
       String(ports.gatewayAdmin),
       '--watch',
       'false',
+      // The bench policies are minimal (internal TLS, no origins): the production rules would refuse them.
+      '--env',
+      'development',
       '--redis',
       `redis://127.0.0.1:${ports.redis}`,
       // Generous: under full load a short timeout fires on a busy event loop and falls back locally.
