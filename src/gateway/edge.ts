@@ -15,7 +15,7 @@ import type { CertificateStore } from '../tls/certificates.js'
 import type { ConnectionTracker } from './connections.js'
 import { peerAddress } from './front-door.js'
 import type { ForwardedFacts } from './headers.js'
-import { answerHeaders, runGuards, type Verdict, withRateLimits } from './pipeline.js'
+import { answerHeaders, applyMode, runGuards, type Verdict, withRateLimits } from './pipeline.js'
 import { forwardHttp, type UpstreamPools } from './proxy.js'
 import { decideRoute, type HostRouter } from './routing.js'
 import type { Reservation, WebSocketRelay } from './websocket.js'
@@ -171,15 +171,8 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
     const verdict = await withRateLimits(app, runGuards(app, input), input, context.rateLimits)
     request.verdict = verdict
     request.clientIp = verdict.identity.ip
-    let { decision } = verdict
-    // report-only: a policy refusal is logged as wouldBlock and the request passes. Malformed requests
-    // (bad paths) are still refused: there is no safe way to forward them.
-    if (decision.kind === 'deny' && app.mode === 'report-only' && decision.code !== 'PCL_BAD_REQUEST') {
-      request.wouldBlock = { code: decision.code, rule: decision.rule }
-      decision = decision.headers
-        ? { kind: 'allow', responseHeaders: stripRefusalHeaders(decision.headers) }
-        : { kind: 'allow' }
-    }
+    const { decision, wouldBlock } = applyMode(app, verdict.decision)
+    request.wouldBlock = wouldBlock ?? null
     if (decision.kind === 'allow') {
       request.addedHeaders = decision.responseHeaders
       const pending = pendingUpgrades.get(request.raw)
@@ -313,12 +306,6 @@ function answerClientError(log: Logger) {
     if (socket.writable) socket.end(rawHttpError(code, requestId))
     else socket.destroy()
   }
-}
-
-/** A passed-through refusal keeps its informational headers (RateLimit, Vary) but not Retry-After. */
-function stripRefusalHeaders(headers: OutgoingHttpHeaders): OutgoingHttpHeaders {
-  const { 'retry-after': _retryAfter, ...rest } = headers
-  return rest
 }
 
 /** Forwarding facts sent upstream. A trusted proxy's X-Forwarded-Proto and -Host are kept; anyone else's are not. */

@@ -1,11 +1,10 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
 import { errorStatus } from '../errors.js'
-import type { Decision } from '../guards/decision.js'
 import { canonicalIp } from '../net/ip.js'
 import type { App } from '../policy/compile.js'
 import { MemoryStore } from '../stores/rate-limit-store.js'
 import { upstreamRequestHeaders } from './headers.js'
-import { answerHeaders, runGuards, type TraceStep, withRateLimits } from './pipeline.js'
+import { answerHeaders, applyMode, runGuards, type TraceStep, withRateLimits } from './pipeline.js'
 import { decideRoute, HostRouter } from './routing.js'
 
 export interface ExplainRequest {
@@ -85,8 +84,8 @@ export async function explain(apps: readonly App[], request: ExplainRequest): Pr
   const stores = { shared: undefined, local: new MemoryStore(), replicas: 1 }
   const verdict = await withRateLimits(app, runGuards(app, input, steps), input, stores, steps)
   stores.local.close()
-  const decision: Decision = verdict.decision
   const base = { route: `app ${app.id}`, app: { id: app.id, file: app.file, mode: app.mode }, steps }
+  const { decision, wouldBlock } = applyMode(app, verdict.decision)
   if (decision.kind === 'answer') {
     return {
       ...base,
@@ -96,9 +95,7 @@ export async function explain(apps: readonly App[], request: ExplainRequest): Pr
       responseHeaders: answerHeaders(app, {}, decision.headers, secure),
     }
   }
-  const passes =
-    decision.kind === 'allow' || (app.mode === 'report-only' && decision.code !== 'PCL_BAD_REQUEST')
-  if (!passes && decision.kind === 'deny') {
+  if (decision.kind === 'deny') {
     return {
       ...base,
       status: errorStatus(decision.code),
@@ -110,16 +107,14 @@ export async function explain(apps: readonly App[], request: ExplainRequest): Pr
   }
   const target = app.upstream.targets[0] ?? ''
   const requestTarget = verdict.target ?? input.url
-  const added = decision.kind === 'allow' ? decision.responseHeaders : decision.headers
   return {
     ...base,
     status: 0,
-    outcome:
-      decision.kind === 'deny'
-        ? `passes (report-only), would be refused: ${decision.code} by ${decision.rule}`
-        : `proxied to ${target} as ${input.method} ${requestTarget}`,
-    ...(decision.kind === 'deny' ? { code: decision.code, rule: decision.rule } : {}),
-    responseHeaders: answerHeaders(app, {}, added, secure),
+    outcome: wouldBlock
+      ? `passes (report-only), would be refused: ${wouldBlock.code} by ${wouldBlock.rule}`
+      : `proxied to ${target} as ${input.method} ${requestTarget}`,
+    ...wouldBlock,
+    responseHeaders: answerHeaders(app, {}, decision.responseHeaders, secure),
     upstream: {
       target,
       requestTarget,

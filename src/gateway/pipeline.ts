@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
+import type { ErrorCode } from '../errors.js'
 import type { ClientIdentity } from '../guards/client-ip.js'
 import { isCorsHeader } from '../guards/cors.js'
 import { allow, type Decision, deny } from '../guards/decision.js'
@@ -121,6 +122,23 @@ export async function withRateLimits(
     return { ...verdict, decision: { kind: 'allow', responseHeaders: headers } }
   }
   return { ...verdict, decision: withHeaders(limited, added) }
+}
+
+/**
+ * The app's mode applied to a decision. In report-only mode a policy refusal passes and is reported
+ * as `wouldBlock`, keeping its informational headers (RateLimit, Vary) but not Retry-After. Malformed
+ * requests (bad paths) are refused in either mode: there is no safe way to forward them.
+ */
+export function applyMode(
+  app: App,
+  decision: Decision,
+): { decision: Decision; wouldBlock?: { code: ErrorCode; rule: string } } {
+  if (decision.kind !== 'deny' || app.mode !== 'report-only' || decision.code === 'PCL_BAD_REQUEST')
+    return { decision }
+  const wouldBlock = { code: decision.code, rule: decision.rule }
+  if (!decision.headers) return { decision: allow, wouldBlock }
+  const { 'retry-after': _retryAfter, ...informational } = decision.headers
+  return { decision: { kind: 'allow', responseHeaders: informational }, wouldBlock }
 }
 
 /** A refusal still carries the CORS headers of an allowed origin, so the page can read the error. */
