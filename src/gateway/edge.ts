@@ -9,6 +9,7 @@ import type { Logger } from 'pino'
 import { type ErrorCode, errorBody, errorStatus, rawHttpError } from '../errors.js'
 import type { RateLimitStores } from '../guards/rate-limit.js'
 import { canonicalIp } from '../net/ip.js'
+import type { GatewayMetrics } from '../observe/metrics.js'
 import type { App, PemPair } from '../policy/compile.js'
 import type { Settings } from '../settings.js'
 import type { CertificateStore } from '../tls/certificates.js'
@@ -25,6 +26,7 @@ export interface EdgeContext {
   /** Listener-wide limits: they act before any app is known. */
   readonly listener: Pick<Settings, 'headersTimeout'>
   readonly rateLimits: RateLimitStores
+  readonly metrics: GatewayMetrics
   router(): HostRouter
   httpsPort(): number
   readonly pools: UpstreamPools
@@ -200,7 +202,7 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
   })
 
   edge.addHook('onResponse', async (request, reply) => {
-    logAccess(request, reply.statusCode, reply.elapsedTime)
+    logAccess(request, reply.statusCode, reply.elapsedTime, context.metrics)
   })
 
   edge.setErrorHandler((error: Error & { statusCode?: number }, request, reply) => {
@@ -250,7 +252,7 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
         facts,
       )
       if (outcome.code) request.rejection = { code: outcome.code, rule: 'upstream' }
-      logAccess(request, outcome.status, performance.now() - started)
+      logAccess(request, outcome.status, performance.now() - started, context.metrics)
     },
   })
 
@@ -356,7 +358,19 @@ export function reject(
 }
 
 /** One line per request; fields are documented in the README and stable. */
-function logAccess(request: FastifyRequest, status: number, durationMs: number): void {
+function logAccess(
+  request: FastifyRequest,
+  status: number,
+  durationMs: number,
+  metrics: GatewayMetrics,
+): void {
+  metrics.observeRequest(
+    request.gatewayApp?.id,
+    status,
+    durationMs / 1000,
+    request.rejection ?? undefined,
+    request.wouldBlock ?? undefined,
+  )
   const queryStart = request.url.indexOf('?')
   request.log.info(
     {

@@ -6,6 +6,7 @@ import type { Logger } from 'pino'
 import type { RateLimitStores } from '../guards/rate-limit.js'
 import { CidrSet, parseCidr } from '../net/ip.js'
 import { createAdmin, type HealthCheck, type HealthReport, overallStatus } from '../observe/health.js'
+import { GatewayMetrics } from '../observe/metrics.js'
 import { type App, compilePolicies } from '../policy/compile.js'
 import {
   formatProblem,
@@ -88,6 +89,7 @@ export class Gateway {
   private readonly https: FastifyInstance
   private readonly admin: FastifyInstance
   private readonly rateLimits: RateLimitStores
+  private readonly metrics: GatewayMetrics
   private readonly redis: RedisClient | undefined
 
   private constructor(
@@ -119,7 +121,14 @@ export class Gateway {
       local: new MemoryStore(),
       replicas: settings.replicas,
     }
+    this.metrics = new GatewayMetrics({
+      inFlight: () => this.connections.inFlight,
+      websockets: () => this.relay.openByApp(),
+      storeState: () => this.rateLimits.shared?.breaker.current,
+      certificateExpiry: () => certificates.expiries(),
+    })
     const context: EdgeContext = {
+      metrics: this.metrics,
       rateLimits: this.rateLimits,
       log,
       listener: settings,
@@ -131,7 +140,7 @@ export class Gateway {
     }
     this.http = createEdge(context)
     this.https = createEdge(context, { certificates, placeholder })
-    this.admin = createAdmin(log, () => this.health())
+    this.admin = createAdmin(log, () => this.health(), this.metrics)
   }
 
   /** Loads the policies (refusing to start on any problem), then opens the listeners. */
@@ -204,6 +213,7 @@ export class Gateway {
           'policy reload refused; still serving the last good policies',
         )
         this.lastReloadError = { at: new Date(), problems }
+        this.metrics.reloaded(false)
         return false
       }
       const refusal = this.productionProblems(loaded)
@@ -214,10 +224,12 @@ export class Gateway {
             `policy reload refused: ${formatProblem(problem)}`,
           )
         this.lastReloadError = { at: new Date(), problems: refusal.map(formatProblem) }
+        this.metrics.reloaded(false)
         return false
       }
       await this.apply(loaded.apps)
       this.lastReloadError = undefined
+      this.metrics.reloaded(true)
       this.log.info({ reason, apps: loaded.apps.map((app) => app.id) }, 'policies reloaded')
       return true
     })

@@ -53,6 +53,11 @@ export class WebSocketRelay {
     return this.links.size
   }
 
+  /** Open (and just admitted) WebSockets per app. */
+  openByApp(): ReadonlyMap<string, number> {
+    return this.perApp
+  }
+
   /** Open and reserved WebSockets of an app and of one of its clients. */
   live(appId: string, ip: string): LiveWebSockets {
     return { app: this.perApp.get(appId) ?? 0, ip: this.perClient.get(`${appId} ${ip}`) ?? 0 }

@@ -1,5 +1,6 @@
 import Fastify, { type FastifyInstance, LogController } from 'fastify'
 import type { Logger } from 'pino'
+import type { GatewayMetrics } from './metrics.js'
 
 export type HealthStatus = 'healthy' | 'degraded' | 'unhealthy'
 
@@ -22,8 +23,15 @@ export function overallStatus(checks: Record<string, HealthCheck>): HealthStatus
   return 'healthy'
 }
 
-/** The admin listener. `/health` answers 200 while the gateway can serve (healthy or degraded), else 503. */
-export function createAdmin(log: Logger, report: () => HealthReport): FastifyInstance {
+/**
+ * The admin listener. `/health` answers 200 while the gateway can serve (healthy or degraded), else
+ * 503; `/metrics` is the Prometheus text format.
+ */
+export function createAdmin(
+  log: Logger,
+  report: () => HealthReport,
+  metrics: GatewayMetrics,
+): FastifyInstance {
   const admin = Fastify({
     loggerInstance: log,
     logController: new LogController({ disableRequestLogging: true }),
@@ -32,5 +40,8 @@ export function createAdmin(log: Logger, report: () => HealthReport): FastifyIns
     const health = report()
     return reply.code(health.status === 'unhealthy' ? 503 : 200).send(health)
   })
+  admin.get('/metrics', async (_request, reply) =>
+    reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()),
+  )
   return admin
 }

@@ -1,0 +1,113 @@
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
+
+/** What the metrics read from the running gateway when scraped. */
+export interface MetricSources {
+  inFlight(): number
+  /** Open WebSockets per app. */
+  websockets(): ReadonlyMap<string, number>
+  /** The rate-limit store's circuit breaker, when Redis is configured. */
+  storeState(): 'closed' | 'open' | 'half-open' | undefined
+  /** Certificate expiry per app, in epoch seconds. */
+  certificateExpiry(): ReadonlyMap<string, number>
+}
+
+const breakerValue = { closed: 0, 'half-open': 1, open: 2 } as const
+
+/**
+ * Prometheus metrics on the admin listener. Labels are bounded: app ids, status classes, error codes
+ * and rule ids all come from the policies, never from request data such as paths.
+ */
+export class GatewayMetrics {
+  readonly registry = new Registry()
+  private readonly requests: Counter<'app' | 'status_class'>
+  private readonly duration: Histogram<'app' | 'status_class'>
+  private readonly refusals: Counter<'app' | 'code' | 'rule' | 'enforced'>
+  private readonly reloads: Counter<'result'>
+
+  constructor(sources: MetricSources) {
+    const registers = [this.registry]
+    collectDefaultMetrics({ register: this.registry, prefix: 'portcullis_' })
+    this.requests = new Counter({
+      name: 'portcullis_requests_total',
+      help: 'Requests answered, by app and status class.',
+      labelNames: ['app', 'status_class'],
+      registers,
+    })
+    this.duration = new Histogram({
+      name: 'portcullis_request_duration_seconds',
+      help: 'Time to the end of the answer (to the upgrade for WebSockets).',
+      labelNames: ['app', 'status_class'],
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    })
+    this.refusals = new Counter({
+      name: 'portcullis_refusals_total',
+      help: 'Requests a guard refused, by code and policy rule; enforced="false" for report-only (would block).',
+      labelNames: ['app', 'code', 'rule', 'enforced'],
+      registers,
+    })
+    this.reloads = new Counter({
+      name: 'portcullis_policy_reloads_total',
+      help: 'Policy reloads, by result.',
+      labelNames: ['result'],
+      registers,
+    })
+    new Gauge({
+      name: 'portcullis_requests_in_flight',
+      help: 'HTTP requests being answered now.',
+      registers,
+      collect() {
+        this.set(sources.inFlight())
+      },
+    })
+    new Gauge({
+      name: 'portcullis_websockets_open',
+      help: 'Open WebSockets, by app.',
+      labelNames: ['app'],
+      registers,
+      collect() {
+        this.reset()
+        for (const [app, open] of sources.websockets()) this.set({ app }, open)
+      },
+    })
+    new Gauge({
+      name: 'portcullis_rate_limit_store_breaker',
+      help: 'The Redis circuit breaker: 0 closed (Redis used), 1 half-open, 2 open (onStoreError applies).',
+      registers,
+      collect() {
+        const state = sources.storeState()
+        if (state) this.set(breakerValue[state])
+      },
+    })
+    new Gauge({
+      name: 'portcullis_certificate_expiry_timestamp_seconds',
+      help: 'When the certificate each app serves expires.',
+      labelNames: ['app'],
+      registers,
+      collect() {
+        this.reset()
+        for (const [app, expiry] of sources.certificateExpiry()) this.set({ app }, expiry)
+      },
+    })
+  }
+
+  observeRequest(
+    app: string | undefined,
+    status: number,
+    seconds: number,
+    refusal: { code: string; rule: string } | undefined,
+    wouldBlock: { code: string; rule: string } | undefined,
+  ): void {
+    const labels = { app: app ?? '(none)', status_class: `${Math.floor(status / 100)}xx` }
+    this.requests.inc(labels)
+    this.duration.observe(labels, seconds)
+    if (refusal)
+      this.refusals.inc({ app: labels.app, code: refusal.code, rule: refusal.rule, enforced: 'true' })
+    if (wouldBlock)
+      this.refusals.inc({ app: labels.app, code: wouldBlock.code, rule: wouldBlock.rule, enforced: 'false' })
+  }
+
+  reloaded(success: boolean): void {
+    this.reloads.inc({ result: success ? 'success' : 'failure' })
+  }
+}
