@@ -15,7 +15,7 @@ export const settingsSchema = z.strictObject({
     .default(80)
     .describe('Plain HTTP: ACME challenges, redirects to HTTPS, apps with tls.mode off.'),
   httpsPort: port.default(443).describe('TLS: HTTP/2 and HTTP/1.1, certificate chosen by SNI.'),
-  adminPort: port.default(9090).describe('Admin listener: /health.'),
+  adminPort: port.default(9090).describe('Admin listener: /health and /metrics.'),
   adminListen: z
     .string()
     .default('127.0.0.1')
