@@ -36,7 +36,18 @@ export const settingsSchema = z.strictObject({
     .min(1)
     .default(1)
     .describe('Gateway replicas sharing the Redis: the local fallback divides each limit by this.'),
-  stateDir: z.string().default('./certs').describe('Where certificates and keys are kept.'),
+  stateDir: z
+    .string()
+    .default('./certs')
+    .describe('Where certificates, keys and the ACME account are kept (keys mode 0600).'),
+  acmeRetry: duration
+    .default(60_000)
+    .describe(
+      'After a failed ACME order, the wait before the next try; it doubles on each failure, up to 1h.',
+    ),
+  acmePoll: duration
+    .default(1000)
+    .describe('How often the ACME CA is asked whether it has validated and issued (backs off to 10x).'),
   env: z.enum(['production', 'development']).default('production').describe('Deployment environment.'),
   gracePeriod: duration
     .default(30_000)

@@ -22,6 +22,8 @@ describe('gateway settings', () => {
         redisTimeout: 50,
         replicas: 1,
         stateDir: './certs',
+        acmeRetry: 60_000,
+        acmePoll: 1000,
         env: 'production',
         gracePeriod: 30_000,
         headersTimeout: 15_000,

@@ -32,6 +32,8 @@ export interface EdgeContext {
   readonly pools: UpstreamPools
   readonly relay: WebSocketRelay
   readonly connections: ConnectionTracker
+  /** The HTTP-01 answer for a token, if an ACME order (on any replica) is waiting for it. */
+  acmeHttpChallenge(token: string): Promise<string | undefined>
 }
 
 export interface TlsSettings {
@@ -48,6 +50,9 @@ interface PendingUpgrade {
 }
 
 const pendingUpgrades = new WeakMap<IncomingMessage, PendingUpgrade>()
+
+/** RFC 8555 §8.3: the CA fetches `http://<host>/.well-known/acme-challenge/<token>` on port 80. */
+const acmeChallengePath = '/.well-known/acme-challenge/'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -142,6 +147,12 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
     request.clientIp = peer
     const upgrade = pendingUpgrades.has(request.raw)
     if (!upgrade) context.connections.requestStarted(request.raw, reply.raw)
+    if (!secure && request.url.startsWith(acmeChallengePath)) {
+      const answer = await context
+        .acmeHttpChallenge(request.url.slice(acmeChallengePath.length))
+        .catch(() => undefined)
+      if (answer !== undefined) return reply.code(200).type('text/plain').send(answer)
+    }
     const socket = request.raw.socket as TLSSocket
     const route = decideRoute(
       context.router(),

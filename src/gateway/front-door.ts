@@ -1,6 +1,7 @@
 import type { EventEmitter } from 'node:events'
 import { createServer, type Server, type Socket } from 'node:net'
 import type { Logger } from 'pino'
+import { readClientHello } from '../net/client-hello.js'
 import { type CidrSet, canonicalIp } from '../net/ip.js'
 import { parseProxyHeader } from '../net/proxy-protocol.js'
 
@@ -25,6 +26,8 @@ export interface FrontDoorOptions {
   headerTimeoutMs: number
   maxConnections: number
   log: Logger
+  /** Where TLS connections offering ALPN `acme-tls/1` go while an app validates with TLS-ALPN-01. */
+  acmeTlsAlpn?: { active(): boolean; server: EventEmitter }
 }
 
 /**
@@ -33,10 +36,14 @@ export interface FrontDoorOptions {
  * configured peers: from anyone else it would let a client choose its own address.
  */
 export function frontDoor(edgeServer: EventEmitter, options: FrontDoorOptions): Server {
+  const handOver = (socket: Socket) => {
+    if (options.acmeTlsAlpn?.active()) routeByAlpn(socket, edgeServer, options.acmeTlsAlpn.server, options)
+    else edgeServer.emit('connection', socket)
+  }
   const front = createServer({ noDelay: true }, (socket) => {
     const peer = canonicalIp(socket.remoteAddress)
     if (!options.proxyProtocolFrom.has(peer)) {
-      edgeServer.emit('connection', socket)
+      handOver(socket)
       return
     }
     let buffered: Buffer = Buffer.alloc(0)
@@ -56,7 +63,7 @@ export function frontDoor(edgeServer: EventEmitter, options: FrontDoorOptions): 
       if (header.source) proxiedSources.set(socket, header.source)
       const rest = buffered.subarray(header.length)
       if (rest.length > 0) socket.unshift(rest)
-      edgeServer.emit('connection', socket)
+      handOver(socket)
       socket.resume()
     }
     socket.on('data', onData)
@@ -64,4 +71,29 @@ export function frontDoor(edgeServer: EventEmitter, options: FrontDoorOptions): 
   })
   if (options.maxConnections > 0) front.maxConnections = options.maxConnections
   return front
+}
+
+/** Reads the ClientHello, then gives the connection to the ACME responder or to the edge, bytes intact. */
+function routeByAlpn(
+  socket: Socket,
+  edgeServer: EventEmitter,
+  responder: EventEmitter,
+  options: FrontDoorOptions,
+): void {
+  let buffered: Buffer = Buffer.alloc(0)
+  const timer = setTimeout(() => socket.destroy(), options.headerTimeoutMs)
+  const onData = (chunk: Buffer) => {
+    buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk])
+    const hello = readClientHello(buffered)
+    if (hello.kind === 'incomplete') return
+    socket.off('data', onData)
+    socket.pause()
+    clearTimeout(timer)
+    socket.unshift(buffered)
+    const acme = hello.kind === 'hello' && hello.alpn.includes('acme-tls/1')
+    // No resume: the TLS server reads the unshifted bytes itself; a flowing socket would drop them.
+    ;(acme ? responder : edgeServer).emit('connection', socket)
+  }
+  socket.on('data', onData)
+  socket.once('error', () => clearTimeout(timer))
 }

@@ -1,6 +1,6 @@
 import { type FSWatcher, watch } from 'node:fs'
 import type { AddressInfo, Server as NetServer } from 'node:net'
-import { createSecureContext } from 'node:tls'
+import { createSecureContext, type Server as TlsServer } from 'node:tls'
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import type { RateLimitStores } from '../guards/rate-limit.js'
@@ -21,6 +21,9 @@ import { CircuitBreaker } from '../stores/breaker.js'
 import { MemoryStore } from '../stores/rate-limit-store.js'
 import { connectRedis, type RedisClient, whenReady } from '../stores/redis.js'
 import { RedisRateLimitStore } from '../stores/redis-rate-limit.js'
+import { acmeTlsAlpnResponder } from '../tls/acme/alpn-responder.js'
+import { AcmeManager } from '../tls/acme/manager.js'
+import { FileAcmeStorage, RedisAcmeStorage } from '../tls/acme/storage.js'
 import { CertificateStore } from '../tls/certificates.js'
 import { InternalCa, selfSigned } from '../tls/internal-ca.js'
 import { ConnectionTracker } from './connections.js'
@@ -91,6 +94,8 @@ export class Gateway {
   private readonly rateLimits: RateLimitStores
   private readonly metrics: GatewayMetrics
   private readonly redis: RedisClient | undefined
+  private readonly acme: AcmeManager
+  private readonly acmeResponder: TlsServer
 
   private constructor(
     private readonly settings: Settings,
@@ -121,6 +126,16 @@ export class Gateway {
       local: new MemoryStore(),
       replicas: settings.replicas,
     }
+    const files = new FileAcmeStorage(settings.stateDir)
+    this.acme = new AcmeManager({
+      storage: this.redis ? new RedisAcmeStorage(this.redis, files) : files,
+      certificates,
+      log,
+      retryMs: settings.acmeRetry,
+      pollMs: settings.acmePoll,
+      onOrder: (appId, success) => this.metrics.acmeOrdered(appId, success),
+    })
+    this.acmeResponder = acmeTlsAlpnResponder(this.acme, log)
     this.metrics = new GatewayMetrics({
       inFlight: () => this.connections.inFlight,
       websockets: () => this.relay.openByApp(),
@@ -137,6 +152,7 @@ export class Gateway {
       pools: this.pools,
       relay: this.relay,
       connections: this.connections,
+      acmeHttpChallenge: (token) => this.acme.httpChallenge(token),
     }
     this.http = createEdge(context)
     this.https = createEdge(context, { certificates, placeholder })
@@ -185,7 +201,13 @@ export class Gateway {
       log: this.log,
     }
     await Promise.all([this.http.ready(), this.https.ready()])
-    this.fronts = { http: frontDoor(this.http.server, options), https: frontDoor(this.https.server, options) }
+    this.fronts = {
+      http: frontDoor(this.http.server, options),
+      https: frontDoor(this.https.server, {
+        ...options,
+        acmeTlsAlpn: { active: () => this.acme.answersTlsAlpn, server: this.acmeResponder },
+      }),
+    }
     await listen(this.fronts.http, settings.httpPort, settings.listen)
     await listen(this.fronts.https, settings.httpsPort, settings.listen)
     this.httpsPort = this.addresses().https
@@ -237,11 +259,8 @@ export class Gateway {
   }
 
   private async apply(apps: readonly App[]): Promise<void> {
-    for (const app of apps) {
-      if (app.tls.mode === 'manual' && app.tls.manual) this.certificates.set(app.id, app.tls.manual)
-      if (app.tls.mode === 'internal')
-        this.certificates.set(app.id, await this.internalCa.leafFor(app.id, app.hosts))
-    }
+    for (const app of apps) await this.provisionCertificate(app)
+    await this.acme.update(apps)
     this.certificates.retain(new Set(apps.map((app) => app.id)))
     this.pools.update(apps)
     this.generation = { apps, router: new HostRouter(apps), loadedAt: new Date() }
@@ -338,11 +357,33 @@ export class Gateway {
                   },
           }
         : {}),
+      certificates: this.certificateHealth(),
       listeners: this.shuttingDown
         ? { status: 'fail', draining: true, inFlight: this.connections.inFlight, websockets: this.relay.size }
         : { status: 'pass', inFlight: this.connections.inFlight, websockets: this.relay.size },
     }
     return { status: overallStatus(checks), uptime_ms: Date.now() - this.startedAt, checks }
+  }
+
+  /**
+   * Each TLS app's certificate: warn while an app waits for its first ACME certificate or has less than
+   * a week left (renewal is failing), fail once one has expired.
+   */
+  private certificateHealth(): HealthCheck {
+    const now = Date.now() / 1000
+    const apps: Record<string, { expiresAt?: string; placeholder?: true }> = {}
+    let status: HealthCheck['status'] = 'pass'
+    for (const [appId, served] of this.certificates.current()) {
+      if (served.placeholder) {
+        apps[appId] = { placeholder: true }
+        if (status === 'pass') status = 'warn'
+        continue
+      }
+      apps[appId] = { expiresAt: new Date(served.expiresAt * 1000).toISOString() }
+      if (served.expiresAt <= now) status = 'fail'
+      else if (served.expiresAt - now < 7 * 86_400 && status === 'pass') status = 'warn'
+    }
+    return { status, apps }
   }
 
   /**
@@ -358,6 +399,7 @@ export class Gateway {
     const { gracePeriod } = this.settings
     this.watcher?.close()
     clearInterval(this.renewTimer)
+    this.acme.close()
     this.log.info(
       { inFlight: this.connections.inFlight, websockets: this.relay.size, gracePeriodMs: gracePeriod },
       'shutting down: draining',

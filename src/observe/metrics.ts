@@ -23,6 +23,7 @@ export class GatewayMetrics {
   private readonly duration: Histogram<'app' | 'status_class'>
   private readonly refusals: Counter<'app' | 'code' | 'rule' | 'enforced'>
   private readonly reloads: Counter<'result'>
+  private readonly acmeOrders: Counter<'app' | 'result'>
 
   constructor(sources: MetricSources) {
     const registers = [this.registry]
@@ -50,6 +51,12 @@ export class GatewayMetrics {
       name: 'portcullis_policy_reloads_total',
       help: 'Policy reloads, by result.',
       labelNames: ['result'],
+      registers,
+    })
+    this.acmeOrders = new Counter({
+      name: 'portcullis_acme_orders_total',
+      help: 'ACME certificate orders this replica made, by app and result.',
+      labelNames: ['app', 'result'],
       registers,
     })
     new Gauge({
@@ -109,5 +116,9 @@ export class GatewayMetrics {
 
   reloaded(success: boolean): void {
     this.reloads.inc({ result: success ? 'success' : 'failure' })
+  }
+
+  acmeOrdered(app: string, success: boolean): void {
+    this.acmeOrders.inc({ app, result: success ? 'success' : 'failure' })
   }
 }

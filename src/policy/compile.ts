@@ -10,7 +10,7 @@ import { LimitsGuard } from '../guards/limits.js'
 import { RateLimitGuard } from '../guards/rate-limit.js'
 import { WebSocketGuard } from '../guards/websocket.js'
 import type { LoadedPolicy, PolicyProblem } from './load.js'
-import type { Policy } from './schema.js'
+import { acmeDirectories, type Policy } from './schema.js'
 
 export interface PemPair {
   cert: string
@@ -33,11 +33,19 @@ export interface App {
     readonly minVersion: Policy['tls']['minVersion']
     /** The certificate files' contents, for `manual`. */
     readonly manual?: PemPair
+    readonly acme?: AcmeSettings
   }
   /** The Strict-Transport-Security value, or undefined when HSTS is off (max-age 0). */
   readonly hstsHeader: string | undefined
   /** Each guard built once from its policy section; the pipeline runs them in order. */
   readonly guards: Guards
+}
+
+export interface AcmeSettings {
+  readonly email: string
+  readonly directoryUrl: string
+  readonly challenge: 'http-01' | 'tls-alpn-01'
+  readonly eab?: { readonly kid: string; readonly hmacKey: string }
 }
 
 export interface Guards {
@@ -96,6 +104,7 @@ async function compilePolicy(
       mode: policy.tls.mode,
       minVersion: policy.tls.minVersion,
       ...(manual ? { manual } : {}),
+      ...(policy.tls.acme ? { acme: acmeSettings(policy.tls.acme) } : {}),
     }),
     hstsHeader: hstsHeader(policy.hsts),
     guards: Object.freeze(buildGuards(policy)),
@@ -129,6 +138,20 @@ async function readManualCertificate(
     }
   }
   return { ok: true, pair: { cert: pair.cert, key: pair.key } }
+}
+
+function isNamedDirectory(name: string): name is keyof typeof acmeDirectories {
+  return Object.hasOwn(acmeDirectories, name)
+}
+
+function acmeSettings(acme: NonNullable<Policy['tls']['acme']>): AcmeSettings {
+  const directory = acme.directory
+  return {
+    email: acme.email,
+    directoryUrl: isNamedDirectory(directory) ? acmeDirectories[directory] : directory,
+    challenge: acme.challenge,
+    ...(acme.eab ? { eab: acme.eab } : {}),
+  }
 }
 
 function hstsHeader(hsts: Policy['hsts']): string | undefined {

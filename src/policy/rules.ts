@@ -104,10 +104,24 @@ export const productionRules: readonly Rule[] = [
   {
     id: 'PCL-TLS-INTERNAL',
     severity: 'error',
-    fix: 'Use tls.mode manual with a certificate browsers trust (or put a TLS terminator in front and use off).',
+    fix: "Use tls.mode acme (Let's Encrypt) or manual with a certificate browsers trust (or put a TLS terminator in front and use off).",
     check: (policy) =>
       policy.tls.mode === 'internal'
         ? [{ field: ['tls', 'mode'], reason: 'the internal CA is for development: browsers do not trust it' }]
+        : [],
+  },
+  {
+    id: 'PCL-ACME-STAGING',
+    severity: 'error',
+    fix: "Once the staging certificate works, set tls.acme.directory to letsencrypt (or your CA's production directory).",
+    check: (policy) =>
+      policy.tls.acme && /staging|test/i.test(policy.tls.acme.directory)
+        ? [
+            {
+              field: ['tls', 'acme', 'directory'],
+              reason: `${policy.tls.acme.directory} is a staging CA: browsers do not trust its certificates`,
+            },
+          ]
         : [],
   },
   {

@@ -123,15 +123,58 @@ const manualCertificate = z.strictObject({
   key: z.string().min(1).describe('PEM private key, relative to the policy file.'),
 })
 
+/** Directory URLs of the CAs named in policies; anything else is given as a URL. */
+export const acmeDirectories = {
+  letsencrypt: 'https://acme-v02.api.letsencrypt.org/directory',
+  'letsencrypt-staging': 'https://acme-staging-v02.api.letsencrypt.org/directory',
+} as const
+
+const acmeSchema = z
+  .strictObject({
+    email: z
+      .email({ error: 'must be an email address' })
+      .describe('Contact address for the CA account (expiry and incident notices).'),
+    directory: z
+      .string()
+      .refine(
+        (value) =>
+          Object.hasOwn(acmeDirectories, value) ||
+          (URL.canParse(value) && new URL(value).protocol === 'https:'),
+        {
+          error: 'must be letsencrypt, letsencrypt-staging or the https:// URL of an ACME directory',
+        },
+      )
+      .default('letsencrypt')
+      .describe(
+        'letsencrypt, letsencrypt-staging (untrusted certificates, generous rate limits: try a setup there first) or the https:// directory URL of any ACME CA.',
+      ),
+    challenge: z
+      .enum(['http-01', 'tls-alpn-01'])
+      .default('http-01')
+      .describe(
+        'http-01: the CA fetches a token from port 80. tls-alpn-01: the CA connects to port 443 with ALPN acme-tls/1, for deployments where port 80 is closed.',
+      ),
+    eab: z
+      .strictObject({
+        kid: z.string().min(1).describe('Key identifier given by the CA.'),
+        hmacKey: z.string().min(1).describe('Base64url HMAC key given by the CA.'),
+      })
+      .optional()
+      .describe('External account binding, for CAs that require one (ZeroSSL, Google, some private CAs).'),
+  })
+  .describe('Automatic certificates from an ACME CA, required when mode is acme.')
+
 export const tlsSchema = z
   .strictObject({
     mode: z
-      .enum(['internal', 'manual', 'off'])
+      .enum(['acme', 'internal', 'manual', 'off'])
       .default('internal')
       .describe(
-        'internal: a local CA under the state dir signs a certificate for the hosts (development). ' +
+        "acme: certificates ordered and renewed automatically from an ACME CA such as Let's Encrypt. " +
+          'internal: a local CA under the state dir signs a certificate for the hosts (development). ' +
           'manual: certificate files you provide. off: served on plain HTTP, for a gateway behind another TLS hop.',
       ),
+    acme: acmeSchema.optional(),
     manual: manualCertificate.optional().describe('Certificate files, required when mode is manual.'),
     minVersion: z
       .enum(['TLSv1.2', 'TLSv1.3'])
@@ -145,6 +188,12 @@ export const tlsSchema = z
     }
     if (tls.mode !== 'manual' && tls.manual) {
       context.addIssue({ code: 'custom', path: ['manual'], message: 'is only used when tls.mode is manual' })
+    }
+    if (tls.mode === 'acme' && !tls.acme) {
+      context.addIssue({ code: 'custom', path: ['acme'], message: 'is required when tls.mode is acme' })
+    }
+    if (tls.mode !== 'acme' && tls.acme) {
+      context.addIssue({ code: 'custom', path: ['acme'], message: 'is only used when tls.mode is acme' })
     }
   })
   .describe('How the gateway terminates TLS for this app.')
@@ -477,6 +526,18 @@ export const policySchema = z
         }
       })
       .describe('Rate limits; every rule that matches a request is checked, and the strictest answer wins.'),
+  })
+  .superRefine((policy, context) => {
+    if (policy.tls.mode !== 'acme') return
+    for (const [index, host] of policy.hosts.entries()) {
+      if (host.startsWith('*.'))
+        context.addIssue({
+          code: 'custom',
+          path: ['hosts', index],
+          message:
+            'wildcard certificates need the DNS-01 challenge, which tls.mode acme does not support yet; list the names, or use tls.mode manual',
+        })
+    }
   })
   .describe('One app fronted by Portcullis.')
 

@@ -41,6 +41,31 @@ describe('production rules', () => {
       { clientIp: { trustedProxies: ['10.0.0.1'] } },
     ],
     ['PCL-TLS-INTERNAL', { tls: { mode: 'internal' as const } }, { tls }],
+    [
+      'PCL-ACME-STAGING',
+      {
+        tls: { mode: 'acme' as const, acme: { email: 'ops@example.com', directory: 'letsencrypt-staging' } },
+      },
+      { tls: { mode: 'acme' as const, acme: { email: 'ops@example.com', directory: 'letsencrypt' } } },
+    ],
+    [
+      'PCL-ACME-STAGING',
+      {
+        tls: {
+          mode: 'acme' as const,
+          acme: {
+            email: 'ops@example.com',
+            directory: 'https://acme-staging-v02.api.letsencrypt.org/directory',
+          },
+        },
+      },
+      {
+        tls: {
+          mode: 'acme' as const,
+          acme: { email: 'ops@example.com', directory: 'https://acme.zerossl.com/v2/DV90' },
+        },
+      },
+    ],
     ['PCL-HSTS-SHORT', { tls, hsts: { maxAge: 86_400 } }, { tls, hsts: { maxAge: 31_536_000 } }],
     [
       'PCL-PROXY-TRUST-ALL',

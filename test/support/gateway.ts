@@ -33,6 +33,7 @@ export async function startGateway(options: {
   policies: Record<string, string>
   args?: string[]
   stateDir?: string
+  env?: Record<string, string>
 }): Promise<RunningGateway> {
   const policiesDir = await makePolicyDir(options.policies)
   const stateDir = options.stateDir ?? (await mkdtemp(path.join(tmpdir(), 'pcl-state-')))
@@ -57,7 +58,7 @@ export async function startGateway(options: {
       'development',
       ...(options.args ?? []),
     ],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } },
   )
   const logs: LogLine[] = []
   const waiters: { match: (line: LogLine) => boolean; resolve: (line: LogLine) => void }[] = []
