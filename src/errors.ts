@@ -27,6 +27,7 @@ export const errorCodes = {
     message: 'The TLS version of this connection is below the policy minimum',
   },
   PCL_UPSTREAM_UNREACHABLE: { status: 502, message: 'The upstream could not be reached' },
+  PCL_NO_HEALTHY_UPSTREAM: { status: 503, message: 'No upstream target is healthy at the moment' },
   PCL_UPSTREAM_BAD_RESPONSE: {
     status: 502,
     message: 'The upstream sent an invalid response or closed the connection',

@@ -40,6 +40,13 @@ export const settingsSchema = z.strictObject({
     .string()
     .default('./certs')
     .describe('Where certificates, keys and the ACME account are kept (keys mode 0600).'),
+  stickySecret: z
+    .string()
+    .min(32, { error: 'must be at least 32 characters' })
+    .optional()
+    .describe(
+      'Signs sticky-session cookies; give every replica the same one. Default: a random key kept in the state dir.',
+    ),
   acmeRetry: duration
     .default(60_000)
     .describe(

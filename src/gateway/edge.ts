@@ -17,8 +17,10 @@ import type { ConnectionTracker } from './connections.js'
 import { peerAddress } from './front-door.js'
 import type { ForwardedFacts } from './headers.js'
 import { answerHeaders, applyMode, runGuards, type Verdict, withRateLimits } from './pipeline.js'
-import { forwardHttp, type UpstreamPools } from './proxy.js'
+import { forwardHttp } from './proxy.js'
 import { decideRoute, type HostRouter } from './routing.js'
+import { serveStatic, staticFor } from './static-files.js'
+import type { UpstreamPools } from './upstreams.js'
 import type { Reservation, WebSocketRelay } from './websocket.js'
 
 export interface EdgeContext {
@@ -230,17 +232,43 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
     handler: async (request, reply) => {
       const app = request.gatewayApp as App
       const verdict = request.verdict as Verdict
-      const upstream = context.pools.pick(app)
+      const upgrade = pendingUpgrades.get(request.raw)
+      const files = upgrade ? undefined : staticFor(app, verdict.target ?? request.url)
+      if (files) return serveStatic(request, reply, files, (own) => finalHeaders(request, own), reject)
+      const picked = context.pools.pick(app, request.headers.cookie)
+      if (!picked) {
+        upgrade?.reservation?.release()
+        return reject(
+          reply,
+          'PCL_NO_HEALTHY_UPSTREAM',
+          'upstream.targets',
+          `No healthy target for app ${app.id}`,
+        )
+      }
+      const upstream = picked.upstream
+      if (picked.setCookie) {
+        const cookie = secure ? `${picked.setCookie}; Secure` : picked.setCookie
+        request.addedHeaders = { ...request.addedHeaders, 'set-cookie': [cookie] }
+      }
       const facts = forwardedFacts(request, verdict, secure)
       const target = verdict.target ?? request.url
-      const upgrade = pendingUpgrades.get(request.raw)
       if (!upgrade) {
+        const retries = app.upstream.retries
         return forwardHttp(request, reply, app, upstream, {
           target,
           facts,
           bodyLimit: verdict.bodyLimit,
           responseHeaders: (fromApp) => finalHeaders(request, fromApp),
           reject,
+          nextTarget: (failed) =>
+            failed.size <= retries ? context.pools.pick(app, undefined, failed)?.upstream : undefined,
+          track: (chosen) => {
+            const end = context.pools.begin(chosen)
+            return (failed) => {
+              end()
+              context.pools.record(app, chosen, failed)
+            }
+          },
         })
       }
       if (request.method !== 'GET' || request.headers.upgrade?.toLowerCase() !== 'websocket') {

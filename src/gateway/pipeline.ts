@@ -171,7 +171,11 @@ export function answerHeaders(
   if (added) {
     for (const name in added) {
       const existing = headers[name]
-      headers[name] = name === 'vary' && existing ? `${existing}, ${added[name]}` : added[name]
+      const value = added[name]
+      if (existing !== undefined && name === 'vary') headers[name] = `${existing}, ${value}`
+      else if (existing !== undefined && name === 'set-cookie')
+        headers[name] = [existing, value].flat() as string[]
+      else headers[name] = value
     }
   }
   if (secure && app.hstsHeader) headers['strict-transport-security'] = app.hstsHeader

@@ -1,66 +1,13 @@
 import type { OutgoingHttpHeaders } from 'node:http'
 import type { Http2ServerRequest } from 'node:http2'
-import { Readable } from 'node:stream'
+import { Readable, type Transform } from 'node:stream'
 import type { FastifyReply, FastifyRequest } from 'fastify'
-import { type Dispatcher, Pool } from 'undici'
+import type { Dispatcher } from 'undici'
 import type { ErrorCode } from '../errors.js'
 import type { App } from '../policy/compile.js'
+import { createEncoder, decideCompression } from './compression.js'
 import { downstreamResponseHeaders, type ForwardedFacts, upstreamRequestHeaders } from './headers.js'
-
-/** One target of one app: the keep-alive pool the gateway forwards through. */
-export interface Upstream {
-  readonly origin: string
-  readonly pool: Pool
-}
-
-/**
- * Keep-alive connection pools, one per (app, target). Reloading keeps the pools whose settings did not
- * change, so a reload does not cost every upstream connection; pools that are gone close gracefully,
- * letting their in-flight requests finish.
- */
-export class UpstreamPools {
-  private pools = new Map<string, Pool>()
-  private targets = new Map<string, Upstream[]>()
-  private readonly turn = new Map<string, number>()
-
-  update(apps: readonly App[]): void {
-    const pools = new Map<string, Pool>()
-    const targets = new Map<string, Upstream[]>()
-    for (const app of apps) {
-      const { connect } = app.upstream.timeouts
-      targets.set(
-        app.id,
-        app.upstream.targets.map((origin) => {
-          const key = `${app.id} ${origin} ${connect}`
-          const pool =
-            pools.get(key) ??
-            this.pools.get(key) ??
-            new Pool(origin, { connect: { timeout: connect }, keepAliveTimeout: 4000, pipelining: 1 })
-          pools.set(key, pool)
-          return { origin, pool }
-        }),
-      )
-    }
-    for (const [key, pool] of this.pools) if (!pools.has(key)) void pool.close()
-    this.pools = pools
-    this.targets = targets
-  }
-
-  /** The next target of the app, in turn. */
-  pick(app: App): Upstream {
-    const targets = this.targets.get(app.id)
-    if (!targets || targets.length === 0) throw new Error(`no upstream pool for app ${app.id}`)
-    const next = this.turn.get(app.id) ?? 0
-    this.turn.set(app.id, (next + 1) % targets.length)
-    return targets[next % targets.length] as Upstream
-  }
-
-  async close(): Promise<void> {
-    await Promise.all([...this.pools.values()].map((pool) => pool.close()))
-    this.pools.clear()
-    this.targets.clear()
-  }
-}
+import type { Upstream } from './upstreams.js'
 
 /** What went wrong talking to the upstream, as the code the client sees. */
 export function upstreamErrorCode(error: unknown): ErrorCode {
@@ -106,6 +53,19 @@ export interface ForwardPlan {
   /** The headers sent to the client, from the app's (already stripped of hop-by-hop ones). */
   responseHeaders(fromApp: OutgoingHttpHeaders): OutgoingHttpHeaders
   reject: Reject
+  /** Another target after a connect failure, or undefined when there is none or retries are used up. */
+  nextTarget(failed: ReadonlySet<Upstream>): Upstream | undefined
+  /** Counts the request on its target while it runs (least-connections) and records the outcome (passive health). */
+  track(target: Upstream): (failed: boolean) => void
+}
+
+/** Methods whose repetition has no further effect (RFC 9110 §9.2.2), retried only when nothing was sent. */
+const idempotent = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE'])
+
+/** Failures where the request cannot have reached the app: the connection never opened. */
+function neverConnected(error: Error): boolean {
+  const code = (error as { code?: string }).code ?? (error.cause as { code?: string } | undefined)?.code
+  return code === 'ECONNREFUSED' || code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'EHOSTUNREACH'
 }
 
 /**
@@ -119,7 +79,7 @@ export function forwardHttp(
   request: FastifyRequest,
   reply: FastifyReply,
   app: App,
-  upstream: Upstream,
+  first: Upstream,
   plan: ForwardPlan,
 ): FastifyReply {
   const { read, write } = app.upstream.timeouts
@@ -144,61 +104,95 @@ export function forwardHttp(
     clearTimeout(deadline)
     if (!ended) controller?.abort(new ClientGone())
   })
-  request.upstream = upstream.origin
+  const body = requestBody(request, plan.bodyLimit)
+  const retriable = body === null && idempotent.has(request.method)
+  const failed = new Set<Upstream>()
 
-  upstream.pool.dispatch(
-    {
-      path: plan.target,
-      method: request.method as Dispatcher.HttpMethod,
-      headers: upstreamRequestHeaders(request.headers, plan.facts, { websocket: false }),
-      body: requestBody(request, plan.bodyLimit),
-      headersTimeout: read,
-      bodyTimeout: read,
-    },
-    {
-      onRequestStart(started) {
-        controller = started
+  const attempt = (upstream: Upstream) => {
+    request.upstream = upstream.origin
+    const finish = plan.track(upstream)
+    let serverError = false
+    let encoder: Transform | undefined
+    upstream.pool.dispatch(
+      {
+        path: plan.target,
+        method: request.method as Dispatcher.HttpMethod,
+        headers: upstreamRequestHeaders(request.headers, plan.facts, { websocket: false }),
+        body,
+        headersTimeout: read,
+        bodyTimeout: read,
       },
-      onResponseStart(_controller, statusCode, headers) {
-        if (ended) return
-        reply.hijack()
-        response.writeHead(statusCode, plan.responseHeaders(downstreamResponseHeaders(headers)))
-      },
-      onResponseData(paused, chunk) {
-        if (!response.write(chunk)) {
-          paused.pause()
-          response.once('drain', () => paused.resume())
-        }
-      },
-      onResponseEnd() {
-        ended = true
-        response.end()
-      },
-      onResponseError(_controller, error) {
-        if (ended) return
-        ended = true
-        if (error instanceof ClientGone) return
-        if (response.headersSent) {
-          request.log.warn({ err: error, upstream: upstream.origin }, 'upstream response cut short')
-          response.destroy()
-          return
-        }
-        const tooLarge = error instanceof BodyTooLarge ? error : (error.cause as unknown)
-        if (tooLarge instanceof BodyTooLarge) {
-          reject(
-            reply,
-            'PCL_BODY_TOO_LARGE',
-            tooLarge.rule,
-            `The request body is larger than ${tooLarge.max} bytes`,
+      {
+        onRequestStart(started) {
+          controller = started
+        },
+        onResponseStart(_controller, statusCode, headers) {
+          serverError = statusCode >= 500
+          if (ended) return
+          reply.hijack()
+          const answer = plan.responseHeaders(downstreamResponseHeaders(headers))
+          const compression = decideCompression(app.compression, request, statusCode, answer)
+          if (compression) {
+            encoder = createEncoder(compression.encoding, app.compression)
+            encoder.on('error', () => response.destroy())
+            encoder.pipe(response as unknown as NodeJS.WritableStream)
+          }
+          response.writeHead(statusCode, compression?.headers ?? answer)
+        },
+        onResponseData(paused, chunk) {
+          const sink = encoder ?? response
+          if (!sink.write(chunk)) {
+            paused.pause()
+            sink.once('drain', () => paused.resume())
+          }
+        },
+        onResponseEnd() {
+          finish(serverError)
+          ended = true
+          if (encoder) encoder.end()
+          else response.end()
+        },
+        onResponseError(_controller, error) {
+          finish(!(error instanceof ClientGone) && !(error instanceof BodyTooLarge))
+          if (ended) return
+          if (error instanceof ClientGone) {
+            ended = true
+            return
+          }
+          if (response.headersSent) {
+            ended = true
+            request.log.warn({ err: error, upstream: upstream.origin }, 'upstream response cut short')
+            response.destroy()
+            return
+          }
+          const tooLarge = error instanceof BodyTooLarge ? error : (error.cause as unknown)
+          if (tooLarge instanceof BodyTooLarge) {
+            ended = true
+            reject(
+              reply,
+              'PCL_BODY_TOO_LARGE',
+              tooLarge.rule,
+              `The request body is larger than ${tooLarge.max} bytes`,
+            )
+            return
+          }
+          failed.add(upstream)
+          const next = retriable && neverConnected(error) ? plan.nextTarget(failed) : undefined
+          request.log.warn(
+            { err: error, upstream: upstream.origin, retryOn: next?.origin },
+            next
+              ? 'upstream request failed before sending; retrying on another target'
+              : 'upstream request failed',
           )
-          return
-        }
-        request.log.warn({ err: error, upstream: upstream.origin }, 'upstream request failed')
-        const code = upstreamErrorCode(error)
-        reject(reply, code, ruleFor[code] ?? 'upstream')
+          if (next) return attempt(next)
+          ended = true
+          const code = upstreamErrorCode(error)
+          reject(reply, code, ruleFor[code] ?? 'upstream')
+        },
       },
-    },
-  )
+    )
+  }
+  attempt(first)
   return reply
 }
 

@@ -1,5 +1,8 @@
+import { randomBytes } from 'node:crypto'
 import { type FSWatcher, watch } from 'node:fs'
+import { readFile } from 'node:fs/promises'
 import type { AddressInfo, Server as NetServer } from 'node:net'
+import path from 'node:path'
 import { createSecureContext, type Server as TlsServer } from 'node:tls'
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
@@ -25,12 +28,13 @@ import { acmeTlsAlpnResponder } from '../tls/acme/alpn-responder.js'
 import { AcmeManager } from '../tls/acme/manager.js'
 import { FileAcmeStorage, RedisAcmeStorage } from '../tls/acme/storage.js'
 import { CertificateStore } from '../tls/certificates.js'
+import { writeFileAtomic } from '../tls/files.js'
 import { InternalCa, selfSigned } from '../tls/internal-ca.js'
 import { ConnectionTracker } from './connections.js'
 import { createEdge, type EdgeContext } from './edge.js'
 import { frontDoor } from './front-door.js'
-import { UpstreamPools } from './proxy.js'
 import { HostRouter } from './routing.js'
+import { UpstreamPools } from './upstreams.js'
 import { WebSocketRelay } from './websocket.js'
 
 export type LoadOutcome =
@@ -85,7 +89,7 @@ export class Gateway {
   private readonly startedAt = Date.now()
   /** Known once listening; redirects need it on every plain-HTTP request. */
   private httpsPort = 0
-  private readonly pools = new UpstreamPools()
+  private readonly pools: UpstreamPools
   private readonly relay = new WebSocketRelay()
   private readonly connections = new ConnectionTracker()
   private readonly http: FastifyInstance
@@ -103,7 +107,9 @@ export class Gateway {
     private readonly internalCa: InternalCa,
     private readonly certificates: CertificateStore,
     placeholder: { cert: string; key: string },
+    stickySecret: Buffer,
   ) {
+    this.pools = new UpstreamPools({ log, stickySecret })
     this.generation = { apps: [], router: new HostRouter([]), loadedAt: new Date() }
     this.redis = settings.redis ? connectRedis(settings.redis, settings.redisTimeout) : undefined
     this.redis?.on('error', () => {}) // reported once per state change by the breaker, not per reconnect attempt
@@ -141,6 +147,7 @@ export class Gateway {
       websockets: () => this.relay.openByApp(),
       storeState: () => this.rateLimits.shared?.breaker.current,
       certificateExpiry: () => certificates.expiries(),
+      upstreams: () => this.pools.status(),
     })
     const context: EdgeContext = {
       metrics: this.metrics,
@@ -156,7 +163,12 @@ export class Gateway {
     }
     this.http = createEdge(context)
     this.https = createEdge(context, { certificates, placeholder })
-    this.admin = createAdmin(log, () => this.health(), this.metrics)
+    this.admin = createAdmin(
+      log,
+      () => this.health(),
+      () => this.readiness(),
+      this.metrics,
+    )
   }
 
   /** Loads the policies (refusing to start on any problem), then opens the listeners. */
@@ -168,7 +180,10 @@ export class Gateway {
       3650 * 86_400_000,
     )
     const certificates = new CertificateStore(createSecureContext(placeholder))
-    const gateway = new Gateway(settings, log, internalCa, certificates, placeholder)
+    const stickySecret = settings.stickySecret
+      ? Buffer.from(settings.stickySecret)
+      : await persistentSecret(path.join(settings.stateDir, 'sticky.key'))
+    const gateway = new Gateway(settings, log, internalCa, certificates, placeholder, stickySecret)
     const loaded = await loadPolicies(settings.policies)
     if (!loaded.ok) throw new PolicyError(loaded.problems)
     const refusal = gateway.productionProblems(loaded)
@@ -366,6 +381,29 @@ export class Gateway {
   }
 
   /**
+   * Whether this replica should get traffic: the liveness checks, plus Redis reachable when configured
+   * (fail) and at least one healthy target per app (fail). A placeholder certificate only warns: the
+   * ACME challenge itself must reach the gateway through the load balancer.
+   */
+  readiness(): HealthReport {
+    const { checks: live } = this.health()
+    const checks: Record<string, HealthCheck> = { ...live }
+    if (this.redis) {
+      const reachable = this.redis.status === 'ready' && this.rateLimits.shared?.breaker.current === 'closed'
+      checks.redis = { status: reachable ? 'pass' : 'fail', connection: this.redis.status }
+    }
+    const apps: Record<string, { healthy: number; targets: number }> = {}
+    let upstreams: HealthCheck['status'] = 'pass'
+    for (const [appId, targets] of this.pools.status()) {
+      const healthy = targets.filter((target) => target.healthy).length
+      apps[appId] = { healthy, targets: targets.length }
+      if (healthy === 0) upstreams = 'fail'
+    }
+    checks.upstreams = { status: upstreams, apps }
+    return { status: overallStatus(checks), uptime_ms: Date.now() - this.startedAt, checks }
+  }
+
+  /**
    * Each TLS app's certificate: warn while an app waits for its first ACME certificate or has less than
    * a week left (renewal is failing), fail once one has expired.
    */
@@ -427,6 +465,17 @@ export class Gateway {
     this.redis?.disconnect()
     await this.admin.close()
     this.log.info({ result }, 'gateway stopped')
+  }
+}
+
+/** A random key created once and kept (mode 0600), so cookies signed before a restart stay valid. */
+async function persistentSecret(file: string): Promise<Buffer> {
+  try {
+    return Buffer.from(await readFile(file, 'utf8'), 'base64')
+  } catch {
+    const secret = randomBytes(32)
+    await writeFileAtomic(file, secret.toString('base64'), 0o600)
+    return secret
   }
 }
 

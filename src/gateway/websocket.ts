@@ -5,8 +5,8 @@ import { type ErrorCode, errorStatus, rawHttpError } from '../errors.js'
 import type { LiveWebSockets } from '../guards/websocket.js'
 import type { App } from '../policy/compile.js'
 import { type ForwardedFacts, upstreamRequestHeaders } from './headers.js'
-import type { Upstream } from './proxy.js'
 import { upstreamErrorCode } from './proxy.js'
+import type { Upstream } from './upstreams.js'
 
 interface Link {
   client: WebSocket

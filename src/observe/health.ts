@@ -24,12 +24,14 @@ export function overallStatus(checks: Record<string, HealthCheck>): HealthStatus
 }
 
 /**
- * The admin listener. `/health` answers 200 while the gateway can serve (healthy or degraded), else
- * 503; `/metrics` is the Prometheus text format.
+ * The admin listener. `/health` (liveness) answers 200 while the gateway can serve (healthy or degraded),
+ * else 503. `/ready` (readiness) adds what traffic needs: Redis when configured, a healthy target per
+ * app. `/metrics` is the Prometheus text format.
  */
 export function createAdmin(
   log: Logger,
   report: () => HealthReport,
+  readiness: () => HealthReport,
   metrics: GatewayMetrics,
 ): FastifyInstance {
   const admin = Fastify({
@@ -39,6 +41,10 @@ export function createAdmin(
   admin.get('/health', async (_request, reply) => {
     const health = report()
     return reply.code(health.status === 'unhealthy' ? 503 : 200).send(health)
+  })
+  admin.get('/ready', async (_request, reply) => {
+    const ready = readiness()
+    return reply.code(ready.status === 'unhealthy' ? 503 : 200).send(ready)
   })
   admin.get('/metrics', async (_request, reply) =>
     reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()),

@@ -9,6 +9,8 @@ export interface MetricSources {
   storeState(): 'closed' | 'open' | 'half-open' | undefined
   /** Certificate expiry per app, in epoch seconds. */
   certificateExpiry(): ReadonlyMap<string, number>
+  /** Per app, each target and whether it is in rotation. */
+  upstreams(): ReadonlyMap<string, readonly { origin: string; healthy: boolean }[]>
 }
 
 const breakerValue = { closed: 0, 'half-open': 1, open: 2 } as const
@@ -58,6 +60,17 @@ export class GatewayMetrics {
       help: 'ACME certificate orders this replica made, by app and result.',
       labelNames: ['app', 'result'],
       registers,
+    })
+    new Gauge({
+      name: 'portcullis_upstream_healthy',
+      help: 'Whether each upstream target is in rotation (1) or out after failed health checks or errors (0).',
+      labelNames: ['app', 'target'],
+      registers,
+      collect() {
+        this.reset()
+        for (const [app, targets] of sources.upstreams())
+          for (const target of targets) this.set({ app, target: target.origin }, target.healthy ? 1 : 0)
+      },
     })
     new Gauge({
       name: 'portcullis_requests_in_flight',

@@ -27,6 +27,10 @@ export interface App {
     /** Origins such as `http://127.0.0.1:8080`. */
     readonly targets: readonly string[]
     readonly timeouts: Policy['upstream']['timeouts']
+    readonly balance: Policy['upstream']['balance']
+    readonly healthCheck: Policy['upstream']['healthCheck']
+    readonly passive: Policy['upstream']['passive']
+    readonly retries: number
   }
   readonly tls: {
     readonly mode: Policy['tls']['mode']
@@ -35,6 +39,9 @@ export interface App {
     readonly manual?: PemPair
     readonly acme?: AcmeSettings
   }
+  readonly compression: Policy['compression']
+  /** Static directories, resolved to absolute paths. */
+  readonly static: readonly { readonly path: string; readonly root: string; readonly cacheControl: string }[]
   /** The Strict-Transport-Security value, or undefined when HSTS is off (max-age 0). */
   readonly hstsHeader: string | undefined
   /** Each guard built once from its policy section; the pipeline runs them in order. */
@@ -98,6 +105,10 @@ async function compilePolicy(
     upstream: deepFreeze({
       targets: policy.upstream.targets.map((target) => new URL(target).origin),
       timeouts: policy.upstream.timeouts,
+      balance: policy.upstream.balance,
+      healthCheck: policy.upstream.healthCheck,
+      passive: policy.upstream.passive,
+      retries: policy.upstream.retries,
     }),
     hosts: Object.freeze([...policy.hosts]),
     tls: deepFreeze({
@@ -106,6 +117,14 @@ async function compilePolicy(
       ...(manual ? { manual } : {}),
       ...(policy.tls.acme ? { acme: acmeSettings(policy.tls.acme) } : {}),
     }),
+    compression: deepFreeze({ ...policy.compression }),
+    static: deepFreeze(
+      policy.static.map((entry) => ({
+        path: entry.path,
+        root: path.resolve(path.dirname(file), entry.dir),
+        cacheControl: entry.cacheControl,
+      })),
+    ),
     hstsHeader: hstsHeader(policy.hsts),
     guards: Object.freeze(buildGuards(policy)),
   })

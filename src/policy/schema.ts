@@ -95,6 +95,56 @@ export const upstreamSchema = z
       .array(upstreamTarget)
       .min(1, { error: 'needs at least one target' })
       .describe('Where the app listens, as origins (http://host:port or https://host:port).'),
+    balance: z
+      .enum(['round-robin', 'least-connections', 'sticky'])
+      .default('round-robin')
+      .describe(
+        'How requests spread over the targets. sticky: a signed gateway cookie keeps each client on one target (least-connections picks it first).',
+      ),
+    healthCheck: z
+      .strictObject({
+        path: z
+          .string()
+          .regex(/^\/[^\s?#]*$/, { error: 'must be a path such as /health' })
+          .describe('Path requested on each target; a 2xx or 3xx answer counts as healthy.'),
+        interval: duration.default(10_000).describe('Time between checks of one target. Default 10s.'),
+        timeout: duration.default(2000).describe('Longest wait for an answer. Default 2s.'),
+        healthyThreshold: z
+          .number()
+          .int()
+          .min(1)
+          .default(2)
+          .describe('Consecutive successes that bring a target back. Default 2.'),
+        unhealthyThreshold: z
+          .number()
+          .int()
+          .min(1)
+          .default(3)
+          .describe('Consecutive failures that take a target out. Default 3.'),
+      })
+      .optional()
+      .describe('Active health checks of every target, in the background.'),
+    passive: z
+      .strictObject({
+        failures: z
+          .number()
+          .int()
+          .min(1)
+          .default(3)
+          .describe('Consecutive connect errors or 5xx answers that take a target out. Default 3.'),
+        cooldown: duration.default(30_000).describe('How long it stays out. Default 30s.'),
+      })
+      .prefault({})
+      .describe('Passive health: targets failing live traffic are taken out for a cool-down.'),
+    retries: z
+      .number()
+      .int()
+      .min(0)
+      .max(5)
+      .default(1)
+      .describe(
+        'Further targets tried when one cannot be connected to; only for GET, HEAD, OPTIONS, PUT and DELETE without a body, so nothing is ever sent twice. Default 1.',
+      ),
     timeouts: z
       .strictObject({
         connect: duration
@@ -411,6 +461,48 @@ export const headersSchema = z
   .prefault({})
   .describe('Security headers (computed with helmet) added where the app did not set them.')
 
+export const compressionSchema = z
+  .strictObject({
+    enabled: z.boolean().default(true).describe('Compress answers for clients that ask. Default true.'),
+    gzipLevel: z
+      .number()
+      .int()
+      .min(1)
+      .max(9)
+      .default(5)
+      .describe('gzip level, 1 (fast) to 9 (small). Default 5.'),
+    brotliLevel: z
+      .number()
+      .int()
+      .min(0)
+      .max(11)
+      .default(4)
+      .describe('Brotli quality, 0 (fast) to 11 (small). Default 4.'),
+    minSize: size
+      .default(1024)
+      .describe('Answers with a smaller Content-Length are sent as they are. Default 1kb.'),
+  })
+  .prefault({})
+  .describe(
+    'Response compression (brotli or gzip, as the client prefers) for text, JSON, JavaScript, XML and SVG, unless the app compressed already.',
+  )
+
+export const staticSchema = z
+  .strictObject({
+    path: z
+      .string()
+      .regex(/^\/([^\s?#*]*\/)?$/, { error: 'must be a path prefix ending with /, such as /build/' })
+      .describe('URL prefix served from the directory, e.g. /build/.'),
+    dir: z.string().min(1).describe('Directory with the files, relative to the policy file.'),
+    cacheControl: z
+      .string()
+      .default('public, max-age=0, must-revalidate')
+      .describe(
+        'Cache-Control of the files; content-hashed builds use "public, max-age=31536000, immutable".',
+      ),
+  })
+  .describe('Files served by the gateway itself, with ETag/304 and ranges; paths never leave the directory.')
+
 export const cookiesSchema = z
   .strictObject({
     secure: z.boolean().default(true).describe('Add Secure to cookies set over HTTPS.'),
@@ -510,6 +602,11 @@ export const policySchema = z
     limits: limitsSchema,
     headers: headersSchema,
     cookies: cookiesSchema,
+    compression: compressionSchema,
+    static: z
+      .array(staticSchema)
+      .default([])
+      .describe('Static file directories; the first matching prefix wins.'),
     rateLimits: z
       .array(rateLimitSchema)
       .default([])

@@ -1,0 +1,77 @@
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
+import type { Transform } from 'node:stream'
+import { constants, createBrotliCompress, createGzip } from 'node:zlib'
+import type { Policy } from '../policy/schema.js'
+
+export type Encoding = 'br' | 'gzip'
+
+/** Types worth compressing; images, video, archives and fonts other than SVG are compressed already. */
+const compressible =
+  /^(text\/(?!event-stream)|application\/(json|javascript|xml|x-javascript|ld\+json|manifest\+json|wasm|graphql-response\+json)|image\/svg\+xml|[^;]+\+(json|xml))/i
+
+/**
+ * The encoding the client prefers among those we make, by its Accept-Encoding q-values; brotli wins a
+ * tie (it is smaller). undefined when the client asked for neither, or refused both with q=0.
+ */
+export function negotiateEncoding(acceptEncoding: string | undefined): Encoding | undefined {
+  if (!acceptEncoding) return undefined
+  let best: Encoding | undefined
+  let bestQuality = 0
+  let wildcard: number | undefined
+  const quality = new Map<string, number>()
+  for (const part of acceptEncoding.split(',')) {
+    const [name = '', ...parameters] = part.trim().toLowerCase().split(';')
+    const q = parameters.map((p) => p.trim()).find((p) => p.startsWith('q='))
+    const value = q ? Number(q.slice(2)) : 1
+    if (name === '*') wildcard = value
+    else quality.set(name, Number.isFinite(value) ? value : 0)
+  }
+  for (const encoding of ['br', 'gzip'] as const) {
+    const value = quality.get(encoding) ?? wildcard ?? 0
+    if (value > bestQuality) {
+      best = encoding
+      bestQuality = value
+    }
+  }
+  return best
+}
+
+export interface CompressionDecision {
+  encoding: Encoding
+  /** The response headers as sent: no Content-Length, Content-Encoding set, Vary and a weak ETag. */
+  headers: OutgoingHttpHeaders
+}
+
+/**
+ * Whether to compress this answer, and its headers if so: only when the policy allows, the client asked,
+ * the upstream did not encode it already, the type is compressible and it is not known to be tiny.
+ */
+export function decideCompression(
+  policy: Policy['compression'],
+  request: { method: string; headers: IncomingHttpHeaders },
+  status: number,
+  headers: OutgoingHttpHeaders,
+): CompressionDecision | undefined {
+  if (!policy.enabled || request.method === 'HEAD' || status < 200 || status === 204 || status === 304)
+    return undefined
+  if (headers['content-encoding'] !== undefined) return undefined
+  if (/\bno-transform\b/i.test(String(headers['cache-control'] ?? ''))) return undefined
+  if (!compressible.test(String(headers['content-type'] ?? ''))) return undefined
+  const length = headers['content-length']
+  if (length !== undefined && Number(length) < policy.minSize) return undefined
+  const encoding = negotiateEncoding(request.headers['accept-encoding'])
+  if (!encoding) return undefined
+  const compressed: OutgoingHttpHeaders = { ...headers, 'content-encoding': encoding }
+  delete compressed['content-length']
+  const vary = compressed.vary
+  compressed.vary = vary ? `${vary}, Accept-Encoding` : 'Accept-Encoding'
+  const etag = compressed.etag
+  if (typeof etag === 'string' && !etag.startsWith('W/')) compressed.etag = `W/${etag}`
+  return { encoding, headers: compressed }
+}
+
+/** A compressor at the policy's level (gzip 1–9, brotli quality 0–11). */
+export function createEncoder(encoding: Encoding, policy: Policy['compression']): Transform {
+  if (encoding === 'gzip') return createGzip({ level: policy.gzipLevel })
+  return createBrotliCompress({ params: { [constants.BROTLI_PARAM_QUALITY]: policy.brotliLevel } })
+}
