@@ -4,6 +4,7 @@ import { parseArgs } from 'node:util'
 import { pino } from 'pino'
 import { explain, formatExplanation } from './gateway/explain.js'
 import { Gateway, loadPolicies, PolicyError } from './gateway/server.js'
+import { hashPassword } from './guards/basic-auth.js'
 import { canonicalIp } from './net/ip.js'
 import { compilePolicies } from './policy/compile.js'
 import { formatProblem, loadPolicyFile, loadPolicySet, policyFilesIn } from './policy/load.js'
@@ -20,6 +21,7 @@ Commands:
   check [paths]   Validate policy files (default: ./policies)
   explain         Show how the gateway would decide one request, guard by guard
   verify <url>    Probe a live deployment from the outside, check by check
+  hash-password   Read a password on stdin, print its hash for a policy's basicAuth.users
 
 Run 'portcullis <command> --help' for a command's options.`,
   check: `Usage: portcullis check [--production] [--redis <url>] [--format text|json] [paths...]
@@ -257,6 +259,21 @@ async function check(args: string[]): Promise<number> {
   return code
 }
 
+/** `echo -n 'secret' | portcullis hash-password`: stdin, so the password stays out of shell history and ps. */
+async function hashPasswordCommand(): Promise<number> {
+  const chunks: Buffer[] = []
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer)
+  const password = Buffer.concat(chunks)
+    .toString('utf8')
+    .replace(/\r?\n$/, '')
+  if (password.length < 8) {
+    console.error('The password must have at least 8 characters (one trailing newline is ignored).')
+    return 2
+  }
+  console.log(await hashPassword(password))
+  return 0
+}
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv
   switch (command) {
@@ -268,6 +285,8 @@ async function main(argv: string[]): Promise<number> {
       return explainCommand(rest)
     case 'verify':
       return verifyCommand(rest)
+    case 'hash-password':
+      return hashPasswordCommand()
     case undefined:
     case 'help':
     case '--help':

@@ -5,6 +5,7 @@
 export const errorCodes = {
   PCL_BAD_REQUEST: { status: 400, message: 'The request is malformed' },
   PCL_ACCESS_DENIED: { status: 403, message: 'Access to this path is restricted' },
+  PCL_AUTH_REQUIRED: { status: 401, message: 'Authentication is required' },
   PCL_NOT_FOUND: { status: 404, message: 'Not found' },
   PCL_CORS_ORIGIN_DENIED: { status: 403, message: 'This origin is not allowed' },
   PCL_CORS_METHOD_DENIED: { status: 403, message: 'This method is not allowed for cross-origin requests' },

@@ -16,7 +16,7 @@ import type { CertificateStore } from '../tls/certificates.js'
 import type { ConnectionTracker } from './connections.js'
 import { peerAddress } from './front-door.js'
 import type { ForwardedFacts } from './headers.js'
-import { answerHeaders, applyMode, runGuards, type Verdict, withRateLimits } from './pipeline.js'
+import { answerHeaders, applyMode, runGuards, type Verdict, withAsyncGuards } from './pipeline.js'
 import { forwardHttp } from './proxy.js'
 import { decideRoute, type HostRouter } from './routing.js'
 import { serveStatic, staticFor } from './static-files.js'
@@ -183,7 +183,7 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
       upgrade,
       liveWebSockets: (ip: string) => context.relay.live(app.id, ip),
     }
-    const verdict = await withRateLimits(app, runGuards(app, input), input, context.rateLimits)
+    const verdict = await withAsyncGuards(app, runGuards(app, input), input, context.rateLimits)
     request.verdict = verdict
     request.clientIp = verdict.identity.ip
     const { decision, wouldBlock } = applyMode(app, verdict.decision)

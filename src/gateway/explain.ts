@@ -4,7 +4,7 @@ import { canonicalIp } from '../net/ip.js'
 import type { App } from '../policy/compile.js'
 import { MemoryStore } from '../stores/rate-limit-store.js'
 import { upstreamRequestHeaders } from './headers.js'
-import { answerHeaders, applyMode, runGuards, type TraceStep, withRateLimits } from './pipeline.js'
+import { answerHeaders, applyMode, runGuards, type TraceStep, withAsyncGuards } from './pipeline.js'
 import { decideRoute, HostRouter } from './routing.js'
 
 export interface ExplainRequest {
@@ -32,7 +32,7 @@ export interface Explanation {
 
 /**
  * The decision trace of one request, computed by the server's own functions (decideRoute, runGuards,
- * withRateLimits, answerHeaders), not a copy of them. Rate limits are checked against a fresh
+ * withAsyncGuards, answerHeaders), not a copy of them. Rate limits are checked against a fresh
  * in-memory budget: explaining a request never spends anyone's.
  */
 export async function explain(apps: readonly App[], request: ExplainRequest): Promise<Explanation> {
@@ -82,7 +82,7 @@ export async function explain(apps: readonly App[], request: ExplainRequest): Pr
   }
   const steps: TraceStep[] = []
   const stores = { shared: undefined, local: new MemoryStore(), replicas: 1 }
-  const verdict = await withRateLimits(app, runGuards(app, input, steps), input, stores, steps)
+  const verdict = await withAsyncGuards(app, runGuards(app, input, steps), input, stores, steps)
   stores.local.close()
   const base = { route: `app ${app.id}`, app: { id: app.id, file: app.file, mode: app.mode }, steps }
   const { decision, wouldBlock } = applyMode(app, verdict.decision)

@@ -96,8 +96,33 @@ export function runGuards(app: App, input: GuardInput, trace?: TraceStep[]): Ver
   })
 }
 
+/**
+ * The guards that wait: rate limits, then Basic authentication. Authentication comes after the rate
+ * limits on purpose: every login attempt spends budget, so a limit on the path also bounds guessing.
+ */
+export async function withAsyncGuards(
+  app: App,
+  verdict: Verdict,
+  input: GuardInput,
+  stores: RateLimitStores,
+  trace?: TraceStep[],
+): Promise<Verdict> {
+  const limited = await withRateLimits(app, verdict, input, stores, trace)
+  const basicAuth = app.guards.basicAuth
+  if (limited.decision.kind !== 'allow' || !basicAuth) return limited
+  const canonical = limited.target?.split('?', 1)[0] ?? '/'
+  const matchPath = matchablePath(canonical)
+  if (!basicAuth.applies(matchPath)) return limited
+  const authorization = input.headers.authorization
+  const decision = await basicAuth.check({ matchPath, authorization })
+  trace?.push({ guard: 'basicAuth', decision })
+  return decision.kind === 'allow'
+    ? limited
+    : { ...limited, decision: withHeaders(decision, limited.decision.responseHeaders) }
+}
+
 /** Runs the app's rate limits on a request the other guards admitted. */
-export async function withRateLimits(
+async function withRateLimits(
   app: App,
   verdict: Verdict,
   input: GuardInput,

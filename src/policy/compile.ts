@@ -2,6 +2,7 @@ import { readFile } from 'node:fs/promises'
 import path from 'node:path'
 import { createSecureContext } from 'node:tls'
 import { AccessGuard } from '../guards/access.js'
+import { BasicAuthGuard } from '../guards/basic-auth.js'
 import { ClientIpResolver } from '../guards/client-ip.js'
 import { CookieHardener } from '../guards/cookies.js'
 import { CorsGuard } from '../guards/cors.js'
@@ -64,6 +65,7 @@ export interface Guards {
   readonly headers: SecurityHeaders
   readonly cookies: CookieHardener
   readonly rateLimits: RateLimitGuard
+  readonly basicAuth: BasicAuthGuard | undefined
 }
 
 function buildGuards(policy: Policy): Guards {
@@ -76,6 +78,7 @@ function buildGuards(policy: Policy): Guards {
     headers: new SecurityHeaders(policy.headers),
     cookies: new CookieHardener(policy.cookies),
     rateLimits: new RateLimitGuard(policy.app, policy.rateLimits),
+    basicAuth: policy.basicAuth ? new BasicAuthGuard(policy.basicAuth) : undefined,
   }
 }
 

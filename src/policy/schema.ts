@@ -1,4 +1,5 @@
 import { z } from 'zod'
+import { passwordHashPattern } from '../guards/basic-auth.js'
 import { parseCidr } from '../net/ip.js'
 import { isOriginSpec } from '../net/origin.js'
 import { isPathPattern } from '../net/path-pattern.js'
@@ -503,6 +504,36 @@ export const staticSchema = z
   })
   .describe('Files served by the gateway itself, with ETag/304 and ranges; paths never leave the directory.')
 
+export const basicAuthSchema = z
+  .strictObject({
+    realm: z.string().min(1).default('Restricted').describe('Shown by browsers in the login prompt.'),
+    users: z
+      .record(
+        z.string(),
+        z.string().regex(passwordHashPattern, {
+          error: 'must be a hash from `portcullis hash-password` (scrypt$...), never a plain password',
+        }),
+      )
+      .superRefine((users, context) => {
+        const names = Object.keys(users)
+        if (names.length === 0)
+          context.addIssue({ code: 'custom', path: [], message: 'needs at least one user' })
+        for (const name of names.filter((entry) => !/^[^:\s]+$/.test(entry)))
+          context.addIssue({
+            code: 'custom',
+            path: [name],
+            message: 'user names must not contain ":" or spaces',
+          })
+      })
+      .describe('User name → password hash from `portcullis hash-password`.'),
+    paths: z.array(pathPattern).default(['/**']).describe('Paths that need a login. Default all.'),
+    except: z
+      .array(pathPattern)
+      .default([])
+      .describe('Paths left open, such as the health check a load balancer calls.'),
+  })
+  .describe('HTTP Basic authentication in front of the app (for apps without their own login).')
+
 export const cookiesSchema = z
   .strictObject({
     secure: z.boolean().default(true).describe('Add Secure to cookies set over HTTPS.'),
@@ -602,6 +633,7 @@ export const policySchema = z
     limits: limitsSchema,
     headers: headersSchema,
     cookies: cookiesSchema,
+    basicAuth: basicAuthSchema.optional(),
     compression: compressionSchema,
     static: z
       .array(staticSchema)
