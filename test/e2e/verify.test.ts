@@ -78,7 +78,9 @@ describe('portcullis verify', () => {
     expect(code).toBe(0)
     expect(checks.get('tls-version')?.evidence).toMatch(/negotiated TLSv1\.3; TLS 1\.1 refused/)
     expect(checks.get('restricted-paths')?.evidence).toBe('GET /studio/verify → 403, GET /sql → 404')
-    expect(checks.get('forwarded-for-spoofing')?.evidence).toMatch(/: (\d+) then (\d+)/)
+    expect(checks.get('forwarded-for-spoofing')?.evidence).toMatch(
+      /sent at once: (\d+, ){7}\d+ \(one shared budget/,
+    )
   })
 
   it('fails where a deployment is misconfigured, and exits 1', async () => {
