@@ -8,6 +8,19 @@ const port = z.coerce.number().int().min(0).max(65_535)
  * Gateway settings (not per app): from `serve` flags, else `PORTCULLIS_<NAME>` environment variables,
  * else these defaults. Port 0 picks a free port (tests do this).
  */
+/** A comma-separated list of header names, lower-cased. */
+function headerList(fallback: string) {
+  return z
+    .string()
+    .default(fallback)
+    .transform((text) =>
+      text
+        .split(',')
+        .map((name) => name.trim().toLowerCase())
+        .filter(Boolean),
+    )
+}
+
 export const settingsSchema = z.strictObject({
   policies: z.string().default('./policies').describe('Directory of policy files (*.yaml, *.yml).'),
   listen: z.string().default('0.0.0.0').describe('Address the HTTP and HTTPS listeners bind to.'),
@@ -89,6 +102,12 @@ export const settingsSchema = z.strictObject({
     .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace'])
     .default('info')
     .describe('Log level.'),
+  logHeaders: headerList('').describe(
+    'Request headers to include in access log lines (comma-separated), e.g. user-agent,referer.',
+  ),
+  logRedact: headerList('authorization,proxy-authorization,cookie,x-api-key').describe(
+    'Headers whose values are logged as [redacted] even when --log-headers names them.',
+  ),
   watch: z
     .enum(['true', 'false'])
     .default('true')

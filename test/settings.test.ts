@@ -30,6 +30,8 @@ describe('gateway settings', () => {
         maxConnections: 0,
         proxyProtocolFrom: [],
         logLevel: 'info',
+        logHeaders: [],
+        logRedact: ['authorization', 'proxy-authorization', 'cookie', 'x-api-key'],
         watch: true,
       },
     })

@@ -9,6 +9,7 @@ import type { Logger } from 'pino'
 import { type ErrorCode, errorBody, errorStatus, rawHttpError } from '../errors.js'
 import type { RateLimitStores } from '../guards/rate-limit.js'
 import { canonicalIp } from '../net/ip.js'
+import type { RecentActivity } from '../observe/dashboard.js'
 import type { GatewayMetrics } from '../observe/metrics.js'
 import type { App, PemPair } from '../policy/compile.js'
 import type { Settings } from '../settings.js'
@@ -26,7 +27,7 @@ import type { Reservation, WebSocketRelay } from './websocket.js'
 export interface EdgeContext {
   readonly log: Logger
   /** Listener-wide limits: they act before any app is known. */
-  readonly listener: Pick<Settings, 'headersTimeout'>
+  readonly listener: Pick<Settings, 'headersTimeout' | 'logHeaders' | 'logRedact'>
   readonly rateLimits: RateLimitStores
   readonly metrics: GatewayMetrics
   router(): HostRouter
@@ -36,6 +37,8 @@ export interface EdgeContext {
   readonly connections: ConnectionTracker
   /** The HTTP-01 answer for a token, if an ACME order (on any replica) is waiting for it. */
   acmeHttpChallenge(token: string): Promise<string | undefined>
+  /** The last minutes of traffic, for the dashboard. */
+  readonly activity: RecentActivity
 }
 
 export interface TlsSettings {
@@ -174,6 +177,13 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
     }
     const app = route.app
     request.gatewayApp = app
+    if (app.healthPath !== undefined && request.url === app.healthPath) {
+      const healthy = context.pools.healthyCount(app.id)
+      return reply
+        .code(healthy > 0 ? 200 : 503)
+        .header('cache-control', 'no-store')
+        .send({ status: healthy > 0 ? 'healthy' : 'unhealthy', app: app.id, healthyTargets: healthy })
+    }
     const input = {
       method: request.method,
       url: request.url,
@@ -206,6 +216,8 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
   const finalHeaders = (request: FastifyRequest, fromApp: OutgoingHttpHeaders): OutgoingHttpHeaders => {
     const app = request.gatewayApp
     const headers = app ? answerHeaders(app, fromApp, request.addedHeaders, secure) : fromApp
+    // The id the upstream got and the log line carries, so a user's report can be matched to both.
+    headers['x-request-id'] = request.id
     if (context.connections.isDraining && request.raw.httpVersionMajor === 1) headers.connection = 'close'
     return headers
   }
@@ -215,7 +227,7 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
   })
 
   edge.addHook('onResponse', async (request, reply) => {
-    logAccess(request, reply.statusCode, reply.elapsedTime, context.metrics)
+    logAccess(request, reply, reply.statusCode, reply.elapsedTime, context)
   })
 
   edge.setErrorHandler((error: Error & { statusCode?: number }, request, reply) => {
@@ -291,7 +303,7 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
         facts,
       )
       if (outcome.code) request.rejection = { code: outcome.code, rule: 'upstream' }
-      logAccess(request, outcome.status, performance.now() - started, context.metrics)
+      logAccess(request, reply, outcome.status, performance.now() - started, context)
     },
   })
 
@@ -399,11 +411,28 @@ export function reject(
 /** One line per request; fields are documented in the README and stable. */
 function logAccess(
   request: FastifyRequest,
+  reply: FastifyReply,
   status: number,
   durationMs: number,
-  metrics: GatewayMetrics,
+  context: Pick<EdgeContext, 'metrics' | 'listener' | 'activity'>,
 ): void {
-  metrics.observeRequest(
+  const refusal = request.rejection ?? request.wouldBlock
+  const path = request.url.split('?', 1)[0] ?? '/'
+  context.activity.record(
+    request.gatewayApp?.id,
+    refusal
+      ? {
+          status,
+          code: refusal.code,
+          rule: refusal.rule,
+          enforced: request.rejection !== null,
+          method: request.method,
+          path: path.length > 200 ? `${path.slice(0, 200)}…` : path,
+          clientIp: request.clientIp,
+        }
+      : undefined,
+  )
+  context.metrics.observeRequest(
     request.gatewayApp?.id,
     status,
     durationMs / 1000,
@@ -411,6 +440,7 @@ function logAccess(
     request.wouldBlock ?? undefined,
   )
   const queryStart = request.url.indexOf('?')
+  const declaredLength = request.raw.method === 'HEAD' ? undefined : Number(reply.getHeader('content-length'))
   request.log.info(
     {
       app: request.gatewayApp?.id,
@@ -418,10 +448,15 @@ function logAccess(
       method: request.method,
       path: queryStart >= 0 ? request.url.slice(0, queryStart) : request.url,
       status,
+      bytes: request.responseBytes ?? (Number.isFinite(declaredLength) ? declaredLength : undefined),
       durationMs: Math.round(durationMs * 100) / 100,
       clientIp: request.clientIp,
+      clientIpVia: request.verdict?.identity.via,
       upstream: request.upstream,
+      upstreamMs: request.upstreamMs,
       httpVersion: request.raw.httpVersion,
+      tlsVersion: (request.raw.socket as TLSSocket).getProtocol?.() ?? undefined,
+      headers: loggedHeaders(request.headers, context.listener),
       websocket: pendingUpgrades.has(request.raw) || undefined,
       code: request.rejection?.code,
       rule: request.rejection?.rule,
@@ -429,4 +464,19 @@ function logAccess(
     },
     'request',
   )
+}
+
+/** The request headers `--log-headers` names, with the `--log-redact` ones masked; undefined when none. */
+function loggedHeaders(
+  headers: FastifyRequest['headers'],
+  settings: Pick<Settings, 'logHeaders' | 'logRedact'>,
+): Record<string, string> | undefined {
+  if (settings.logHeaders.length === 0) return undefined
+  const logged: Record<string, string> = {}
+  for (const name of settings.logHeaders) {
+    const value = headers[name]
+    if (value === undefined) continue
+    logged[name] = settings.logRedact.includes(name) ? '[redacted]' : String(value)
+  }
+  return logged
 }

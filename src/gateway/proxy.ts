@@ -111,6 +111,7 @@ export function forwardHttp(
   const attempt = (upstream: Upstream) => {
     request.upstream = upstream.origin
     const finish = plan.track(upstream)
+    const sentAt = performance.now()
     let serverError = false
     let encoder: Transform | undefined
     upstream.pool.dispatch(
@@ -128,6 +129,7 @@ export function forwardHttp(
         },
         onResponseStart(_controller, statusCode, headers) {
           serverError = statusCode >= 500
+          request.upstreamMs = Math.round((performance.now() - sentAt) * 100) / 100
           if (ended) return
           reply.hijack()
           const answer = plan.responseHeaders(downstreamResponseHeaders(headers))
@@ -135,11 +137,15 @@ export function forwardHttp(
           if (compression) {
             encoder = createEncoder(compression.encoding, app.compression)
             encoder.on('error', () => response.destroy())
+            encoder.on('data', (chunk: Buffer) => {
+              request.responseBytes = (request.responseBytes ?? 0) + chunk.length
+            })
             encoder.pipe(response as unknown as NodeJS.WritableStream)
           }
           response.writeHead(statusCode, compression?.headers ?? answer)
         },
         onResponseData(paused, chunk) {
+          if (!encoder) request.responseBytes = (request.responseBytes ?? 0) + chunk.length
           const sink = encoder ?? response
           if (!sink.write(chunk)) {
             paused.pause()
@@ -232,5 +238,9 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** The upstream origin the request went to, for the access log. */
     upstream?: string
+    /** Time from sending the request upstream to its response head, in ms. */
+    upstreamMs?: number
+    /** Body bytes sent to the client, when the gateway streamed them itself. */
+    responseBytes?: number
   }
 }

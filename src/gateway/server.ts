@@ -8,6 +8,7 @@ import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import type { RateLimitStores } from '../guards/rate-limit.js'
 import { CidrSet, parseCidr } from '../net/ip.js'
+import { RecentActivity } from '../observe/dashboard.js'
 import { createAdmin, type HealthCheck, type HealthReport, overallStatus } from '../observe/health.js'
 import { GatewayMetrics } from '../observe/metrics.js'
 import { type App, compilePolicies } from '../policy/compile.js'
@@ -99,6 +100,7 @@ export class Gateway {
   private readonly metrics: GatewayMetrics
   private readonly redis: RedisClient | undefined
   private readonly acme: AcmeManager
+  private readonly activity = new RecentActivity()
   private readonly acmeResponder: TlsServer
 
   private constructor(
@@ -160,6 +162,7 @@ export class Gateway {
       relay: this.relay,
       connections: this.connections,
       acmeHttpChallenge: (token) => this.acme.httpChallenge(token),
+      activity: this.activity,
     }
     this.http = createEdge(context)
     this.https = createEdge(context, { certificates, placeholder })
@@ -168,6 +171,13 @@ export class Gateway {
       () => this.health(),
       () => this.readiness(),
       this.metrics,
+      {
+        apps: () => this.generation.apps,
+        certificates: () => certificates.current(),
+        upstreams: () => this.pools.status(),
+        activity: this.activity,
+        metrics: this.metrics,
+      },
     )
   }
 

@@ -43,6 +43,9 @@ export async function serveStatic(
   }
   reply.hijack()
   reply.raw.writeHead(result.statusCode, headers({ ...result.headers, 'cache-control': match.cacheControl }))
+  result.stream.on('data', (chunk: Buffer) => {
+    request.responseBytes = (request.responseBytes ?? 0) + chunk.length
+  })
   result.stream.pipe(reply.raw as unknown as NodeJS.WritableStream)
   return reply
 }

@@ -83,10 +83,7 @@ export class UpstreamPools {
   pick(app: App, cookieHeader: string | undefined, avoid?: ReadonlySet<Upstream>): Picked | undefined {
     const entry = this.apps.get(app.id)
     if (!entry) return undefined
-    const now = Date.now()
-    const usable = entry.targets.filter(
-      (target) => target.healthy && target.downUntil <= now && !avoid?.has(target),
-    )
+    const usable = usableTargets(entry.targets, avoid)
     if (usable.length === 0) return undefined
     const balance = app.upstream.balance
     if (balance === 'sticky') {
@@ -128,6 +125,13 @@ export class UpstreamPools {
         'upstream target failing: out of rotation for the cool-down',
       )
     }
+  }
+
+  /** How many of the app's targets are in rotation now. */
+  healthyCount(appId: string): number {
+    const now = Date.now()
+    return (this.apps.get(appId)?.targets ?? []).filter((target) => target.healthy && target.downUntil <= now)
+      .length
   }
 
   /** Per app: each target's state, for readiness, metrics and the dashboard. */
@@ -203,6 +207,14 @@ export class UpstreamPools {
     timer.unref()
     return timer
   }
+}
+
+/** The targets in rotation; on the hot path where all are, the same array, without allocating. */
+function usableTargets(targets: Upstream[], avoid: ReadonlySet<Upstream> | undefined): Upstream[] {
+  const now = Date.now()
+  const usable = (target: Upstream) => target.healthy && target.downUntil <= now && !avoid?.has(target)
+  for (const target of targets) if (!usable(target)) return targets.filter(usable)
+  return targets
 }
 
 function poolKey(app: App, origin: string): string {

@@ -1,5 +1,7 @@
-import Fastify, { type FastifyInstance, LogController } from 'fastify'
+import Fastify, { type FastifyInstance, type FastifyReply, LogController } from 'fastify'
 import type { Logger } from 'pino'
+import { type DashboardSources, dashboardData } from './dashboard.js'
+import { dashboardCss, dashboardHtml, dashboardJs } from './dashboard-page.js'
 import type { GatewayMetrics } from './metrics.js'
 
 export type HealthStatus = 'healthy' | 'degraded' | 'unhealthy'
@@ -26,13 +28,14 @@ export function overallStatus(checks: Record<string, HealthCheck>): HealthStatus
 /**
  * The admin listener. `/health` (liveness) answers 200 while the gateway can serve (healthy or degraded),
  * else 503. `/ready` (readiness) adds what traffic needs: Redis when configured, a healthy target per
- * app. `/metrics` is the Prometheus text format.
+ * app. `/metrics` is the Prometheus text format; `/dashboard` a read-only page over the same numbers.
  */
 export function createAdmin(
   log: Logger,
   report: () => HealthReport,
   readiness: () => HealthReport,
   metrics: GatewayMetrics,
+  dashboard: DashboardSources,
 ): FastifyInstance {
   const admin = Fastify({
     loggerInstance: log,
@@ -46,6 +49,22 @@ export function createAdmin(
     const ready = readiness()
     return reply.code(ready.status === 'unhealthy' ? 503 : 200).send(ready)
   })
+  // The dashboard: read-only, same-origin only, nothing loaded from elsewhere.
+  const page = (type: string, body: string) => async (_request: unknown, reply: FastifyReply) =>
+    reply
+      .type(type)
+      .header('content-security-policy', "default-src 'self'; frame-ancestors 'none'; base-uri 'none'")
+      .header('x-content-type-options', 'nosniff')
+      .header('cache-control', 'no-store')
+      .send(body)
+  admin.get('/dashboard', page('text/html; charset=utf-8', dashboardHtml))
+  admin.get('/dashboard.js', page('text/javascript; charset=utf-8', dashboardJs))
+  admin.get('/dashboard.css', page('text/css; charset=utf-8', dashboardCss))
+  // Browsers ask for it on every page; an empty answer keeps a 404 out of their console.
+  admin.get('/favicon.ico', async (_request, reply) => reply.code(204).send())
+  admin.get('/dashboard/data', async (_request, reply) =>
+    reply.header('cache-control', 'no-store').send(await dashboardData(dashboard)),
+  )
   admin.get('/metrics', async (_request, reply) =>
     reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()),
   )

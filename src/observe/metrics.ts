@@ -131,6 +131,31 @@ export class GatewayMetrics {
     this.reloads.inc({ result: success ? 'success' : 'failure' })
   }
 
+  /** Requests per app and refusals per app and rule, read back from the counters /metrics serves. */
+  async totals(): Promise<{
+    requests: Map<string, number>
+    refusals: Map<string, { code: string; rule: string; enforced: boolean; count: number }[]>
+  }> {
+    const requests = new Map<string, number>()
+    for (const { labels, value } of (await this.requests.get()).values) {
+      const app = String(labels.app)
+      requests.set(app, (requests.get(app) ?? 0) + value)
+    }
+    const refusals = new Map<string, { code: string; rule: string; enforced: boolean; count: number }[]>()
+    for (const { labels, value } of (await this.refusals.get()).values) {
+      const app = String(labels.app)
+      const list = refusals.get(app) ?? []
+      list.push({
+        code: String(labels.code),
+        rule: String(labels.rule),
+        enforced: labels.enforced === 'true',
+        count: value,
+      })
+      refusals.set(app, list)
+    }
+    return { requests, refusals }
+  }
+
   acmeOrdered(app: string, success: boolean): void {
     this.acmeOrders.inc({ app, result: success ? 'success' : 'failure' })
   }

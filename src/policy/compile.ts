@@ -40,6 +40,7 @@ export interface App {
     readonly manual?: PemPair
     readonly acme?: AcmeSettings
   }
+  readonly healthPath: string | undefined
   readonly compression: Policy['compression']
   /** Static directories, resolved to absolute paths. */
   readonly static: readonly { readonly path: string; readonly root: string; readonly cacheControl: string }[]
@@ -120,6 +121,7 @@ async function compilePolicy(
       ...(manual ? { manual } : {}),
       ...(policy.tls.acme ? { acme: acmeSettings(policy.tls.acme) } : {}),
     }),
+    healthPath: policy.healthPath,
     compression: deepFreeze({ ...policy.compression }),
     static: deepFreeze(
       policy.static.map((entry) => ({

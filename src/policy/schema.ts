@@ -621,6 +621,13 @@ export const policySchema = z
         'enforce: guards refuse. report-only: what a guard would refuse is logged (wouldBlock) and passes, to roll a policy out safely.',
       ),
     upstream: upstreamSchema,
+    healthPath: z
+      .string()
+      .regex(/^\/[^\s?#*]*$/, { error: 'must be a path such as /.well-known/portcullis-health' })
+      .optional()
+      .describe(
+        "A path on the app's own hosts that the gateway answers itself, for the load balancer in front: 200 while a target is healthy, else 503. No guard or rate limit applies to it.",
+      ),
     tls: tlsSchema,
     hsts: hstsSchema,
     clientIp: clientIpSchema,

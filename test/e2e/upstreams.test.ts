@@ -20,12 +20,12 @@ async function namedTarget(
 }
 
 /** A plain-HTTP app over `targets`, with extra `upstream:` settings (one per line). */
-function pool(targets: string[], upstreamSettings: string): string {
+function pool(targets: string[], upstreamSettings: string, appSettings = ''): string {
   const settings = upstreamSettings
     .split('\n')
     .map((line) => `  ${line}`)
     .join('\n')
-  return `app: pool\nhosts: [pool.test]\ntls: { mode: off }\nupstream:\n  targets: [${targets.join(', ')}]\n${settings}\n`
+  return `app: pool\nhosts: [pool.test]\ntls: { mode: off }\n${appSettings}\nupstream:\n  targets: [${targets.join(', ')}]\n${settings}\n`
 }
 
 describe('upstream pools', () => {
@@ -34,13 +34,18 @@ describe('upstream pools', () => {
     for (const item of cleanup.splice(0).reverse()) await (item.stop?.() ?? item.close?.())
   })
 
-  async function gatewayFor(targets: Upstream[], upstreamExtra: string): Promise<RunningGateway> {
+  async function gatewayFor(
+    targets: Upstream[],
+    upstreamExtra: string,
+    appExtra = '',
+  ): Promise<RunningGateway> {
     cleanup.push(...targets)
     const gateway = await startGateway({
       policies: {
         'pool.yaml': pool(
           targets.map((t) => t.url),
           upstreamExtra,
+          appExtra,
         ),
       },
     })
@@ -155,7 +160,11 @@ describe('upstream pools', () => {
     const gateway = await gatewayFor(
       [flaky],
       'healthCheck: { path: /health, interval: 100ms, timeout: 1s, healthyThreshold: 2, unhealthyThreshold: 2 }',
+      'healthPath: /.well-known/portcullis-health',
     )
+    const forBalancer = () =>
+      fetchOnce('http://pool.test/.well-known/portcullis-health', { port: gateway.ports.http })
+    expect((await forBalancer()).json()).toEqual({ status: 'healthy', app: 'pool', healthyTargets: 1 })
     expect((await get(gateway)).status).toBe(200)
     healthy = false
     await gateway.waitForLog(
@@ -164,6 +173,7 @@ describe('upstream pools', () => {
     const refused = await get(gateway)
     expect(refused.status).toBe(503)
     expect(refused.json()).toMatchObject({ error: { code: 'PCL_NO_HEALTHY_UPSTREAM' } })
+    expect((await forBalancer()).status).toBe(503)
     const ready = await fetchOnce('http://127.0.0.1/ready', { port: gateway.ports.admin })
     expect(ready.status).toBe(503)
     expect(ready.json()).toMatchObject({
