@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto'
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
 import { request as httpsRequest } from 'node:https'
 import { type PeerCertificate, connect as tlsConnect } from 'node:tls'

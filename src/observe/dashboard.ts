@@ -40,8 +40,8 @@ export class RecentActivity {
   ): void {
     const id = app ?? '(none)'
     const at = now - (now % bucketMs)
-    let series = this.buckets.get(id)
-    if (!series) this.buckets.set(id, (series = []))
+    const series = this.buckets.get(id) ?? []
+    this.buckets.set(id, series)
     let last = series.at(-1)
     if (!last || last.at !== at) {
       last = { at, requests: 0, refusals: 0 }
