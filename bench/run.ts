@@ -60,7 +60,7 @@ const children: ChildProcess[] = []
 
 function start(command: string[], name: string, core = serverCore): ChildProcess {
   const [file, ...args] = hasTaskset ? [...core, ...command] : command
-  const child = spawn(file as string, args, { stdio: ['ignore', 'ignore', 'inherit'] })
+  const child = spawn(file as string, args, { stdio: ['ignore', process.env.BENCH_LOGS ? 'inherit' : 'ignore', 'inherit'] })
   child.once('exit', (code, signal) => {
     if (!stopping) console.error(`${name} exited early (${code ?? signal})`)
   })

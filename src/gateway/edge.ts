@@ -265,22 +265,13 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
       const facts = forwardedFacts(request, verdict, secure)
       const target = verdict.target ?? request.url
       if (!upgrade) {
-        const retries = app.upstream.retries
         return forwardHttp(request, reply, app, upstream, {
           target,
           facts,
           bodyLimit: verdict.bodyLimit,
           responseHeaders: (fromApp) => finalHeaders(request, fromApp),
           reject,
-          nextTarget: (failed) =>
-            failed.size <= retries ? context.pools.pick(app, undefined, failed)?.upstream : undefined,
-          track: (chosen) => {
-            const end = context.pools.begin(chosen)
-            return (failed) => {
-              end()
-              context.pools.record(app, chosen, failed)
-            }
-          },
+          pools: context.pools,
         })
       }
       if (request.method !== 'GET' || request.headers.upgrade?.toLowerCase() !== 'websocket') {

@@ -100,7 +100,20 @@ export function runGuards(app: App, input: GuardInput, trace?: TraceStep[]): Ver
  * The guards that wait: rate limits, then Basic authentication. Authentication comes after the rate
  * limits on purpose: every login attempt spends budget, so a limit on the path also bounds guessing.
  */
-export async function withAsyncGuards(
+export function withAsyncGuards(
+  app: App,
+  verdict: Verdict,
+  input: GuardInput,
+  stores: RateLimitStores,
+  trace?: TraceStep[],
+): Verdict | Promise<Verdict> {
+  // Most requests of most apps have nothing to wait for: no promise for them.
+  if (verdict.decision.kind !== 'allow' || (app.guards.rateLimits.isEmpty && !app.guards.basicAuth))
+    return verdict
+  return waitForGuards(app, verdict, input, stores, trace)
+}
+
+async function waitForGuards(
   app: App,
   verdict: Verdict,
   input: GuardInput,

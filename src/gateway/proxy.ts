@@ -7,7 +7,7 @@ import type { ErrorCode } from '../errors.js'
 import type { App } from '../policy/compile.js'
 import { createEncoder, decideCompression } from './compression.js'
 import { downstreamResponseHeaders, type ForwardedFacts, upstreamRequestHeaders } from './headers.js'
-import type { Upstream } from './upstreams.js'
+import type { Upstream, UpstreamPools } from './upstreams.js'
 
 /** What went wrong talking to the upstream, as the code the client sees. */
 export function upstreamErrorCode(error: unknown): ErrorCode {
@@ -53,10 +53,11 @@ export interface ForwardPlan {
   /** The headers sent to the client, from the app's (already stripped of hop-by-hop ones). */
   responseHeaders(fromApp: OutgoingHttpHeaders): OutgoingHttpHeaders
   reject: Reject
-  /** Another target after a connect failure, or undefined when there is none or retries are used up. */
-  nextTarget(failed: ReadonlySet<Upstream>): Upstream | undefined
-  /** Counts the request on its target while it runs (least-connections) and records the outcome (passive health). */
-  track(target: Upstream): (failed: boolean) => void
+  /**
+   * The app's targets: another one after a connect failure (retries), requests counted while they run
+   * (least-connections) and their outcome recorded (passive health: connect errors and 5xx).
+   */
+  pools: UpstreamPools
 }
 
 /** Methods whose repetition has no further effect (RFC 9110 §9.2.2), retried only when nothing was sent. */
@@ -106,11 +107,17 @@ export function forwardHttp(
   })
   const body = requestBody(request, plan.bodyLimit)
   const retriable = body === null && idempotent.has(request.method)
-  const failed = new Set<Upstream>()
+  let failed: Set<Upstream> | undefined
 
   const attempt = (upstream: Upstream) => {
     request.upstream = upstream.origin
-    const finish = plan.track(upstream)
+    plan.pools.begin(upstream)
+    let finished = false
+    const finish = (failure: boolean) => {
+      if (finished) return
+      finished = true
+      plan.pools.end(app, upstream, failure)
+    }
     const sentAt = performance.now()
     let serverError = false
     let encoder: Transform | undefined
@@ -159,7 +166,9 @@ export function forwardHttp(
           else response.end()
         },
         onResponseError(_controller, error) {
-          finish(!(error instanceof ClientGone) && !(error instanceof BodyTooLarge))
+          // Passive health counts what says the target is down (it could not be connected to), not a
+          // keep-alive connection it closed as a request went out, nor the client's doing.
+          finish(neverConnected(error))
           if (ended) return
           if (error instanceof ClientGone) {
             ended = true
@@ -182,8 +191,12 @@ export function forwardHttp(
             )
             return
           }
+          failed ??= new Set()
           failed.add(upstream)
-          const next = retriable && neverConnected(error) ? plan.nextTarget(failed) : undefined
+          const next =
+            retriable && neverConnected(error) && failed.size <= app.upstream.retries
+              ? plan.pools.pick(app, undefined, failed)?.upstream
+              : undefined
           request.log.warn(
             { err: error, upstream: upstream.origin, retryOn: next?.origin },
             next

@@ -98,19 +98,17 @@ export class UpstreamPools {
     return { upstream: chosen }
   }
 
-  /** Counts a request in progress on the target; call the returned function when it ends. */
-  begin(target: Upstream): () => void {
+  /** A request started on the target (least-connections counts them). */
+  begin(target: Upstream): void {
     target.active++
-    let done = false
-    return () => {
-      if (done) return
-      done = true
-      target.active--
-    }
   }
 
-  /** Passive health: consecutive connect errors or 5xx answers take a target out for the cool-down. */
-  record(app: App, target: Upstream, failed: boolean): void {
+  /**
+   * A request on the target ended. Passive health: consecutive failures (connect errors, 5xx) take the
+   * target out for the cool-down; a success resets the count.
+   */
+  end(app: App, target: Upstream, failed: boolean): void {
+    target.active--
     if (!failed) {
       target.consecutiveFailures = 0
       return
@@ -212,8 +210,10 @@ export class UpstreamPools {
 /** The targets in rotation; on the hot path where all are, the same array, without allocating. */
 function usableTargets(targets: Upstream[], avoid: ReadonlySet<Upstream> | undefined): Upstream[] {
   const now = Date.now()
-  const usable = (target: Upstream) => target.healthy && target.downUntil <= now && !avoid?.has(target)
-  for (const target of targets) if (!usable(target)) return targets.filter(usable)
+  for (const target of targets) {
+    if (!target.healthy || target.downUntil > now || avoid?.has(target))
+      return targets.filter((each) => each.healthy && each.downUntil <= now && !avoid?.has(each))
+  }
   return targets
 }
 
