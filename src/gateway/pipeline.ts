@@ -28,6 +28,8 @@ export interface Verdict {
   target?: string
   /** The body limit that applies, for bodies of undeclared length. */
   bodyLimit?: { max: number; rule: string }
+  /** The canonical path as rules match it; set with `target`. */
+  matchPath?: string
 }
 
 /**
@@ -92,6 +94,7 @@ export function runGuards(app: App, input: GuardInput, trace?: TraceStep[]): Ver
   if (body.kind !== 'allow') return verdict(withHeaders(body, added), { target })
   return verdict(added ? { kind: 'allow', responseHeaders: added } : allow, {
     target,
+    matchPath,
     bodyLimit: guards.limits.bodyLimit(matchPath),
   })
 }
@@ -123,8 +126,7 @@ async function waitForGuards(
   const limited = await withRateLimits(app, verdict, input, stores, trace)
   const basicAuth = app.guards.basicAuth
   if (limited.decision.kind !== 'allow' || !basicAuth) return limited
-  const canonical = limited.target?.split('?', 1)[0] ?? '/'
-  const matchPath = matchablePath(canonical)
+  const matchPath = limited.matchPath ?? '/'
   if (!basicAuth.applies(matchPath)) return limited
   const authorization = input.headers.authorization
   const decision = await basicAuth.check({ matchPath, authorization })
@@ -143,11 +145,10 @@ async function withRateLimits(
   trace?: TraceStep[],
 ): Promise<Verdict> {
   if (verdict.decision.kind !== 'allow' || app.guards.rateLimits.isEmpty) return verdict
-  const canonical = verdict.target?.split('?', 1)[0] ?? '/'
   const limited = await app.guards.rateLimits.check(
     {
       method: input.method,
-      matchPath: matchablePath(canonical),
+      matchPath: verdict.matchPath ?? '/',
       clientIp: verdict.identity.ip,
       headers: input.headers,
     },

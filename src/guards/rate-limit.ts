@@ -70,25 +70,27 @@ export class RateLimitGuard {
   }
 
   async check(request: RateLimitRequest, stores: RateLimitStores): Promise<Decision> {
-    const matched = this.rules.filter(
-      (rule) => (!rule.methods || rule.methods.has(request.method)) && rule.pattern.test(request.matchPath),
-    )
-    if (matched.length === 0) return allow
-    // One atomic store call for all of them; on Redis Cluster, one per hash slot (rules keyed on the
-    // same identity share a slot through the hash tag).
-    const bySlot = stores.shared?.store.sameSlotOnly ?? false
-    const groups = new Map<string, { rule: CompiledRule; key: string }[]>()
-    for (const rule of matched) {
-      const tag = `{${this.appId}:${this.identity(rule, request)}}`
-      const groupKey = bySlot ? tag : ''
-      const group = groups.get(groupKey) ?? []
-      group.push({ rule, key: `pcl:rl:${tag}:${rule.section.name}` })
-      groups.set(groupKey, group)
+    const matched: { rule: CompiledRule; key: string }[] = []
+    for (const rule of this.rules) {
+      if ((rule.methods && !rule.methods.has(request.method)) || !rule.pattern.test(request.matchPath))
+        continue
+      matched.push({
+        rule,
+        key: `pcl:rl:{${this.appId}:${this.identity(rule, request)}}:${rule.section.name}`,
+      })
     }
-    const results = (
-      await Promise.all([...groups.values()].map((group) => this.checkGroup(group, stores)))
-    ).flat()
-    return this.decide(results)
+    if (matched.length === 0) return allow
+    // One atomic store call for all of them. On Redis Cluster a call stays within one hash slot, so
+    // there it is one call per identity (rules keyed on the same identity share the hash tag).
+    if (!stores.shared?.store.sameSlotOnly || matched.length === 1)
+      return this.decide(await this.checkGroup(matched, stores))
+    const groups = new Map<string, { rule: CompiledRule; key: string }[]>()
+    for (const entry of matched) {
+      const tag = entry.key.slice(entry.key.indexOf('{'), entry.key.indexOf('}') + 1)
+      groups.set(tag, [...(groups.get(tag) ?? []), entry])
+    }
+    const results = await Promise.all([...groups.values()].map((group) => this.checkGroup(group, stores)))
+    return this.decide(results.flat())
   }
 
   private identity(rule: CompiledRule, request: RateLimitRequest): string {
