@@ -8,7 +8,7 @@
  * the server's core.
  *
  * Environment: BENCH_SECONDS (per measurement, default 5), BENCH_ROUNDS (default 3),
- * BENCH_CONNECTIONS (default 32).
+ * BENCH_CONNECTIONS (default 32), BENCH_LOGS=1 to see the processes' output (slows the gateway).
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
 import { mkdir, mkdtemp, writeFile } from 'node:fs/promises'
@@ -60,7 +60,9 @@ const children: ChildProcess[] = []
 
 function start(command: string[], name: string, core = serverCore): ChildProcess {
   const [file, ...args] = hasTaskset ? [...core, ...command] : command
-  const child = spawn(file as string, args, { stdio: ['ignore', process.env.BENCH_LOGS ? 'inherit' : 'ignore', 'inherit'] })
+  const child = spawn(file as string, args, {
+    stdio: ['ignore', process.env.BENCH_LOGS ? 'inherit' : 'ignore', 'inherit'],
+  })
   child.once('exit', (code, signal) => {
     if (!stopping) console.error(`${name} exited early (${code ?? signal})`)
   })
