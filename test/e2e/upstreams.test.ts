@@ -1,5 +1,6 @@
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http'
 import { afterEach, describe, expect, it } from 'vitest'
+import { listen } from '../../src/demo/echo-app.js'
 import { fetchOnce } from '../support/clients.js'
 import { type RunningGateway, startGateway } from '../support/gateway.js'
 import { closedPort, httpUpstream, type Upstream } from '../support/upstreams.js'
@@ -136,6 +137,51 @@ describe('upstream pools', () => {
     for (let index = 0; index < 4; index++) posts.push((await get(gateway, {}, 'POST')).status)
     expect(posts).toEqual([200, 200, 200, 200])
     expect(alive.seen.filter((entry) => entry.startsWith('POST')).length - before).toBe(4)
+  })
+
+  it('a target killed mid-load is taken out, its requests go elsewhere, and it is put back when it returns', async () => {
+    const steady = await namedTarget('steady')
+    const port = await closedPort()
+    const start = async () => {
+      const server = createServer((request, response) => {
+        request.resume()
+        request.on('end', () => response.end(request.url === '/health' ? 'ok' : 'flaky'))
+      })
+      await listen(server, port)
+      return server
+    }
+    let flaky = await start()
+    const gateway = await gatewayFor(
+      [steady, { url: `http://127.0.0.1:${port}`, port, close: async () => void flaky.close() }],
+      'healthCheck: { path: /health, interval: 100ms, timeout: 500ms, healthyThreshold: 2, unhealthyThreshold: 2 }\nretries: 1',
+    )
+    const served: string[] = []
+    const statuses: number[] = []
+    for (let index = 0; index < 40; index++) {
+      if (index === 10) {
+        flaky.closeAllConnections()
+        await new Promise((resolve) => flaky.close(resolve))
+        // Let the pool see its keep-alive connections close before the next request.
+        await new Promise((resolve) => setTimeout(resolve, 50))
+      }
+      const answer = await get(gateway)
+      statuses.push(answer.status)
+      served.push(answer.body)
+    }
+    // Not one request failed: refused connections were retried on the steady target.
+    expect(statuses).toEqual(Array(40).fill(200))
+    expect(served.slice(0, 10)).toContain('flaky')
+    expect(served.slice(10)).not.toContain('flaky')
+    await gateway.waitForLog(
+      (line) => line.msg === 'upstream target failed its health checks: out of rotation',
+    )
+
+    flaky = await start()
+    await gateway.waitForLog((line) => line.msg === 'upstream target healthy again')
+    const after: string[] = []
+    for (let index = 0; index < 6; index++) after.push((await get(gateway)).body)
+    expect(after).toContain('flaky')
+    expect(after).toContain('steady')
   })
 
   it('a POST to a target that drops it is not retried; a GET that reached the app is not either', async () => {
