@@ -46,15 +46,7 @@ export function frontDoor(edgeServer: EventEmitter, options: FrontDoorOptions): 
       handOver(socket)
       return
     }
-    let buffered: Buffer = Buffer.alloc(0)
-    const timer = setTimeout(() => socket.destroy(), options.headerTimeoutMs)
-    const onData = (chunk: Buffer) => {
-      buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk])
-      const header = parseProxyHeader(buffered)
-      if (header.kind === 'incomplete') return
-      socket.off('data', onData)
-      socket.pause()
-      clearTimeout(timer)
+    readFirstBytes(socket, options.headerTimeoutMs, parseProxyHeader, (header, buffered) => {
       if (header.kind === 'invalid') {
         options.log.warn({ peer, reason: header.reason }, 'PROXY protocol header refused; connection closed')
         socket.destroy()
@@ -65,9 +57,7 @@ export function frontDoor(edgeServer: EventEmitter, options: FrontDoorOptions): 
       if (rest.length > 0) socket.unshift(rest)
       handOver(socket)
       socket.resume()
-    }
-    socket.on('data', onData)
-    socket.once('error', () => clearTimeout(timer))
+    })
   })
   if (options.maxConnections > 0) front.maxConnections = options.maxConnections
   return front
@@ -80,19 +70,34 @@ function routeByAlpn(
   responder: EventEmitter,
   options: FrontDoorOptions,
 ): void {
-  let buffered: Buffer = Buffer.alloc(0)
-  const timer = setTimeout(() => socket.destroy(), options.headerTimeoutMs)
-  const onData = (chunk: Buffer) => {
-    buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk])
-    const hello = readClientHello(buffered)
-    if (hello.kind === 'incomplete') return
-    socket.off('data', onData)
-    socket.pause()
-    clearTimeout(timer)
+  readFirstBytes(socket, options.headerTimeoutMs, readClientHello, (hello, buffered) => {
     socket.unshift(buffered)
     const acme = hello.kind === 'hello' && hello.alpn.includes('acme-tls/1')
     // No resume: the TLS server reads the unshifted bytes itself; a flowing socket would drop them.
     ;(acme ? responder : edgeServer).emit('connection', socket)
+  })
+}
+
+/**
+ * Buffers a connection's first bytes until `read` can tell what they are, then stops reading (the
+ * socket is left paused) and hands over what was read. A peer that sends too little in time is cut.
+ */
+function readFirstBytes<T extends { kind: string }>(
+  socket: Socket,
+  timeoutMs: number,
+  read: (data: Buffer) => T,
+  done: (result: Exclude<T, { kind: 'incomplete' }>, buffered: Buffer) => void,
+): void {
+  let buffered: Buffer = Buffer.alloc(0)
+  const timer = setTimeout(() => socket.destroy(), timeoutMs)
+  const onData = (chunk: Buffer) => {
+    buffered = buffered.length === 0 ? chunk : Buffer.concat([buffered, chunk])
+    const result = read(buffered)
+    if (result.kind === 'incomplete') return
+    socket.off('data', onData)
+    socket.pause()
+    clearTimeout(timer)
+    done(result as Exclude<T, { kind: 'incomplete' }>, buffered)
   }
   socket.on('data', onData)
   socket.once('error', () => clearTimeout(timer))

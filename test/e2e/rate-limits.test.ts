@@ -189,7 +189,7 @@ describe('Redis outage', () => {
     return { status: answer.status, ms: Date.now() - started, body: answer.body }
   }
 
-  it('never waits longer than the timeout, honours onStoreError per rule, and recovers by itself', async () => {
+  it('never waits longer than the timeout, honours onStoreError per rule, fails readiness meanwhile, and recovers by itself', async () => {
     expect([
       (await get('/open/a')).status,
       (await get('/open/a')).status,
@@ -215,6 +215,12 @@ describe('Redis outage', () => {
       (line) => line.msg === 'rate limit store unreachable: rules fall back to their onStoreError',
     )
     expect(unreachable).toHaveLength(1) // once per state change, not per request
+    // Readiness fails while Redis is down, so a load balancer can drain this replica; liveness holds.
+    const admin = (path: string) => fetchOnce(`http://127.0.0.1${path}`, { port: gateway.ports.admin })
+    const notReady = await admin('/ready')
+    expect(notReady.status).toBe(503)
+    expect(notReady.json()).toMatchObject({ status: 'unhealthy', checks: { redis: { status: 'fail' } } })
+    expect((await admin('/health')).status).toBe(200)
 
     await redis.start()
     let recovered = false
@@ -227,6 +233,7 @@ describe('Redis outage', () => {
     expect(recovered).toBe(true)
     await gateway.waitForLog((line) => line.msg === 'rate limit store reachable again')
     expect((await get('/login')).status).toBe(200)
+    expect((await admin('/ready')).status).toBe(200)
     expect(await redis.cli('--scan', '--pattern', 'pcl:rl:*login*')).not.toBe('')
   })
 })

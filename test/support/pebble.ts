@@ -129,16 +129,19 @@ export async function preparePebbleApi(): Promise<PebbleApi> {
   const directory = await mkdtemp(path.join(tmpdir(), 'pcl-pebble-'))
   const file = (name: string) => path.join(directory, name)
   const openssl = (...args: string[]) => execFileAsync('openssl', args)
-  await openssl(
-    'req',
-    '-x509',
+  const newKey = (name: string) => [
     '-newkey',
     'ec',
     '-pkeyopt',
     'ec_paramgen_curve:P-256',
     '-nodes',
     '-keyout',
-    file('api-ca.key'),
+    file(name),
+  ]
+  await openssl(
+    'req',
+    '-x509',
+    ...newKey('api-ca.key'),
     '-out',
     file('api-ca.pem'),
     '-days',
@@ -146,20 +149,7 @@ export async function preparePebbleApi(): Promise<PebbleApi> {
     '-subj',
     '/CN=pebble API test CA',
   )
-  await openssl(
-    'req',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:P-256',
-    '-nodes',
-    '-keyout',
-    file('api.key'),
-    '-out',
-    file('api.csr'),
-    '-subj',
-    '/CN=127.0.0.1',
-  )
+  await openssl('req', ...newKey('api.key'), '-out', file('api.csr'), '-subj', '/CN=127.0.0.1')
   await writeFile(file('api.ext'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n')
   await openssl(
     'x509',
