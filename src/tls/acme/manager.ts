@@ -36,6 +36,8 @@ const orderLockMs = 5 * 60_000
 const challengeTtlMs = 10 * 60_000
 /** While another replica holds a name's lock, how often this one looks for its result. */
 const peerPollMs = 1000
+/** ACME tokens are base64url with at least 128 bits of entropy. */
+const challengeToken = /^[A-Za-z0-9_-]{22,128}$/
 /** setTimeout's limit; longer waits are taken in steps. */
 const longestTimerMs = 2 ** 31 - 1
 
@@ -95,9 +97,17 @@ export class AcmeManager {
     )
   }
 
-  /** The HTTP-01 answer for a token, from whichever replica started the challenge. */
+  /**
+   * The HTTP-01 answer for a token, from whichever replica started the challenge. Only asked when some
+   * app validates with HTTP-01 and the token looks like one (base64url, RFC 8555 §8.1), so clients
+   * cannot turn port 80 into a stream of storage lookups.
+   */
   async httpChallenge(token: string): Promise<string | undefined> {
-    return this.options.storage.getChallenge('http-01', token)
+    if (!challengeToken.test(token)) return undefined
+    for (const entry of this.managed.values()) {
+      if (entry.acme.challenge === 'http-01') return this.options.storage.getChallenge('http-01', token)
+    }
+    return undefined
   }
 
   /** The TLS-ALPN-01 certificate for a name, from whichever replica started the challenge. */
