@@ -429,6 +429,7 @@ function logAccess(
     durationMs / 1000,
     request.rejection ?? undefined,
     request.wouldBlock ?? undefined,
+    request.upstreamMs === undefined ? undefined : request.upstreamMs / 1000,
   )
   const queryStart = request.url.indexOf('?')
   const declaredLength = request.raw.method === 'HEAD' ? undefined : Number(reply.getHeader('content-length'))

@@ -119,6 +119,7 @@ export class Gateway {
       shared: this.redis
         ? {
             store: new RedisRateLimitStore(this.redis),
+            onError: () => this.metrics.storeFailed(),
             breaker: new CircuitBreaker(3, 2000, (state, error) => {
               if (state === 'open') {
                 log.error(

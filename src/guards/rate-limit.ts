@@ -22,7 +22,7 @@ interface CompiledRule {
 
 /** Where limits are counted. Without `shared` (no Redis), every replica counts on its own. */
 export interface RateLimitStores {
-  shared: { store: RateLimitStore; breaker: CircuitBreaker } | undefined
+  shared: { store: RateLimitStore; breaker: CircuitBreaker; onError?(): void } | undefined
   local: MemoryStore
   /** The `local` fallback divides each limit by this, so the replicas together stay near it. */
   replicas: number
@@ -126,6 +126,7 @@ export class RateLimitGuard {
         return group.map(({ rule }, index) => ({ rule, outcome: outcomes[index] as LimitOutcome }))
       } catch (error) {
         shared.breaker.failed(error)
+        shared.onError?.()
       }
     }
     // Redis could not answer: each rule falls back as its onStoreError says.

@@ -26,6 +26,8 @@ export class GatewayMetrics {
   private readonly refusals: Counter<'app' | 'code' | 'rule' | 'enforced'>
   private readonly reloads: Counter<'result'>
   private readonly acmeOrders: Counter<'app' | 'result'>
+  private readonly upstreamDuration: Histogram<'app'>
+  private readonly storeErrors: Counter
 
   constructor(sources: MetricSources) {
     const registers = [this.registry]
@@ -41,6 +43,18 @@ export class GatewayMetrics {
       help: 'Time to the end of the answer (to the upgrade for WebSockets).',
       labelNames: ['app', 'status_class'],
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    })
+    this.upstreamDuration = new Histogram({
+      name: 'portcullis_upstream_duration_seconds',
+      help: 'Time from sending a request to its upstream until the response head arrived.',
+      labelNames: ['app'],
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    })
+    this.storeErrors = new Counter({
+      name: 'portcullis_rate_limit_store_errors_total',
+      help: 'Rate-limit checks Redis could not answer (each fell back as its rule onStoreError says).',
       registers,
     })
     this.refusals = new Counter({
@@ -117,14 +131,20 @@ export class GatewayMetrics {
     seconds: number,
     refusal: { code: string; rule: string } | undefined,
     wouldBlock: { code: string; rule: string } | undefined,
+    upstreamSeconds?: number,
   ): void {
     const labels = { app: app ?? '(none)', status_class: `${Math.floor(status / 100)}xx` }
     this.requests.inc(labels)
     this.duration.observe(labels, seconds)
+    if (upstreamSeconds !== undefined) this.upstreamDuration.observe({ app: labels.app }, upstreamSeconds)
     if (refusal)
       this.refusals.inc({ app: labels.app, code: refusal.code, rule: refusal.rule, enforced: 'true' })
     if (wouldBlock)
       this.refusals.inc({ app: labels.app, code: wouldBlock.code, rule: wouldBlock.rule, enforced: 'false' })
+  }
+
+  storeFailed(): void {
+    this.storeErrors.inc()
   }
 
   reloaded(success: boolean): void {

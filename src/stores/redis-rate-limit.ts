@@ -40,7 +40,9 @@ for r = 1, requests do
   for i = 1, count do
     local step = steps[i]
     if allowed then
-      redis.call('SET', KEYS[first + i - 1], tostring(step[5]), 'PX', math.max(1, math.ceil(step[5] - now)))
+      -- %.17g keeps the double exact; tostring's %.14g would round a millisecond timestamp to 0.1 ms
+      -- and could refuse the last request of a burst that arrived within that tenth.
+      redis.call('SET', KEYS[first + i - 1], string.format('%.17g', step[5]), 'PX', math.max(1, math.ceil(step[5] - now)))
     end
     table.insert(out, allowed and '1' or '0')
     table.insert(out, tostring(step[2]))

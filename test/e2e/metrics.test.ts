@@ -79,6 +79,12 @@ describe('/metrics', () => {
     expect(expiry * 1000).toBeGreaterThan(Date.now() + 20 * 86_400_000)
     const histogram = families.find((family) => family.name === 'portcullis_request_duration_seconds')
     expect(histogram?.type).toBe('HISTOGRAM')
+    // Proxied requests only: the 3 to /items and the report-only one that passed; not the refused ones.
+    // (The parser drops histogram labels, so the _count lines are read from the text.)
+    const text = (await fetchOnce('http://127.0.0.1/metrics', { port: gateway.ports.admin })).body
+    expect(text).toMatch(/^portcullis_upstream_duration_seconds_count\{app="api"\} 3$/m)
+    expect(text).toMatch(/^portcullis_upstream_duration_seconds_count\{app="trial"\} 1$/m)
+    expect(text).not.toMatch(/^portcullis_upstream_duration_seconds_count\{app="\(none\)"\}/m)
     expect(families.some((family) => family.name === 'portcullis_process_cpu_seconds_total')).toBe(true)
     // No raw paths in any label.
     expect(JSON.stringify(families)).not.toContain('/items')

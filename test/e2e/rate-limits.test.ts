@@ -221,6 +221,11 @@ describe('Redis outage', () => {
     expect(notReady.status).toBe(503)
     expect(notReady.json()).toMatchObject({ status: 'unhealthy', checks: { redis: { status: 'fail' } } })
     expect((await admin('/health')).status).toBe(200)
+    // Three failed calls opened the breaker; the others did not ask Redis at all.
+    const metrics = (await admin('/metrics')).body
+    expect(
+      Number(/^portcullis_rate_limit_store_errors_total (\d+)$/m.exec(metrics)?.[1]),
+    ).toBeGreaterThanOrEqual(3)
 
     await redis.start()
     let recovered = false

@@ -150,6 +150,20 @@ describe('Redis store (real redis-server)', () => {
     expect(outcomes.map(([outcome]) => outcome?.allowed)).toEqual([true, false, true])
   })
 
+  it('admits a whole burst that arrives in one batch (one Redis clock reading), batch after batch', async () => {
+    // A batch's checks all see the same TIME, so a stored timestamp rounded up by even 0.05 ms would
+    // refuse a burst's last request. Whether it rounds up depends on the clock's microseconds: 40
+    // batches, each at its own time, catch it unless the value is stored exactly.
+    for (let batch = 0; batch < 40; batch++) {
+      const check = perHour(`pcl:test:{d${batch}}:burst`, 3, 3)
+      const outcomes = await Promise.all([1, 2, 3, 4].map(() => store.check([check])))
+      expect(
+        outcomes.map(([outcome]) => outcome?.allowed),
+        `batch ${batch}`,
+      ).toEqual([true, true, true, false])
+    }
+  })
+
   it('is all-or-nothing across the keys of one call, and every key expires', async () => {
     const loose = perHour('pcl:test:{b}:loose', 100)
     const tight = perHour('pcl:test:{b}:tight', 1)
