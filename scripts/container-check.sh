@@ -15,6 +15,9 @@ cp -r policies "$app/policies"
 
 cd "$app"
 node dist/cli.js check policies
+# The policy packs shipped in the image (examples/policies/packs) pass the production rules.
+node dist/cli.js check --production --redis redis://redis:6379 policies/packs
+echo -n 'a long enough password' | node dist/cli.js hash-password | grep -q '^scrypt\$'
 # The bundled example uses internal TLS, which the production rules refuse: serve it as development.
 node dist/cli.js serve --policies policies --state-dir state --listen 127.0.0.1 --env development \
   --http-port 0 --https-port 0 --admin-port 0 --watch false > serve.log 2>&1 &
