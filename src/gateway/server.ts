@@ -134,6 +134,7 @@ export class Gateway {
         : undefined,
       local: new MemoryStore(),
       replicas: settings.replicas,
+      onDecision: (appId, allowed) => this.metrics.rateLimited(appId, allowed),
     }
     const files = new FileAcmeStorage(settings.stateDir)
     this.acme = new AcmeManager({

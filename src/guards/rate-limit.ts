@@ -26,6 +26,8 @@ export interface RateLimitStores {
   local: MemoryStore
   /** The `local` fallback divides each limit by this, so the replicas together stay near it. */
   replicas: number
+  /** Told of every rate-limited request's outcome (metrics). */
+  onDecision?(appId: string, allowed: boolean): void
 }
 
 export interface RateLimitRequest {
@@ -82,15 +84,22 @@ export class RateLimitGuard {
     if (matched.length === 0) return allow
     // One atomic store call for all of them. On Redis Cluster a call stays within one hash slot, so
     // there it is one call per identity (rules keyed on the same identity share the hash tag).
-    if (!stores.shared?.store.sameSlotOnly || matched.length === 1)
-      return this.decide(await this.checkGroup(matched, stores))
-    const groups = new Map<string, { rule: CompiledRule; key: string }[]>()
-    for (const entry of matched) {
-      const tag = entry.key.slice(entry.key.indexOf('{'), entry.key.indexOf('}') + 1)
-      groups.set(tag, [...(groups.get(tag) ?? []), entry])
+    let results: RuleResult[]
+    if (!stores.shared?.store.sameSlotOnly || matched.length === 1) {
+      results = await this.checkGroup(matched, stores)
+    } else {
+      const groups = new Map<string, { rule: CompiledRule; key: string }[]>()
+      for (const entry of matched) {
+        const tag = entry.key.slice(entry.key.indexOf('{'), entry.key.indexOf('}') + 1)
+        groups.set(tag, [...(groups.get(tag) ?? []), entry])
+      }
+      results = (
+        await Promise.all([...groups.values()].map((group) => this.checkGroup(group, stores)))
+      ).flat()
     }
-    const results = await Promise.all([...groups.values()].map((group) => this.checkGroup(group, stores)))
-    return this.decide(results.flat())
+    const decision = this.decide(results)
+    stores.onDecision?.(this.appId, decision.kind === 'allow')
+    return decision
   }
 
   private identity(rule: CompiledRule, request: RateLimitRequest): string {

@@ -10,7 +10,7 @@ export interface MetricSources {
   /** Certificate expiry per app, in epoch seconds. */
   certificateExpiry(): ReadonlyMap<string, number>
   /** Per app, each target and whether it is in rotation. */
-  upstreams(): ReadonlyMap<string, readonly { origin: string; healthy: boolean }[]>
+  upstreams(): ReadonlyMap<string, readonly { origin: string; healthy: boolean; active: number }[]>
 }
 
 const breakerValue = { closed: 0, 'half-open': 1, open: 2 } as const
@@ -28,6 +28,7 @@ export class GatewayMetrics {
   private readonly acmeOrders: Counter<'app' | 'result'>
   private readonly upstreamDuration: Histogram<'app'>
   private readonly storeErrors: Counter
+  private readonly rateLimitDecisions: Counter<'app' | 'result'>
 
   constructor(sources: MetricSources) {
     const registers = [this.registry]
@@ -57,6 +58,12 @@ export class GatewayMetrics {
       help: 'Rate-limit checks Redis could not answer (each fell back as its rule onStoreError says).',
       registers,
     })
+    this.rateLimitDecisions = new Counter({
+      name: 'portcullis_rate_limit_decisions_total',
+      help: 'Requests a rate limit applied to, by app and result (allowed or limited).',
+      labelNames: ['app', 'result'],
+      registers,
+    })
     this.refusals = new Counter({
       name: 'portcullis_refusals_total',
       help: 'Requests a guard refused, by code and policy rule; enforced="false" for report-only (would block).',
@@ -84,6 +91,17 @@ export class GatewayMetrics {
         this.reset()
         for (const [app, targets] of sources.upstreams())
           for (const target of targets) this.set({ app, target: target.origin }, target.healthy ? 1 : 0)
+      },
+    })
+    new Gauge({
+      name: 'portcullis_upstream_active_requests',
+      help: 'Requests in progress on each upstream target (what least-connections balances on).',
+      labelNames: ['app', 'target'],
+      registers,
+      collect() {
+        this.reset()
+        for (const [app, targets] of sources.upstreams())
+          for (const target of targets) this.set({ app, target: target.origin }, target.active)
       },
     })
     new Gauge({
@@ -141,6 +159,10 @@ export class GatewayMetrics {
       this.refusals.inc({ app: labels.app, code: refusal.code, rule: refusal.rule, enforced: 'true' })
     if (wouldBlock)
       this.refusals.inc({ app: labels.app, code: wouldBlock.code, rule: wouldBlock.rule, enforced: 'false' })
+  }
+
+  rateLimited(app: string, allowed: boolean): void {
+    this.rateLimitDecisions.inc({ app, result: allowed ? 'allowed' : 'limited' })
   }
 
   storeFailed(): void {

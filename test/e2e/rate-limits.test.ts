@@ -226,6 +226,15 @@ describe('Redis outage', () => {
     expect(
       Number(/^portcullis_rate_limit_store_errors_total (\d+)$/m.exec(metrics)?.[1]),
     ).toBeGreaterThanOrEqual(3)
+    const decisions = (result: string) =>
+      Number(
+        new RegExp(
+          `^portcullis_rate_limit_decisions_total\\{app="api",result="${result}"\\} (\\d+)$`,
+          'm',
+        ).exec(metrics)?.[1],
+      )
+    expect(decisions('allowed')).toBeGreaterThanOrEqual(2)
+    expect(decisions('limited')).toBeGreaterThanOrEqual(1)
 
     await redis.start()
     let recovered = false
