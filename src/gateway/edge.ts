@@ -287,12 +287,18 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
       request.upstream = upstream.origin
       const started = performance.now()
       const reservation = upgrade.reservation ?? context.relay.reserve(app.id, verdict.identity.ip)
+      // An open WebSocket counts on its target for least-connections until the client side closes.
+      let unreachable = false
+      context.pools.begin(upstream)
+      upgrade.socket.once('close', () => context.pools.end(app, upstream, unreachable))
       const outcome = await context.relay.relay(
         { request: request.raw, socket: upgrade.socket, head: upgrade.head, target, reservation },
         app,
         upstream,
         facts,
       )
+      unreachable =
+        outcome.code === 'PCL_UPSTREAM_UNREACHABLE' || outcome.code === 'PCL_UPSTREAM_CONNECT_TIMEOUT'
       if (outcome.code) request.rejection = { code: outcome.code, rule: 'upstream' }
       logAccess(request, reply, outcome.status, performance.now() - started, context)
     },

@@ -74,6 +74,8 @@ describe('/metrics', () => {
     ).toBe(1)
     expect(value(families, 'portcullis_refusals_total', { app: 'trial', enforced: 'false' })).toBe(1)
     expect(value(families, 'portcullis_websockets_open', { app: 'api' })).toBe(1)
+    // The open WebSocket is in progress on its target, for least-connections.
+    expect(value(families, 'portcullis_upstream_active_requests', { app: 'api' })).toBe(1)
     expect(value(families, 'portcullis_policy_reloads_total', { result: 'success' })).toBe(1)
     const expiry = value(families, 'portcullis_certificate_expiry_timestamp_seconds', { app: 'secure' }) ?? 0
     expect(expiry * 1000).toBeGreaterThan(Date.now() + 20 * 86_400_000)
