@@ -200,13 +200,14 @@ export class Gateway {
     if (!loaded.ok) throw new PolicyError(loaded.problems)
     const refusal = gateway.productionProblems(loaded)
     if (refusal.length > 0) throw new PolicyError(refusal)
-    await gateway.apply(loaded.apps)
+    // Redis first: ACME certificates another replica stored there are served from the start.
     if (gateway.redis && !(await whenReady(gateway.redis, 5000))) {
       log.error(
         { redis: gateway.redis.status },
         'Redis not reachable at start: rate limits use their onStoreError until it is',
       )
     }
+    await gateway.apply(loaded.apps)
     await gateway.open()
     await gateway.admin.listen({ port: settings.adminPort, host: settings.adminListen })
     if (settings.watch) gateway.watchPolicies()

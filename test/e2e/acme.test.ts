@@ -248,6 +248,16 @@ describe('ACME against pebble', () => {
       await certificateFingerprint(a.ports.https, 'team.test'),
     )
 
+    // A replica added later, with an empty state dir, serves the shared certificate from its start.
+    const added = await launch({ policies, env, args: acmeArgs(await gatewayPorts(), shared) })
+    expect(
+      added.logs.some((line) => String(line.msg).startsWith('serving the stored ACME certificate')),
+    ).toBe(true)
+    expect(added.logs.some((line) => String(line.msg).includes('placeholder'))).toBe(false)
+    expect(await certificateFingerprint(added.ports.https, 'team.test')).toBe(
+      await certificateFingerprint(a.ports.https, 'team.test'),
+    )
+
     // A replica the CA cannot reach orders; the one it can reach answers from the shared store.
     const lateHosts = { 'late.yaml': acmePolicy('late', ['late.test'], upstream.url, pebble.directory) }
     const hidden = await launch({ policies: lateHosts, env, args: acmeArgs(await gatewayPorts(), shared) })
