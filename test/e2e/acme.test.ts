@@ -136,6 +136,16 @@ describe('ACME against pebble', () => {
     expect(await certificateFingerprint(ports.https, 'shop.test')).toBe(before)
     expect(second.logs.filter(ordering)).toEqual([])
     expect(second.logs.filter((line) => line.msg === 'ACME account created')).toEqual([])
+
+    // With the CA gone, a reload that adds a host cannot get it a certificate: the names that had one
+    // keep it (no placeholder) while the order is retried.
+    await pebble.stop()
+    await second.writePolicy(
+      'shop.yaml',
+      acmePolicy('shop', ['shop.test', 'www.shop.test', 'new.shop.test'], upstream.url, pebble.directory),
+    )
+    await second.waitForLog((line) => String(line.msg).startsWith('ACME certificate order failed'))
+    expect(await certificateFingerprint(ports.https, 'shop.test')).toBe(before)
   })
 
   it('issues over TLS-ALPN-01 with port 80 closed to the CA', async () => {

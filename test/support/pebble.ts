@@ -92,7 +92,7 @@ export async function startPebble(options: {
   const management = `https://127.0.0.1:${managementPort}`
   const stop = async () => {
     for (const child of [pebble, dns]) {
-      if (child.exitCode !== null) continue
+      if (child.exitCode !== null || child.signalCode !== null) continue
       const exited = new Promise((resolve) => child.once('exit', resolve))
       child.kill('SIGKILL')
       await exited

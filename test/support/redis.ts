@@ -48,7 +48,9 @@ export async function startRedis(extraArgs: string[] = [], port?: number): Promi
     start: launch,
     stop: async () => {
       const exiting =
-        child && child.exitCode === null ? new Promise((resolve) => child?.once('exit', resolve)) : undefined
+        child && child.exitCode === null && child.signalCode === null
+          ? new Promise((resolve) => child?.once('exit', resolve))
+          : undefined
       child?.kill('SIGKILL')
       await exiting
     },
@@ -120,7 +122,9 @@ export async function startSentinel(master: RedisServer): Promise<{ url: string;
     url: `redis-sentinel://127.0.0.1:${port}/mymaster`,
     stop: async () => {
       const exiting =
-        child.exitCode === null ? new Promise((resolve) => child.once('exit', resolve)) : undefined
+        child.exitCode === null && child.signalCode === null
+          ? new Promise((resolve) => child.once('exit', resolve))
+          : undefined
       child.kill('SIGKILL')
       await exiting
     },

@@ -91,7 +91,10 @@ export class AcmeManager {
           served: undefined,
         }
         this.managed.set(app.id, entry)
-        if (!(await this.installStored(entry))) await this.installPlaceholder(entry)
+        // A reload that adds a host keeps the current certificate for the others until the new one comes.
+        const serving = this.options.certificates.current().get(app.id)
+        if (!(await this.installStored(entry)) && (!serving || serving.placeholder))
+          await this.installPlaceholder(entry)
         this.schedule(entry, 0)
       }),
     )
@@ -110,15 +113,23 @@ export class AcmeManager {
     return undefined
   }
 
-  /** The TLS-ALPN-01 certificate for a name, from whichever replica started the challenge. */
+  /**
+   * The TLS-ALPN-01 certificate for a name, from whichever replica started the challenge; only looked up
+   * for hosts of apps that validate this way.
+   */
   async alpnChallenge(servername: string): Promise<SecureContext | undefined> {
-    const answer = await this.options.storage.getChallenge('tls-alpn-01', servername)
+    const name = servername.toLowerCase()
+    const ours = [...this.managed.values()].some(
+      (entry) => entry.acme.challenge === 'tls-alpn-01' && entry.app.hosts.includes(name),
+    )
+    if (!ours) return undefined
+    const answer = await this.options.storage.getChallenge('tls-alpn-01', name)
     if (answer === undefined) return undefined
-    const cached = this.alpnContexts.get(servername)
+    const cached = this.alpnContexts.get(name)
     if (cached?.answer === answer) return cached.context
     const pair = JSON.parse(answer) as PemPair
     const context = createSecureContext({ cert: pair.cert, key: pair.key })
-    this.alpnContexts.set(servername, { answer, context })
+    this.alpnContexts.set(name, { answer, context })
     return context
   }
 
