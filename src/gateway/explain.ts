@@ -6,6 +6,7 @@ import { MemoryStore } from '../stores/rate-limit-store.js'
 import { upstreamRequestHeaders } from './headers.js'
 import { answerHeaders, applyMode, runGuards, type TraceStep, withAsyncGuards } from './pipeline.js'
 import { decideRoute, HostRouter } from './routing.js'
+import { staticFor } from './static-files.js'
 
 export interface ExplainRequest {
   method: string
@@ -69,6 +70,18 @@ export async function explain(apps: readonly App[], request: ExplainRequest): Pr
     }
   }
   const app = route.app
+  if (app.healthPath !== undefined && `${url.pathname}${url.search}` === app.healthPath) {
+    return {
+      route: `app ${app.id}`,
+      app: { id: app.id, file: app.file, mode: app.mode },
+      steps: [],
+      status: 200,
+      outcome:
+        'answered by the gateway before any guard (healthPath): 200 while a target is healthy, else 503',
+      rule: 'healthPath',
+      responseHeaders: {},
+    }
+  }
   const headers: IncomingHttpHeaders = { host }
   for (const [name, value] of Object.entries(request.headers)) headers[name.toLowerCase()] = value
   const input = {
@@ -107,6 +120,21 @@ export async function explain(apps: readonly App[], request: ExplainRequest): Pr
   }
   const target = app.upstream.targets[0] ?? ''
   const requestTarget = verdict.target ?? input.url
+  const files = input.upgrade ? undefined : staticFor(app, requestTarget)
+  if (files && !wouldBlock) {
+    return {
+      ...base,
+      status: 200,
+      outcome: `served by the gateway from ${files.root}${files.file} (404 if there is no such file)`,
+      rule: 'static',
+      responseHeaders: answerHeaders(
+        app,
+        { 'cache-control': files.cacheControl },
+        decision.responseHeaders,
+        secure,
+      ),
+    }
+  }
   return {
     ...base,
     status: 0,

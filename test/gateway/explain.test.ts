@@ -1,0 +1,46 @@
+import { describe, expect, it } from 'vitest'
+import { explain } from '../../src/gateway/explain.js'
+import { hashPassword } from '../../src/guards/basic-auth.js'
+import { compileApp } from '../support/apps.js'
+
+describe('explain: what the gateway answers itself', async () => {
+  const app = await compileApp({
+    app: 'sm',
+    hosts: ['sm.test'],
+    tls: { mode: 'off' },
+    healthPath: '/.well-known/portcullis-health',
+    static: [{ path: '/build/', dir: '/srv/dist', cacheControl: 'public, max-age=31536000, immutable' }],
+    basicAuth: { users: { admin: await hashPassword('correct horse') }, except: ['/build/**'] },
+  })
+  const run = (path: string, headers: Record<string, string> = {}) =>
+    explain([app], {
+      method: 'GET',
+      url: `http://sm.test${path}`,
+      ip: '203.0.113.7',
+      headers,
+      tlsVersion: 'TLSv1.3',
+    })
+
+  it('the health path, before any guard', async () => {
+    const explanation = await run('/.well-known/portcullis-health')
+    expect(explanation).toMatchObject({ status: 200, rule: 'healthPath', steps: [] })
+  })
+
+  it('static files, with their Cache-Control, and nothing for the upstream', async () => {
+    const explanation = await run('/build/app.5d41.js')
+    expect(explanation.outcome).toBe(
+      'served by the gateway from /srv/dist/app.5d41.js (404 if there is no such file)',
+    )
+    expect(explanation.responseHeaders['cache-control']).toBe('public, max-age=31536000, immutable')
+    expect(explanation.upstream).toBeUndefined()
+  })
+
+  it('basic authentication as the last step, with the challenge header', async () => {
+    const refused = await run('/admin')
+    expect(refused).toMatchObject({ status: 401, code: 'PCL_AUTH_REQUIRED', rule: 'basicAuth' })
+    expect(refused.steps.at(-1)?.guard).toBe('basicAuth')
+    expect(refused.responseHeaders['www-authenticate']).toMatch(/^Basic realm=/)
+    const basic = `Basic ${Buffer.from('admin:correct horse').toString('base64')}`
+    expect((await run('/admin', { authorization: basic })).outcome).toMatch(/^proxied to /)
+  })
+})
