@@ -110,57 +110,41 @@ export function withAsyncGuards(
   stores: RateLimitStores,
   trace?: TraceStep[],
 ): Verdict | Promise<Verdict> {
+  const { decision } = verdict
   // Most requests of most apps have nothing to wait for: no promise for them.
-  if (verdict.decision.kind !== 'allow' || (app.guards.rateLimits.isEmpty && !app.guards.basicAuth))
-    return verdict
-  return waitForGuards(app, verdict, input, stores, trace)
+  if (decision.kind !== 'allow' || (app.guards.rateLimits.isEmpty && !app.guards.basicAuth)) return verdict
+  return waitForGuards(app, verdict, decision.responseHeaders, input, stores, trace)
 }
 
+/** `admittedHeaders`: what the guards that allowed the request add to its answer (CORS, Vary). */
 async function waitForGuards(
   app: App,
   verdict: Verdict,
+  admittedHeaders: OutgoingHttpHeaders | undefined,
   input: GuardInput,
   stores: RateLimitStores,
   trace?: TraceStep[],
 ): Promise<Verdict> {
-  const limited = await withRateLimits(app, verdict, input, stores, trace)
-  const basicAuth = app.guards.basicAuth
-  if (limited.decision.kind !== 'allow' || !basicAuth) return limited
-  const matchPath = limited.matchPath ?? '/'
-  if (!basicAuth.applies(matchPath)) return limited
-  const authorization = input.headers.authorization
-  const decision = await basicAuth.check({ matchPath, authorization })
-  trace?.push({ guard: 'basicAuth', decision })
-  return decision.kind === 'allow'
-    ? limited
-    : { ...limited, decision: withHeaders(decision, limited.decision.responseHeaders) }
-}
-
-/** Runs the app's rate limits on a request the other guards admitted. */
-async function withRateLimits(
-  app: App,
-  verdict: Verdict,
-  input: GuardInput,
-  stores: RateLimitStores,
-  trace?: TraceStep[],
-): Promise<Verdict> {
-  if (verdict.decision.kind !== 'allow' || app.guards.rateLimits.isEmpty) return verdict
-  const limited = await app.guards.rateLimits.check(
-    {
-      method: input.method,
-      matchPath: verdict.matchPath ?? '/',
-      clientIp: verdict.identity.ip,
-      headers: input.headers,
-    },
-    stores,
-  )
-  trace?.push({ guard: 'rateLimits', decision: limited })
-  const added = verdict.decision.responseHeaders
-  if (limited.kind === 'allow') {
-    const headers = { ...added, ...limited.responseHeaders }
-    return { ...verdict, decision: { kind: 'allow', responseHeaders: headers } }
+  const { rateLimits, basicAuth } = app.guards
+  const matchPath = verdict.matchPath ?? '/'
+  let added = admittedHeaders
+  if (!rateLimits.isEmpty) {
+    const limited = await rateLimits.check(
+      { method: input.method, matchPath, clientIp: verdict.identity.ip, headers: input.headers },
+      stores,
+    )
+    trace?.push({ guard: 'rateLimits', decision: limited })
+    if (limited.kind !== 'allow') return { ...verdict, decision: withHeaders(limited, added) }
+    added = { ...added, ...limited.responseHeaders }
   }
-  return { ...verdict, decision: withHeaders(limited, added) }
+  if (basicAuth?.applies(matchPath)) {
+    const decision = await basicAuth.check({ matchPath, authorization: input.headers.authorization })
+    trace?.push({ guard: 'basicAuth', decision })
+    if (decision.kind !== 'allow') return { ...verdict, decision: withHeaders(decision, added) }
+  }
+  return added === admittedHeaders
+    ? verdict
+    : { ...verdict, decision: { kind: 'allow', responseHeaders: added } }
 }
 
 /**

@@ -128,8 +128,7 @@ export class UpstreamPools {
   /** How many of the app's targets are in rotation now. */
   healthyCount(appId: string): number {
     const now = Date.now()
-    return (this.apps.get(appId)?.targets ?? []).filter((target) => target.healthy && target.downUntil <= now)
-      .length
+    return (this.apps.get(appId)?.targets ?? []).filter((target) => inRotation(target, now)).length
   }
 
   /** Per app: each target's state, for readiness, metrics and the dashboard. */
@@ -140,7 +139,7 @@ export class UpstreamPools {
         appId,
         entry.targets.map((target) => ({
           origin: target.origin,
-          healthy: target.healthy && target.downUntil <= now,
+          healthy: inRotation(target, now),
           active: target.active,
         })),
       ]),
@@ -207,12 +206,17 @@ export class UpstreamPools {
   }
 }
 
+/** Healthy by the active checks and not in a passive cool-down. */
+function inRotation(target: Upstream, now: number): boolean {
+  return target.healthy && target.downUntil <= now
+}
+
 /** The targets in rotation; on the hot path where all are, the same array, without allocating. */
 function usableTargets(targets: Upstream[], avoid: ReadonlySet<Upstream> | undefined): Upstream[] {
   const now = Date.now()
   for (const target of targets) {
-    if (!target.healthy || target.downUntil > now || avoid?.has(target))
-      return targets.filter((each) => each.healthy && each.downUntil <= now && !avoid?.has(each))
+    if (!inRotation(target, now) || avoid?.has(target))
+      return targets.filter((each) => inRotation(each, now) && !avoid?.has(each))
   }
   return targets
 }

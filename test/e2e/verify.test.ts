@@ -51,16 +51,21 @@ describe('portcullis verify', () => {
     await echo?.close()
   })
 
+  /** `verify` of a host on the test gateway, trusting its internal CA. */
+  const verifyArgs = (host: string) => [
+    'verify',
+    `https://${host}:${gateway.ports.https}`,
+    '--connect',
+    '127.0.0.1',
+    '--http-port',
+    String(gateway.ports.http),
+    '--ca',
+    path.join(gateway.stateDir, 'internal/ca.crt'),
+  ]
+
   async function run(host: string): Promise<{ code: number | null; checks: Map<string, Check> }> {
     const result = await runCli([
-      'verify',
-      `https://${host}:${gateway.ports.https}`,
-      '--connect',
-      '127.0.0.1',
-      '--http-port',
-      String(gateway.ports.http),
-      '--ca',
-      path.join(gateway.stateDir, 'internal/ca.crt'),
+      ...verifyArgs(host),
       '--policy',
       path.join(gateway.policiesDir, 'good.yaml'),
       '--health',
@@ -99,16 +104,7 @@ describe('portcullis verify', () => {
   })
 
   it('prints one line per check', async () => {
-    const result = await runCli([
-      'verify',
-      `https://good.test:${gateway.ports.https}`,
-      '--connect',
-      '127.0.0.1',
-      '--http-port',
-      String(gateway.ports.http),
-      '--ca',
-      path.join(gateway.stateDir, 'internal/ca.crt'),
-    ])
+    const result = await runCli(verifyArgs('good.test'))
     expect(result.stdout).toMatch(
       /^PASS https-redirect +Plain HTTP redirects to HTTPS: http:\/\/good\.test:\d+\/verify → 308 https:\/\/good\.test:\d+\/verify\?probe=1$/m,
     )
