@@ -135,7 +135,7 @@ async function waitForGuards(
     )
     trace?.push({ guard: 'rateLimits', decision: limited })
     if (limited.kind !== 'allow') return { ...verdict, decision: withHeaders(limited, added) }
-    added = { ...added, ...limited.responseHeaders }
+    added = added ? { ...added, ...limited.responseHeaders } : limited.responseHeaders
   }
   if (basicAuth?.applies(matchPath)) {
     const decision = await basicAuth.check({ matchPath, authorization: input.headers.authorization })

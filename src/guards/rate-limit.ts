@@ -15,9 +15,17 @@ interface CompiledRule {
   pattern: RegExp
   methods: ReadonlySet<string> | undefined
   headerName: string | undefined
+  /** The Redis key is `keyPrefix + identity + keySuffix`; the hash tag holds the app and identity. */
+  keyPrefix: string
+  keySuffix: string
   intervalMs: number
   burst: number
   policyItem: string
+}
+
+interface Matched {
+  rule: CompiledRule
+  key: string
 }
 
 /** Where limits are counted. Without `shared` (no Redis), every replica counts on its own. */
@@ -60,6 +68,8 @@ export class RateLimitGuard {
         pattern: compilePathPattern(section.match.path, true),
         methods: section.match.methods ? new Set(section.match.methods) : undefined,
         headerName: section.key.startsWith('header:') ? section.key.slice(7) : undefined,
+        keyPrefix: `pcl:rl:{${appId}:`,
+        keySuffix: `}:${section.name}`,
         intervalMs,
         burst: section.burst ?? section.limit,
         policyItem: `"${section.name}";q=${section.limit};w=${Math.ceil(section.window / 1000)}`,
@@ -71,35 +81,30 @@ export class RateLimitGuard {
     return this.rules.length === 0
   }
 
-  async check(request: RateLimitRequest, stores: RateLimitStores): Promise<Decision> {
-    const matched: { rule: CompiledRule; key: string }[] = []
+  /** A promise only when a rule matches: most paths of most apps have nothing to wait for. */
+  check(request: RateLimitRequest, stores: RateLimitStores): Decision | Promise<Decision> {
+    let matched: Matched[] | undefined
     for (const rule of this.rules) {
       if ((rule.methods && !rule.methods.has(request.method)) || !rule.pattern.test(request.matchPath))
         continue
-      matched.push({
-        rule,
-        key: `pcl:rl:{${this.appId}:${this.identity(rule, request)}}:${rule.section.name}`,
-      })
+      const key = rule.keyPrefix + this.identity(rule, request) + rule.keySuffix
+      if (matched) matched.push({ rule, key })
+      else matched = [{ rule, key }]
     }
-    if (matched.length === 0) return allow
+    if (!matched) return allow
     // One atomic store call for all of them. On Redis Cluster a call stays within one hash slot, so
     // there it is one call per identity (rules keyed on the same identity share the hash tag).
-    let results: RuleResult[]
-    if (!stores.shared?.store.sameSlotOnly || matched.length === 1) {
-      results = await this.checkGroup(matched, stores)
-    } else {
-      const groups = new Map<string, { rule: CompiledRule; key: string }[]>()
-      for (const entry of matched) {
-        const tag = entry.key.slice(entry.key.indexOf('{'), entry.key.indexOf('}') + 1)
-        groups.set(tag, [...(groups.get(tag) ?? []), entry])
-      }
-      results = (
-        await Promise.all([...groups.values()].map((group) => this.checkGroup(group, stores)))
-      ).flat()
-    }
-    const decision = this.decide(results)
-    stores.onDecision?.(this.appId, decision.kind === 'allow')
-    return decision
+    const results =
+      matched.length === 1 || !stores.shared?.store.sameSlotOnly
+        ? this.checkGroup(matched, stores)
+        : Promise.all(bySlot(matched).map((group) => this.checkGroup(group, stores))).then((each) =>
+            each.flat(),
+          )
+    return results.then((counted) => {
+      const decision = this.decide(counted)
+      stores.onDecision?.(this.appId, decision.kind === 'allow')
+      return decision
+    })
   }
 
   private identity(rule: CompiledRule, request: RateLimitRequest): string {
@@ -114,36 +119,28 @@ export class RateLimitGuard {
     return `ip:${ip}`
   }
 
-  private async checkGroup(
-    group: { rule: CompiledRule; key: string }[],
-    stores: RateLimitStores,
-  ): Promise<RuleResult[]> {
-    const checks = (divisor: number) =>
-      group.map(({ rule, key }): LimitCheck => {
-        const burst = Math.max(1, Math.floor(rule.burst / divisor))
-        return { key, intervalMs: rule.intervalMs * divisor, toleranceMs: burst * rule.intervalMs * divisor }
-      })
+  private checkGroup(group: Matched[], stores: RateLimitStores): Promise<RuleResult[]> {
     const { shared } = stores
-    if (!shared) {
-      const outcomes = await stores.local.check(checks(1))
-      return group.map(({ rule }, index) => ({ rule, outcome: outcomes[index] as LimitOutcome }))
-    }
-    if (shared.breaker.allows()) {
-      try {
-        const outcomes = await shared.store.check(checks(1))
+    if (!shared) return stores.local.check(limitChecks(group, 1)).then((outcomes) => counted(group, outcomes))
+    if (!shared.breaker.allows()) return this.fallBack(group, stores)
+    return shared.store.check(limitChecks(group, 1)).then(
+      (outcomes) => {
         shared.breaker.succeeded()
-        return group.map(({ rule }, index) => ({ rule, outcome: outcomes[index] as LimitOutcome }))
-      } catch (error) {
+        return counted(group, outcomes)
+      },
+      (error: unknown) => {
         shared.breaker.failed(error)
         shared.onError?.()
-      }
-    }
-    // Redis could not answer: each rule falls back as its onStoreError says.
-    const local = group.filter(({ rule }) => rule.section.onStoreError === 'local')
-    const localChecks = checks(stores.replicas).filter(
-      (_, index) => group[index]?.rule.section.onStoreError === 'local',
+        return this.fallBack(group, stores)
+      },
     )
-    const localOutcomes = local.length > 0 ? await stores.local.check(localChecks) : []
+  }
+
+  /** Redis could not answer: each rule does what its onStoreError says. */
+  private async fallBack(group: Matched[], stores: RateLimitStores): Promise<RuleResult[]> {
+    const local = group.filter(({ rule }) => rule.section.onStoreError === 'local')
+    const localOutcomes =
+      local.length > 0 ? await stores.local.check(limitChecks(local, stores.replicas)) : []
     return group.map(({ rule }) => {
       if (rule.section.onStoreError === 'local') {
         return {
@@ -157,6 +154,8 @@ export class RateLimitGuard {
 
   private decide(results: RuleResult[]): Decision {
     const headers = rateLimitHeaders(results)
+    if (results.length === 1 && results[0]?.outcome?.allowed)
+      return { kind: 'allow', responseHeaders: headers }
     const failClosed = results.find((result) => result.storeError === 'deny')
     if (failClosed) {
       return deny(
@@ -197,7 +196,10 @@ function rateLimitHeaders(results: RuleResult[]): OutgoingHttpHeaders {
     (result): result is RuleResult & { outcome: LimitOutcome } => result.outcome !== undefined,
   )
   const headers: OutgoingHttpHeaders = {
-    'ratelimit-policy': results.map((result) => result.rule.policyItem).join(', '),
+    'ratelimit-policy':
+      results.length === 1
+        ? results[0]?.rule.policyItem
+        : results.map((result) => result.rule.policyItem).join(', '),
   }
   if (counted.length === 0) return headers
   headers.ratelimit = counted
@@ -215,6 +217,33 @@ function rateLimitHeaders(results: RuleResult[]): OutgoingHttpHeaders {
     headers['x-ratelimit-reset'] = String(Math.ceil(strictest.outcome.resetMs / 1000))
   }
   return headers
+}
+
+/**
+ * The store's checks for a group. `divisor` spreads a limit over the replicas for the `local`
+ * fallback: each gets 1/divisor of the rate and of the burst (at least one request).
+ */
+function limitChecks(group: Matched[], divisor: number): LimitCheck[] {
+  return group.map(({ rule, key }) => {
+    const burst = Math.max(1, Math.floor(rule.burst / divisor))
+    return { key, intervalMs: rule.intervalMs * divisor, toleranceMs: burst * rule.intervalMs * divisor }
+  })
+}
+
+function counted(group: Matched[], outcomes: LimitOutcome[]): RuleResult[] {
+  return group.map(({ rule }, index) => ({ rule, outcome: outcomes[index] as LimitOutcome }))
+}
+
+/** Matched rules grouped by hash tag, for Redis Cluster where one call stays within one slot. */
+function bySlot(matched: Matched[]): Matched[][] {
+  const groups = new Map<string, Matched[]>()
+  for (const entry of matched) {
+    const tag = entry.key.slice(entry.key.indexOf('{'), entry.key.indexOf('}') + 1)
+    const group = groups.get(tag)
+    if (group) group.push(entry)
+    else groups.set(tag, [entry])
+  }
+  return [...groups.values()]
 }
 
 function digest(text: string): string {

@@ -9,7 +9,8 @@ import type { RedisClient } from './redis.js'
  *
  * One call carries the requests of a whole batch, checked one after the other (a key two requests
  * share sees the first one's spending). ARGV: the number of requests, then each one's number of keys,
- * then interval and tolerance (ms) per key. Returns, per key: allowed, remaining, retry, reset.
+ * then interval and tolerance (ms) per key. Returns, per key, four integers: allowed (1 or 0),
+ * remaining, retry and reset (ms, rounded up). Integers, not strings: the reply is parsed per request.
  */
 const script = `
 local time = redis.call('TIME')
@@ -44,18 +45,24 @@ for r = 1, requests do
       -- and could refuse the last request of a burst that arrived within that tenth.
       redis.call('SET', KEYS[first + i - 1], string.format('%.17g', step[5]), 'PX', math.max(1, math.ceil(step[5] - now)))
     end
-    table.insert(out, allowed and '1' or '0')
-    table.insert(out, tostring(step[2]))
-    table.insert(out, tostring(step[3]))
-    table.insert(out, tostring(step[4]))
+    out[#out + 1] = allowed and 1 or 0
+    out[#out + 1] = step[2]
+    out[#out + 1] = math.ceil(step[3])
+    out[#out + 1] = math.ceil(step[4])
   end
   first = first + count
 end
 return out
 `
 
+/**
+ * The script's command name. Clients leave it out of ioredis's auto-pipelining (see `connectRedis`):
+ * the store batches its calls itself, and auto-pipelining would wrap each batch in a pipeline of one.
+ */
+export const rateLimitCommand = 'portcullisRateLimit'
+
 type ScriptedClient = RedisClient & {
-  portcullisRateLimit(numberOfKeys: number, ...keysAndArgs: (string | number)[]): Promise<string[]>
+  [rateLimitCommand](numberOfKeys: number, ...keysAndArgs: (string | number)[]): Promise<number[]>
 }
 
 interface Pending {
@@ -72,7 +79,7 @@ export class RedisRateLimitStore implements RateLimitStore {
   constructor(client: RedisClient) {
     this.sameSlotOnly = client instanceof Cluster
     // defineCommand loads the script once (EVALSHA), falling back to EVAL when a node lost it.
-    client.defineCommand('portcullisRateLimit', { lua: script })
+    client.defineCommand(rateLimitCommand, { lua: script })
     this.client = client as ScriptedClient
   }
 
@@ -103,20 +110,28 @@ export class RedisRateLimitStore implements RateLimitStore {
   }
 
   private async run(requests: readonly (readonly LimitCheck[])[]): Promise<LimitOutcome[][]> {
-    const all = requests.flat()
-    const reply = await this.client.portcullisRateLimit(
-      all.length,
-      ...all.map((check) => check.key),
-      requests.length,
-      ...requests.map((checks) => checks.length),
-      ...all.flatMap((check) => [check.intervalMs, check.toleranceMs]),
-    )
-    let offset = 0
+    // KEYS, then ARGV: the number of requests, each one's number of keys, interval and tolerance per key.
+    const keys: string[] = []
+    const counts: number[] = [requests.length]
+    const limits: number[] = []
+    for (const checks of requests) {
+      counts.push(checks.length)
+      for (const check of checks) {
+        keys.push(check.key)
+        limits.push(check.intervalMs, check.toleranceMs)
+      }
+    }
+    const reply = await this.client[rateLimitCommand](keys.length, ...keys, ...counts, ...limits)
+    let at = 0
     return requests.map((checks) =>
       checks.map(() => {
-        const at = (field: number) => Number(reply[offset * 4 + field])
-        const outcome = { allowed: at(0) === 1, remaining: at(1), retryAfterMs: at(2), resetMs: at(3) }
-        offset += 1
+        const outcome = {
+          allowed: reply[at] === 1,
+          remaining: reply[at + 1] as number,
+          retryAfterMs: reply[at + 2] as number,
+          resetMs: reply[at + 3] as number,
+        }
+        at += 4
         return outcome
       }),
     )

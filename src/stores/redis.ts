@@ -1,4 +1,5 @@
 import { Cluster, Redis } from 'ioredis'
+import { rateLimitCommand } from './redis-rate-limit.js'
 
 export type RedisClient = Redis | Cluster
 
@@ -18,6 +19,7 @@ export function connectRedis(url: string, commandTimeoutMs: number): RedisClient
   const [, scheme, username, password, hostList = '', path = ''] = parts
   const common = {
     enableAutoPipelining: true,
+    autoPipeliningIgnoredCommands: [rateLimitCommand],
     enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
     commandTimeout: commandTimeoutMs,
