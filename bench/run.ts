@@ -3,7 +3,9 @@
  * `proxy_pass`, and through Portcullis, over HTTP and HTTPS keep-alive, measured with wrk in one run.
  *
  * Two shared cores are noisy, so every figure is a median over interleaved rounds and is reported as a
- * ratio to references measured in the same run. wrk (and Redis, standing for another machine) run on
+ * ratio to references measured in the same run. Ratios are paired: each round's ratio compares runs made
+ * minutes apart at most, and the median is taken over rounds, so a slow spell of the machine cancels out.
+ * For the gateway's cases it also reports the CPU time the gateway process spent per request. wrk (and Redis, standing for another machine) run on
  * core 0; the upstream and the proxy under test share core 1, so a ratio says what the proxy costs on
  * the server's core.
  *
@@ -11,6 +13,7 @@
  * BENCH_CONNECTIONS (default 32), BENCH_LOGS=1 to see the processes' output (slows the gateway).
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { mkdir, mkdtemp, writeFile } from 'node:fs/promises'
 import { connect, createServer } from 'node:net'
 import { cpus, tmpdir } from 'node:os'
@@ -37,6 +40,8 @@ interface Measurement {
   p50Ms: number
   p99Ms: number
   requests: number
+  /** CPU time of the gateway process per request, for the gateway's cases (Linux /proc). */
+  gatewayCpuUs?: number
 }
 
 function commandExists(command: string): boolean {
@@ -100,7 +105,18 @@ function parseLatencyMs(text: string): number {
   return match[2] === 'us' ? value / 1000 : match[2] === 's' ? value * 1000 : value
 }
 
-function wrk(target: Case, durationSeconds: number): Measurement {
+/** User + system CPU time of a process, in microseconds, from /proc (clock ticks of 10 ms). */
+function cpuTimeUs(pid: number | undefined): number | undefined {
+  if (pid === undefined) return undefined
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? []
+    return (Number(fields[11]) + Number(fields[12])) * 10_000
+  } catch {
+    return undefined
+  }
+}
+
+function wrk(target: Case, durationSeconds: number, gatewayPid?: number): Measurement {
   const command = [
     'wrk',
     '-t1',
@@ -113,14 +129,19 @@ function wrk(target: Case, durationSeconds: number): Measurement {
     target.url,
   ]
   const [file, ...args] = hasTaskset ? [...loadCore, ...command] : command
+  const cpuBefore = cpuTimeUs(gatewayPid)
   const output = execFileSync(file as string, args, { encoding: 'utf8' })
+  const cpuAfter = cpuTimeUs(gatewayPid)
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(output)?.[1])
   const p50 = /^\s+50%\s+(\S+)/m.exec(output)?.[1] ?? ''
   const p99 = /^\s+99%\s+(\S+)/m.exec(output)?.[1] ?? ''
   const errors = /Non-2xx or 3xx responses: (\d+)/.exec(output)?.[1]
   if (errors) throw new Error(`${target.name}: ${errors} non-2xx responses\n${output}`)
   const requests = Number(/(\d+) requests in/.exec(output)?.[1])
-  return { rps, p50Ms: parseLatencyMs(p50), p99Ms: parseLatencyMs(p99), requests }
+  const measurement = { rps, p50Ms: parseLatencyMs(p50), p99Ms: parseLatencyMs(p99), requests }
+  return cpuBefore !== undefined && cpuAfter !== undefined
+    ? { ...measurement, gatewayCpuUs: (cpuAfter - cpuBefore) / requests }
+    : measurement
 }
 
 function median(values: number[]): number {
@@ -211,7 +232,7 @@ headers: { contentSecurityPolicy: "default-src 'self'" }
 cookies: { exclude: [csrf] }
 `,
   )
-  start(
+  const gateway = start(
     [
       process.execPath,
       path.join(root, 'dist/cli.js'),
@@ -300,6 +321,7 @@ http {
   )
   // Warm-up: JIT, keep-alive pools, TLS session setup.
   let warmupRequests = 0
+  const pidFor = (each: Case) => (each.name.startsWith('portcullis') ? gateway.pid : undefined)
   for (const each of cases) {
     const run = wrk(each, 1)
     if (each.host === 'limited.bench') warmupRequests += run.requests
@@ -308,41 +330,37 @@ http {
   for (let round = 0; round < rounds; round++) {
     // Rotate the order each round so no case always runs first or last.
     const order = cases.map((_, index) => cases[(index + round) % cases.length] as Case)
-    for (const each of order) results.get(each.name)?.push(wrk(each, seconds))
-    process.stdout.write(`round ${round + 1}/${rounds} done\n`)
+    const measured = order.map((each) => {
+      const run = wrk(each, seconds, pidFor(each))
+      results.get(each.name)?.push(run)
+      return `${each.name} ${Math.round(run.rps)}`
+    })
+    process.stdout.write(`round ${round + 1}/${rounds} (req/s): ${measured.join(', ')}\n`)
   }
 
-  const summary = new Map(
-    cases.map((each) => {
-      const runs = results.get(each.name) ?? []
-      return [
-        each.name,
-        {
-          rps: median(runs.map((run) => run.rps)),
-          p50Ms: median(runs.map((run) => run.p50Ms)),
-          p99Ms: median(runs.map((run) => run.p99Ms)),
-        },
-      ]
-    }),
-  )
-  const direct = summary.get('direct http')?.rps ?? Number.NaN
-  const nginxFor = (name: string) =>
-    summary.get(name.includes('https') ? 'nginx https' : 'nginx http')?.rps ?? Number.NaN
-  const plainProxy = summary.get('portcullis http')?.rps ?? Number.NaN
+  const runsOf = (name: string) => results.get(name) ?? []
+  /** The median over rounds of this case's req/s divided by the reference's in the same round. */
+  const pairedRatio = (name: string, reference: string) => {
+    const references = runsOf(reference)
+    return median(runsOf(name).map((run, round) => run.rps / (references[round]?.rps ?? Number.NaN)))
+  }
+  const nginxFor = (name: string) => (name.includes('https') ? 'nginx https' : 'nginx http')
   const rows = cases.map((each) => {
-    const result = summary.get(each.name) as Measurement
+    const runs = runsOf(each.name)
+    const cpu = runs.flatMap((run) => (run.gatewayCpuUs === undefined ? [] : [run.gatewayCpuUs]))
     return {
       case: each.name,
-      'req/s': Math.round(result.rps),
-      'p50 ms': result.p50Ms.toFixed(2),
-      'p99 ms': result.p99Ms.toFixed(2),
-      'x direct http': (result.rps / direct).toFixed(2),
+      'req/s': Math.round(median(runs.map((run) => run.rps))),
+      'p50 ms': median(runs.map((run) => run.p50Ms)).toFixed(2),
+      'p99 ms': median(runs.map((run) => run.p99Ms)).toFixed(2),
+      'x direct http': pairedRatio(each.name, 'direct http').toFixed(2),
       'x nginx (same scheme)': each.name.startsWith('direct')
         ? ''
-        : (result.rps / nginxFor(each.name)).toFixed(2),
+        : pairedRatio(each.name, nginxFor(each.name)).toFixed(2),
       'x portcullis http': each.name.startsWith('portcullis http')
-        ? (result.rps / plainProxy).toFixed(2)
+        ? pairedRatio(each.name, 'portcullis http').toFixed(2)
         : '',
+      'gateway cpu us/req': cpu.length > 0 ? median(cpu).toFixed(0) : '',
     }
   })
   console.table(rows)

@@ -186,7 +186,12 @@ async function serve(args: string[]): Promise<number> {
     return 2
   }
   const { settings } = resolved
-  const log = pino({ level: settings.logLevel, base: { service: 'portcullis' } })
+  // Lines are written synchronously, as nginx writes its access log. pino's default hands each line to
+  // a libuv worker thread: two context switches per request on a busy core, and lines lost in a crash.
+  const log = pino(
+    { level: settings.logLevel, base: { service: 'portcullis' } },
+    pino.destination({ dest: 1, sync: true }),
+  )
   let gateway: Gateway
   try {
     gateway = await Gateway.start(settings, log)
