@@ -5,11 +5,13 @@
  * Two shared cores are noisy, so every figure is a median over interleaved rounds and is reported as a
  * ratio to references measured in the same run. Ratios are paired: each round's ratio compares runs made
  * minutes apart at most, and the median is taken over rounds, so a slow spell of the machine cancels out.
- * For the gateway's cases it also reports the CPU time the gateway process spent per request. wrk (and Redis, standing for another machine) run on
- * core 0; the upstream and the proxy under test share core 1, so a ratio says what the proxy costs on
- * the server's core.
+ * For the gateway's cases it also reports the CPU time the gateway process spent per request.
  *
- * Environment: BENCH_SECONDS (per measurement, default 5), BENCH_ROUNDS (default 3),
+ * wrk (and Redis, standing for another machine) run on core 0; the upstream and the proxy under test
+ * share core 1, so a ratio says what the proxy costs on the server's core.
+ *
+ * Environment: BENCH_SECONDS (per measurement, default 5), BENCH_ROUNDS (default 3), BENCH_WARMUP
+ * (seconds per case before the rounds, default 3: V8 keeps optimising the gateway for ~20 s),
  * BENCH_CONNECTIONS (default 32), BENCH_LOGS=1 to see the processes' output (slows the gateway).
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
@@ -21,6 +23,7 @@ import path from 'node:path'
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 5)
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3)
+const warmupSeconds = Number(process.env.BENCH_WARMUP ?? 3)
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 32)
 const root = path.resolve(import.meta.dirname, '..')
 
@@ -323,7 +326,7 @@ http {
   let warmupRequests = 0
   const pidFor = (each: Case) => (each.name.startsWith('portcullis') ? gateway.pid : undefined)
   for (const each of cases) {
-    const run = wrk(each, 1)
+    const run = wrk(each, warmupSeconds)
     if (each.host === 'limited.bench') warmupRequests += run.requests
   }
   const results = new Map<string, Measurement[]>(cases.map((each) => [each.name, []]))
