@@ -138,7 +138,7 @@ async function waitForGuards(
     added = added ? { ...added, ...limited.responseHeaders } : limited.responseHeaders
   }
   if (basicAuth?.applies(matchPath)) {
-    const decision = await basicAuth.check({ matchPath, authorization: input.headers.authorization })
+    const decision = await basicAuth.authenticate(input.headers.authorization)
     trace?.push({ guard: 'basicAuth', decision })
     if (decision.kind !== 'allow') return { ...verdict, decision: withHeaders(decision, added) }
   }

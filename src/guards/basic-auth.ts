@@ -75,10 +75,13 @@ export class BasicAuthGuard {
   }
 
   async check(request: { matchPath: string; authorization: string | undefined }): Promise<Decision> {
-    if (!this.applies(request.matchPath)) return allow
+    return this.applies(request.matchPath) ? this.authenticate(request.authorization) : allow
+  }
+
+  /** The credentials alone, for a path `applies` already matched. */
+  async authenticate(header: string | undefined): Promise<Decision> {
     const refuse = (message: string) =>
       deny('PCL_AUTH_REQUIRED', 'basicAuth', message, { 'www-authenticate': this.challenge })
-    const header = request.authorization
     if (!header?.toLowerCase().startsWith('basic ')) return refuse('Authentication is required')
     const cacheKey = createHash('sha256').update(header).digest('base64')
     if ((this.verified.get(cacheKey) ?? 0) > Date.now()) return allow

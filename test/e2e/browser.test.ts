@@ -1,7 +1,8 @@
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { type Browser, chromium, type Page } from 'playwright-core'
+import type { Browser, Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { launchChromium } from '../support/browser.js'
 import { policyYaml, type RunningGateway, startGateway } from '../support/gateway.js'
 import { echoUpstream, type Upstream } from '../support/upstreams.js'
 
@@ -35,21 +36,14 @@ describe('in a real browser (Chromium)', () => {
         }),
       },
     })
-    browser = await chromium.launch({
-      executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
-      args: [
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-quic',
-        '--no-first-run',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        '--host-resolver-rules=MAP *.test 127.0.0.1',
-        // The gateway's internal CA is not in Chromium's store; certificates are not what is tested here.
-        '--ignore-certificate-errors',
-      ],
-    })
+    browser = await launchChromium([
+      '--disable-quic',
+      '--disable-component-update',
+      '--disable-sync',
+      '--host-resolver-rules=MAP *.test 127.0.0.1',
+      // The gateway's internal CA is not in Chromium's store; certificates are not what is tested here.
+      '--ignore-certificate-errors',
+    ])
   })
 
   afterAll(async () => {

@@ -1,8 +1,9 @@
 import { mkdir } from 'node:fs/promises'
 import path from 'node:path'
 import parsePrometheusTextFormat from 'parse-prometheus-text-format'
-import { type Browser, chromium } from 'playwright-core'
+import type { Browser } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { launchChromium } from '../support/browser.js'
 import { fetchOnce } from '../support/clients.js'
 import { policyYaml, type RunningGateway, startGateway } from '../support/gateway.js'
 import { echoUpstream, type Upstream } from '../support/upstreams.js'
@@ -46,10 +47,7 @@ describe('admin dashboard in Chromium', () => {
     for (let index = 0; index < 5; index++) await http('http://api.test/ok')
     for (let index = 0; index < 3; index++) await http('http://api.test/admin/x')
     for (let index = 0; index < 2; index++) await http('http://trial.test/admin/x')
-    browser = await chromium.launch({
-      executablePath: process.env.CHROMIUM_PATH ?? '/usr/bin/chromium',
-      args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'],
-    })
+    browser = await launchChromium()
   })
 
   afterAll(async () => {
