@@ -4,7 +4,8 @@
  *
  * Two shared cores are noisy, so every figure is a median over interleaved rounds and is reported as a
  * ratio to references measured in the same run. Ratios are paired: each round's ratio compares runs made
- * minutes apart at most, and the median is taken over rounds, so a slow spell of the machine cancels out.
+ * back to back (or minutes apart at most), and the median is taken over rounds, so a slow spell of the
+ * machine cancels out.
  * For the gateway's cases it also reports the CPU time the gateway process spent per request.
  *
  * wrk (and Redis, standing for another machine) run on core 0; the upstream and the proxy under test
@@ -331,8 +332,10 @@ http {
   }
   const results = new Map<string, Measurement[]>(cases.map((each) => [each.name, []]))
   for (let round = 0; round < rounds; round++) {
-    // Rotate the order each round so no case always runs first or last.
-    const order = cases.map((_, index) => cases[(index + round) % cases.length] as Case)
+    // Forward in even rounds, backward in odd ones: the cases compared with each other sit next to each
+    // other in the list, so each pair runs back to back, and alternately in either order (A B, then B A),
+    // which cancels the machine's drift within a pair instead of always favouring one side.
+    const order = round % 2 === 0 ? cases : [...cases].reverse()
     const measured = order.map((each) => {
       const run = wrk(each, seconds, pidFor(each))
       results.get(each.name)?.push(run)
@@ -371,16 +374,19 @@ http {
   // Redis counts as one read event (the gateway is its only client).
   const redisInfo = (section: string) =>
     execFileSync('redis-cli', ['-p', String(ports.redis), 'info', section], { encoding: 'utf8' })
-  const scriptCalls = [
-    ...redisInfo('commandstats').matchAll(/^cmdstat_(?:evalsha|eval):calls=(\d+)/gm),
-  ].reduce((sum, match) => sum + Number(match[1]), 0)
+  const scriptStats = [
+    ...redisInfo('commandstats').matchAll(/^cmdstat_(?:evalsha|eval):calls=(\d+),usec=(\d+)/gm),
+  ]
+  const scriptCalls = scriptStats.reduce((sum, match) => sum + Number(match[1]), 0)
+  const scriptUs = scriptStats.reduce((sum, match) => sum + Number(match[2]), 0)
   const reads = Number(/^total_reads_processed:(\d+)/m.exec(redisInfo('stats'))?.[1])
   const limitedRequests =
     (results.get('portcullis http, rate limited') ?? []).reduce((sum, run) => sum + run.requests, 0) +
     warmupRequests
   console.log(
     `Per rate-limited request: ${(scriptCalls / limitedRequests).toFixed(3)} Redis script calls, ` +
-      `${(reads / limitedRequests).toFixed(3)} Redis round trips (${scriptCalls} calls, ${reads} reads, ${limitedRequests} requests)`,
+      `${(reads / limitedRequests).toFixed(3)} Redis round trips (${scriptCalls} calls, ${reads} reads, ${limitedRequests} requests); ` +
+      `Redis spent ${(scriptUs / scriptCalls).toFixed(1)} us per script call, ${(scriptUs / limitedRequests).toFixed(1)} us per request`,
   )
 }
 

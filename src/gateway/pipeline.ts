@@ -113,38 +113,43 @@ export function withAsyncGuards(
   const { decision } = verdict
   // Most requests of most apps have nothing to wait for: no promise for them.
   if (decision.kind !== 'allow' || (app.guards.rateLimits.isEmpty && !app.guards.basicAuth)) return verdict
-  return waitForGuards(app, verdict, decision.responseHeaders, input, stores, trace)
+  return waitForGuards(app, verdict, decision, input, stores, trace)
 }
 
-/** `admittedHeaders`: what the guards that allowed the request add to its answer (CORS, Vary). */
+type Allowed = Extract<Decision, { kind: 'allow' }>
+
+/** `admitted`: the decision of the guards that allowed the request, with what they add to its answer (CORS, Vary). */
 async function waitForGuards(
   app: App,
   verdict: Verdict,
-  admittedHeaders: OutgoingHttpHeaders | undefined,
+  admitted: Allowed,
   input: GuardInput,
   stores: RateLimitStores,
   trace?: TraceStep[],
 ): Promise<Verdict> {
   const { rateLimits, basicAuth } = app.guards
   const matchPath = verdict.matchPath ?? '/'
-  let added = admittedHeaders
+  let allowed = admitted
   if (!rateLimits.isEmpty) {
     const limited = await rateLimits.check(
       { method: input.method, matchPath, clientIp: verdict.identity.ip, headers: input.headers },
       stores,
     )
     trace?.push({ guard: 'rateLimits', decision: limited })
-    if (limited.kind !== 'allow') return { ...verdict, decision: withHeaders(limited, added) }
-    added = added ? { ...added, ...limited.responseHeaders } : limited.responseHeaders
+    if (limited.kind !== 'allow')
+      return { ...verdict, decision: withHeaders(limited, admitted.responseHeaders) }
+    // The rate-limit decision itself when no earlier guard added headers: no copy on the common path.
+    allowed = admitted.responseHeaders
+      ? { kind: 'allow', responseHeaders: { ...admitted.responseHeaders, ...limited.responseHeaders } }
+      : limited
   }
   if (basicAuth?.applies(matchPath)) {
     const decision = await basicAuth.authenticate(input.headers.authorization)
     trace?.push({ guard: 'basicAuth', decision })
-    if (decision.kind !== 'allow') return { ...verdict, decision: withHeaders(decision, added) }
+    if (decision.kind !== 'allow')
+      return { ...verdict, decision: withHeaders(decision, allowed.responseHeaders) }
   }
-  return added === admittedHeaders
-    ? verdict
-    : { ...verdict, decision: { kind: 'allow', responseHeaders: added } }
+  return allowed === admitted ? verdict : { ...verdict, decision: allowed }
 }
 
 /**

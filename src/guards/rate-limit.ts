@@ -192,29 +192,30 @@ interface RuleResult {
  * the state of each (r: remaining, t: seconds until the budget is full); X-RateLimit-* on request.
  */
 function rateLimitHeaders(results: RuleResult[]): OutgoingHttpHeaders {
-  const counted = results.filter(
-    (result): result is RuleResult & { outcome: LimitOutcome } => result.outcome !== undefined,
-  )
-  const headers: OutgoingHttpHeaders = {
-    'ratelimit-policy':
-      results.length === 1
-        ? results[0]?.rule.policyItem
-        : results.map((result) => result.rule.policyItem).join(', '),
+  // One pass, no intermediate arrays: this runs on every rate-limited request, mostly with one rule.
+  let policy = ''
+  let state = ''
+  let strictest: LimitOutcome | undefined
+  let strictestLimit = 0
+  let legacy = false
+  for (const { rule, outcome } of results) {
+    policy = policy ? `${policy}, ${rule.policyItem}` : rule.policyItem
+    if (!outcome) continue
+    const item = `"${rule.section.name}";r=${outcome.remaining};t=${Math.ceil(outcome.resetMs / 1000)}`
+    state = state ? `${state}, ${item}` : item
+    if (!strictest || outcome.remaining < strictest.remaining) {
+      strictest = outcome
+      strictestLimit = rule.section.limit
+    }
+    legacy ||= rule.section.legacyHeaders
   }
-  if (counted.length === 0) return headers
-  headers.ratelimit = counted
-    .map(
-      ({ rule, outcome }) =>
-        `"${rule.section.name}";r=${outcome.remaining};t=${Math.ceil(outcome.resetMs / 1000)}`,
-    )
-    .join(', ')
-  const strictest = counted.reduce((low, result) =>
-    result.outcome.remaining < low.outcome.remaining ? result : low,
-  )
-  if (counted.some((result) => result.rule.section.legacyHeaders)) {
-    headers['x-ratelimit-limit'] = String(strictest.rule.section.limit)
-    headers['x-ratelimit-remaining'] = String(strictest.outcome.remaining)
-    headers['x-ratelimit-reset'] = String(Math.ceil(strictest.outcome.resetMs / 1000))
+  const headers: OutgoingHttpHeaders = { 'ratelimit-policy': policy }
+  if (!strictest) return headers
+  headers.ratelimit = state
+  if (legacy) {
+    headers['x-ratelimit-limit'] = String(strictestLimit)
+    headers['x-ratelimit-remaining'] = String(strictest.remaining)
+    headers['x-ratelimit-reset'] = String(Math.ceil(strictest.resetMs / 1000))
   }
   return headers
 }

@@ -11,46 +11,71 @@ import type { RedisClient } from './redis.js'
  * share sees the first one's spending). ARGV: the number of requests, then each one's number of keys,
  * then interval and tolerance (ms) per key. Returns, per key, four integers: allowed (1 or 0),
  * remaining, retry and reset (ms, rounded up). Integers, not strings: the reply is parsed per request.
+ *
+ * Each key is read once and written once per call, whatever the number of requests in the batch that
+ * share it: a flooding client, whose requests fill whole batches, costs Redis one GET and one PSETEX per
+ * batch instead of one each per request. PSETEX rather than SET ... PX: Redis parses no options, which
+ * makes the write about a fifth cheaper.
  */
 const script = `
 local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + tonumber(time[2]) / 1000
 local requests = tonumber(ARGV[1])
 local limitsAt = 2 + requests
+local tats = {}
+local written = {}
+local intervals = {}
+local tolerances = {}
 local out = {}
 local first = 1
 for r = 1, requests do
-  local count = tonumber(ARGV[1 + r])
-  local steps = {}
+  local last = first + tonumber(ARGV[1 + r]) - 1
   local allowed = true
-  for i = 1, count do
-    local k = first + i - 1
-    local interval = tonumber(ARGV[limitsAt + 2 * (k - 1)])
-    local tolerance = tonumber(ARGV[limitsAt + 2 * (k - 1) + 1])
-    local tat = tonumber(redis.call('GET', KEYS[k])) or now
-    if tat < now then tat = now end
-    local nextTat = tat + interval
-    local excess = nextTat - now - tolerance
+  for k = first, last do
+    local key = KEYS[k]
+    local tat = tats[key]
+    if tat == nil then
+      tat = tonumber(redis.call('GET', key)) or now
+      if tat < now then tat = now end
+      tats[key] = tat
+    end
+    intervals[k] = tonumber(ARGV[limitsAt + 2 * k - 2])
+    tolerances[k] = tonumber(ARGV[limitsAt + 2 * k - 1])
+    if tat + intervals[k] - now > tolerances[k] then allowed = false end
+  end
+  for k = first, last do
+    local key = KEYS[k]
+    local tat = tats[key]
+    local nextTat = tat + intervals[k]
+    local excess = nextTat - now - tolerances[k]
+    local at = 4 * k - 4
     if excess > 0 then
-      allowed = false
-      steps[i] = { 0, 0, excess, tat - now, tat }
+      out[at + 1] = 0
+      out[at + 2] = 0
+      out[at + 3] = math.ceil(excess)
+      out[at + 4] = math.ceil(tat - now)
     else
-      steps[i] = { 1, math.floor((tolerance - (nextTat - now)) / interval), 0, nextTat - now, nextTat }
+      out[at + 1] = allowed and 1 or 0
+      out[at + 2] = math.floor((tolerances[k] - (nextTat - now)) / intervals[k])
+      out[at + 3] = 0
+      out[at + 4] = math.ceil(nextTat - now)
+      if allowed then
+        if not written[key] then
+          written[key] = true
+          written[#written + 1] = key
+        end
+        tats[key] = nextTat
+      end
     end
   end
-  for i = 1, count do
-    local step = steps[i]
-    if allowed then
-      -- %.17g keeps the double exact; tostring's %.14g would round a millisecond timestamp to 0.1 ms
-      -- and could refuse the last request of a burst that arrived within that tenth.
-      redis.call('SET', KEYS[first + i - 1], string.format('%.17g', step[5]), 'PX', math.max(1, math.ceil(step[5] - now)))
-    end
-    out[#out + 1] = allowed and 1 or 0
-    out[#out + 1] = step[2]
-    out[#out + 1] = math.ceil(step[3])
-    out[#out + 1] = math.ceil(step[4])
-  end
-  first = first + count
+  first = last + 1
+end
+for i = 1, #written do
+  local key = written[i]
+  local tat = tats[key]
+  -- %.17g keeps the double exact; tostring's %.14g would round a millisecond timestamp to 0.1 ms
+  -- and could refuse the last request of a burst that arrived within that tenth.
+  redis.call('PSETEX', key, math.max(1, math.ceil(tat - now)), string.format('%.17g', tat))
 end
 return out
 `
@@ -65,16 +90,17 @@ type ScriptedClient = RedisClient & {
   [rateLimitCommand](numberOfKeys: number, ...keysAndArgs: (string | number)[]): Promise<number[]>
 }
 
-interface Pending {
-  checks: readonly LimitCheck[]
-  resolve(outcomes: LimitOutcome[]): void
-  reject(error: unknown): void
+/** Requests that share one script call: the reply holds four integers per key, in request order. */
+interface Batch {
+  requests: (readonly LimitCheck[])[]
+  keys: number
+  reply: Promise<number[]>
 }
 
 export class RedisRateLimitStore implements RateLimitStore {
   readonly sameSlotOnly: boolean
   private readonly client: ScriptedClient
-  private queue: Pending[] = []
+  private batch: Batch | undefined
 
   constructor(client: RedisClient) {
     this.sameSlotOnly = client instanceof Cluster
@@ -83,34 +109,35 @@ export class RedisRateLimitStore implements RateLimitStore {
     this.client = client as ScriptedClient
   }
 
-  check(checks: readonly LimitCheck[]): Promise<LimitOutcome[]> {
-    if (this.sameSlotOnly) return this.run([checks]).then(([outcomes]) => outcomes as LimitOutcome[])
-    return new Promise((resolve, reject) => {
-      this.queue.push({ checks, resolve, reject })
-      if (this.queue.length === 1) setImmediate(() => this.flush())
-    })
-  }
-
   /**
    * Requests that arrive in one turn of the event loop share one script call, hence one round trip:
-   * they are queued and sent together when the turn ends (setImmediate). On Cluster a call must stay
-   * within one hash slot, so there every request is its own call (auto-pipelined per node by ioredis).
+   * they join the open batch, which is sent when the turn ends (setImmediate), and each reads its own
+   * part of the reply. On Cluster a call must stay within one hash slot, so there every request is its
+   * own call (auto-pipelined per node by ioredis).
    */
-  private flush(): void {
-    const batch = this.queue
-    this.queue = []
-    this.run(batch.map((pending) => pending.checks)).then(
-      (outcomes) => {
-        for (const [index, pending] of batch.entries()) pending.resolve(outcomes[index] as LimitOutcome[])
-      },
-      (error: unknown) => {
-        for (const pending of batch) pending.reject(error)
-      },
-    )
+  check(checks: readonly LimitCheck[]): Promise<LimitOutcome[]> {
+    if (this.sameSlotOnly) return this.call([checks]).then((reply) => outcomesIn(reply, 0, checks.length))
+    const batch = this.batch ?? this.openBatch()
+    const first = batch.keys
+    batch.requests.push(checks)
+    batch.keys += checks.length
+    return batch.reply.then((reply) => outcomesIn(reply, first, checks.length))
   }
 
-  private async run(requests: readonly (readonly LimitCheck[])[]): Promise<LimitOutcome[][]> {
-    // KEYS, then ARGV: the number of requests, each one's number of keys, interval and tolerance per key.
+  private openBatch(): Batch {
+    const requests: (readonly LimitCheck[])[] = []
+    const reply = new Promise<number[]>((resolve) => {
+      setImmediate(() => {
+        this.batch = undefined
+        resolve(this.call(requests))
+      })
+    })
+    this.batch = { requests, keys: 0, reply }
+    return this.batch
+  }
+
+  /** KEYS, then ARGV: the number of requests, each one's number of keys, interval and tolerance per key. */
+  private call(requests: readonly (readonly LimitCheck[])[]): Promise<number[]> {
     const keys: string[] = []
     const counts: number[] = [requests.length]
     const limits: number[] = []
@@ -121,19 +148,20 @@ export class RedisRateLimitStore implements RateLimitStore {
         limits.push(check.intervalMs, check.toleranceMs)
       }
     }
-    const reply = await this.client[rateLimitCommand](keys.length, ...keys, ...counts, ...limits)
-    let at = 0
-    return requests.map((checks) =>
-      checks.map(() => {
-        const outcome = {
-          allowed: reply[at] === 1,
-          remaining: reply[at + 1] as number,
-          retryAfterMs: reply[at + 2] as number,
-          resetMs: reply[at + 3] as number,
-        }
-        at += 4
-        return outcome
-      }),
-    )
+    return this.client[rateLimitCommand](keys.length, ...keys, ...counts, ...limits)
   }
+}
+
+/** The outcomes of `count` keys from the script's reply, starting at key number `first`. */
+function outcomesIn(reply: number[], first: number, count: number): LimitOutcome[] {
+  const outcomes: LimitOutcome[] = []
+  for (let at = first * 4; at < (first + count) * 4; at += 4) {
+    outcomes.push({
+      allowed: reply[at] === 1,
+      remaining: reply[at + 1] as number,
+      retryAfterMs: reply[at + 2] as number,
+      resetMs: reply[at + 3] as number,
+    })
+  }
+  return outcomes
 }

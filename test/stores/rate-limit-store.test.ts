@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { CircuitBreaker } from '../../src/stores/breaker.js'
 import { gcra, type LimitCheck, MemoryStore } from '../../src/stores/rate-limit-store.js'
 import { connectRedis, type RedisClient } from '../../src/stores/redis.js'
-import { RedisRateLimitStore } from '../../src/stores/redis-rate-limit.js'
+import { RedisRateLimitStore, rateLimitCommand } from '../../src/stores/redis-rate-limit.js'
 import { type RedisServer, startRedis } from '../support/redis.js'
 
 const perSecond = (key: string, limit: number, burst = limit): LimitCheck => ({
@@ -150,18 +150,30 @@ describe('Redis store (real redis-server)', () => {
     expect(outcomes.map(([outcome]) => outcome?.allowed)).toEqual([true, false, true])
   })
 
-  it('admits a whole burst that arrives in one batch (one Redis clock reading), batch after batch', async () => {
-    // A batch's checks all see the same TIME, so a stored timestamp rounded up by even 0.05 ms would
-    // refuse a burst's last request. Whether it rounds up depends on the clock's microseconds: 40
-    // batches, each at its own time, catch it unless the value is stored exactly.
-    for (let batch = 0; batch < 40; batch++) {
-      const check = perHour(`pcl:test:{d${batch}}:burst`, 3, 3)
-      const outcomes = await Promise.all([1, 2, 3, 4].map(() => store.check([check])))
+  it('keeps every digit of the stored timestamp: calls that Redis runs back to back spend a burst exactly', async () => {
+    // Two replicas' calls can run microseconds apart. A timestamp stored rounded up by even 0.05 ms
+    // would refuse the second one. Whether it rounds up depends on the clock's microseconds: 40 bursts,
+    // each a pipeline of two calls at its own time, catch it unless the value is stored exactly.
+    for (let burst = 0; burst < 40; burst++) {
+      const { key, intervalMs, toleranceMs } = perHour(`pcl:test:{d${burst}}:burst`, 2, 2)
+      const call = [rateLimitCommand, 1, key, 1, 1, intervalMs, toleranceMs]
+      const replies = (await client.pipeline([call, call]).exec()) ?? []
       expect(
-        outcomes.map(([outcome]) => outcome?.allowed),
-        `batch ${batch}`,
-      ).toEqual([true, true, true, false])
+        replies.map(([, reply]) => (reply as number[])[0]),
+        `burst ${burst}`,
+      ).toEqual([1, 1])
     }
+  })
+
+  it('reads and writes a key once per call, however many requests of the batch share it', async () => {
+    await redis.cli('config', 'resetstat')
+    const shared = perHour('pcl:test:{e}:shared', 100)
+    const outcomes = await Promise.all([1, 2, 3, 4, 5].map(() => store.check([shared])))
+    expect(outcomes.map(([outcome]) => outcome?.remaining)).toEqual([99, 98, 97, 96, 95])
+    const stats = await redis.cli('info', 'commandstats')
+    expect(stats).toMatch(/cmdstat_evalsha:calls=1,/)
+    expect(stats).toMatch(/cmdstat_get:calls=1,/)
+    expect(stats).toMatch(/cmdstat_psetex:calls=1,/)
   })
 
   it('is all-or-nothing across the keys of one call, and every key expires', async () => {
