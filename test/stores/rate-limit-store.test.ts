@@ -156,7 +156,7 @@ describe('Redis store (real redis-server)', () => {
     // each a pipeline of two calls at its own time, catch it unless the value is stored exactly.
     for (let burst = 0; burst < 40; burst++) {
       const { key, intervalMs, toleranceMs } = perHour(`pcl:test:{d${burst}}:burst`, 2, 2)
-      const call = [rateLimitCommand, 1, key, 1, 1, intervalMs, toleranceMs]
+      const call = [rateLimitCommand, 1, key, `1 ${intervalMs} ${toleranceMs}`]
       const replies = (await client.pipeline([call, call]).exec()) ?? []
       expect(
         replies.map(([, reply]) => (reply as number[])[0]),
