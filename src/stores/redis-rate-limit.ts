@@ -11,8 +11,9 @@ import type { RedisClient } from './redis.js'
  * share sees the first one's spending). ARGV[1] holds numbers separated by spaces: for each request,
  * its number of keys, then interval and tolerance (ms) per key. One argument rather than three per
  * request: ioredis copies and encodes every argument of a call (Array.prototype.flat, then one RESP
- * string each), which costs the gateway more than the script's parsing costs Redis. Returns, per key, four integers: allowed (1 or 0),
- * remaining, retry and reset (ms, rounded up). Integers, not strings: the reply is parsed per request.
+ * string each), which costs the gateway more than the script's parsing costs Redis. Returns, per key,
+ * four integers: allowed (1 or 0), remaining, retry and reset (ms, rounded up). Integers, not strings:
+ * the reply is parsed per request.
  *
  * Each key is read once and written once per call, whatever the number of requests in the batch that
  * share it: a flooding client, whose requests fill whole batches, costs Redis one GET and one PSETEX per
@@ -33,7 +34,8 @@ local tolerances = {}
 local out = {}
 local first = 1
 local at = 1
-while at <= #numbers do
+local total = #numbers
+while at <= total do
   local last = first + numbers[at] - 1
   at = at + 1
   -- First pass: does every limit of the request admit it? Second: answer per key, and spend if so.
@@ -56,17 +58,17 @@ while at <= #numbers do
     local tat = tats[key]
     local nextTat = tat + intervals[k]
     local excess = nextTat - now - tolerances[k]
-    local at = 4 * k - 4
+    local slot = 4 * k - 4
     if excess > 0 then
-      out[at + 1] = 0
-      out[at + 2] = 0
-      out[at + 3] = math.ceil(excess)
-      out[at + 4] = math.ceil(tat - now)
+      out[slot + 1] = 0
+      out[slot + 2] = 0
+      out[slot + 3] = math.ceil(excess)
+      out[slot + 4] = math.ceil(tat - now)
     else
-      out[at + 1] = allowed and 1 or 0
-      out[at + 2] = math.floor((tolerances[k] - (nextTat - now)) / intervals[k])
-      out[at + 3] = 0
-      out[at + 4] = math.ceil(nextTat - now)
+      out[slot + 1] = allowed and 1 or 0
+      out[slot + 2] = math.floor((tolerances[k] - (nextTat - now)) / intervals[k])
+      out[slot + 3] = 0
+      out[slot + 4] = math.ceil(nextTat - now)
       if allowed then
         if not spent[key] then
           spent[key] = true
@@ -145,7 +147,7 @@ export class RedisRateLimitStore implements RateLimitStore {
   }
 
   /** KEYS, then one argument: per request, its number of keys, then interval and tolerance per key. */
-  private call(requests: readonly (readonly LimitCheck[])[]): Promise<number[]> {
+  private async call(requests: readonly (readonly LimitCheck[])[]): Promise<number[]> {
     const keys: string[] = []
     let numbers = ''
     for (const checks of requests) {
