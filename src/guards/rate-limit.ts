@@ -154,8 +154,6 @@ export class RateLimitGuard {
 
   private decide(results: RuleResult[]): Decision {
     const headers = rateLimitHeaders(results)
-    if (results.length === 1 && results[0]?.outcome?.allowed)
-      return { kind: 'allow', responseHeaders: headers }
     const failClosed = results.find((result) => result.storeError === 'deny')
     if (failClosed) {
       return deny(
@@ -165,10 +163,13 @@ export class RateLimitGuard {
         { ...headers, 'retry-after': '1' },
       )
     }
-    const refused = results
-      .filter((result) => result.outcome && !result.outcome.allowed)
-      .sort((a, b) => (b.outcome?.retryAfterMs ?? 0) - (a.outcome?.retryAfterMs ?? 0))[0]
-    if (refused?.outcome) {
+    // The refusal that waits longest names the rule (the first of equals), found without sorting.
+    let refused: { rule: CompiledRule; outcome: LimitOutcome } | undefined
+    for (const { rule, outcome } of results) {
+      if (outcome && !outcome.allowed && (!refused || outcome.retryAfterMs > refused.outcome.retryAfterMs))
+        refused = { rule, outcome }
+    }
+    if (refused) {
       const { section } = refused.rule
       return deny(
         'PCL_RATE_LIMITED',
