@@ -192,9 +192,21 @@ async function serve(args: string[]): Promise<number> {
     { level: settings.logLevel, base: { service: 'portcullis' } },
     pino.destination({ dest: 1, sync: true }),
   )
+  // Signals are caught before start-up: a supervisor may send SIGTERM as soon as it reads
+  // 'gateway listening', and without a handler Node dies at once instead of draining.
+  const stopRequested = new Promise<NodeJS.Signals>((resolve) => {
+    process.once('SIGTERM', resolve)
+    process.once('SIGINT', resolve)
+  }).then((signal) => {
+    log.info({ signal }, 'stop requested')
+  })
+  const starting = Gateway.start(settings, log)
+  // A reload asked for during start-up runs once started; a failed start is reported below.
+  const reloadOnceStarted = (started: Gateway) => started.reload('SIGHUP')
+  process.on('SIGHUP', () => void starting.then(reloadOnceStarted, () => {}))
   let gateway: Gateway
   try {
-    gateway = await Gateway.start(settings, log)
+    gateway = await starting
   } catch (error) {
     if (error instanceof PolicyError) {
       for (const problem of error.problems)
@@ -205,15 +217,8 @@ async function serve(args: string[]): Promise<number> {
     log.fatal({ err: error }, 'gateway failed to start')
     return 1
   }
-  process.on('SIGHUP', () => void gateway.reload('SIGHUP'))
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string) => {
-      log.info({ signal }, 'stop requested')
-      void gateway.shutdown().then(resolve)
-    }
-    process.once('SIGTERM', stop)
-    process.once('SIGINT', stop)
-  })
+  await stopRequested
+  await gateway.shutdown()
   return 0
 }
 

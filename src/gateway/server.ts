@@ -451,12 +451,14 @@ export class Gateway {
     this.watcher?.close()
     clearInterval(this.renewTimer)
     this.acme.close()
+    this.fronts?.http.close()
+    this.fronts?.https.close()
+    // Logged once the listeners are closed: the line is written synchronously, and whoever reads it may
+    // connect at once and must be refused, not accepted and then reset.
     this.log.info(
       { inFlight: this.connections.inFlight, websockets: this.relay.size, gracePeriodMs: gracePeriod },
       'shutting down: draining',
     )
-    this.fronts?.http.close()
-    this.fronts?.https.close()
     this.connections.startDraining()
     let timer: NodeJS.Timeout | undefined
     const graceOver = new Promise<'timeout'>((resolve) => {
