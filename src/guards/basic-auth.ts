@@ -74,11 +74,7 @@ export class BasicAuthGuard {
     )
   }
 
-  async check(request: { matchPath: string; authorization: string | undefined }): Promise<Decision> {
-    return this.applies(request.matchPath) ? this.authenticate(request.authorization) : allow
-  }
-
-  /** The credentials alone, for a path `applies` already matched. */
+  /** The credentials alone: the pipeline asks `applies` first, so each path is matched once. */
   async authenticate(header: string | undefined): Promise<Decision> {
     const refuse = (message: string) =>
       deny('PCL_AUTH_REQUIRED', 'basicAuth', message, { 'www-authenticate': this.challenge })

@@ -28,7 +28,6 @@ for token in string.gmatch(ARGV[1], '%S+') do numbers[#numbers + 1] = tonumber(t
 -- Each key's TAT as the requests so far in this call left it; spent keys are written back at the end.
 local tats = {}
 local spent = {}
-local toWrite = {}
 local intervals = {}
 local tolerances = {}
 local out = {}
@@ -70,18 +69,14 @@ while at <= total do
       out[slot + 3] = 0
       out[slot + 4] = math.ceil(nextTat - now)
       if allowed then
-        if not spent[key] then
-          spent[key] = true
-          toWrite[#toWrite + 1] = key
-        end
+        spent[key] = true
         tats[key] = nextTat
       end
     end
   end
   first = last + 1
 end
-for i = 1, #toWrite do
-  local key = toWrite[i]
+for key in pairs(spent) do
   local tat = tats[key]
   -- %.17g keeps the double exact; tostring's %.14g would round a millisecond timestamp to 0.1 ms
   -- and could refuse the last request of a burst that arrived within that tenth.
