@@ -1,3 +1,5 @@
+import type { OutgoingHttpHeaders } from 'node:http'
+
 /**
  * Every rejection the gateway answers has one of these codes. Codes are stable: clients, dashboards and
  * alerts key on them, so a code is never renamed or reused for another meaning.
@@ -53,11 +55,28 @@ export function errorStatus(code: ErrorCode): number {
   return errorCodes[code].status
 }
 
-/** A complete HTTP/1.1 error answer, for sockets the gateway answers outside any request (upgrades, parse errors). */
-export function rawHttpError(code: ErrorCode, requestId: string): string {
+/**
+ * A complete HTTP/1.1 error answer, for sockets the gateway answers outside any request (upgrades, parse
+ * errors). `headers` are the policy's response edits for the app, when one is known.
+ */
+export function rawHttpError(code: ErrorCode, requestId: string, headers: OutgoingHttpHeaders = {}): string {
   const body = JSON.stringify(errorBody(code, requestId))
   return (
-    `HTTP/1.1 ${errorStatus(code)} ${code}\r\ncontent-type: application/json; charset=utf-8\r\n` +
-    `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`
+    rawHttpHead(errorStatus(code), code, {
+      ...headers,
+      'content-type': 'application/json; charset=utf-8',
+      'content-length': Buffer.byteLength(body),
+      connection: 'close',
+    }) + body
   )
+}
+
+/** An HTTP/1.1 status line and headers, written straight to a socket. */
+export function rawHttpHead(status: number, reason: string, headers: OutgoingHttpHeaders): string {
+  let head = `HTTP/1.1 ${status} ${reason}\r\n`
+  for (const [name, value] of Object.entries(headers)) {
+    if (value === undefined) continue
+    for (const item of Array.isArray(value) ? value : [value]) head += `${name}: ${item}\r\n`
+  }
+  return `${head}\r\n`
 }

@@ -18,7 +18,7 @@ import type { ConnectionTracker } from './connections.js'
 import { peerAddress } from './front-door.js'
 import type { ForwardedFacts } from './headers.js'
 import { answerHeaders, applyMode, runGuards, type Verdict, withAsyncGuards } from './pipeline.js'
-import { forwardHttp } from './proxy.js'
+import { awaitsContinue, forwardHttp } from './proxy.js'
 import { decideRoute, type HostRouter } from './routing.js'
 import { serveStatic, staticFor } from './static-files.js'
 import type { UpstreamPools } from './upstreams.js'
@@ -100,14 +100,17 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
     frameworkErrors: ((error: Error, _request: FastifyRequest, reply: FastifyReply) =>
       reject(reply, 'PCL_BAD_REQUEST', 'path', `Invalid request: ${error.message}`)) as never,
   }
+  // Both servers hand `Expect: 100-continue` requests to the same handler ('checkContinue'): Node would
+  // otherwise answer 100 before any guard ran, inviting a body that is then refused (RFC 9110 §10.1.1).
+  // The proxy sends the 100 once every guard admitted the request and its body is about to go upstream.
   // Fastify types an HTTP/2 instance apart from an HTTP/1 one; at runtime both hand us compatible
   // request/response objects, and the hooks below only use what both have.
   const edge = (tls
     ? Fastify({
         ...common,
         http2: true,
-        serverFactory: (handler) =>
-          createSecureServer(
+        serverFactory: (handler) => {
+          const server = createSecureServer(
             {
               allowHTTP1: true,
               minVersion: 'TLSv1.2',
@@ -117,11 +120,18 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
                 done(null, tls.certificates.contextFor(context.router().find(servername)?.id)),
             },
             handler,
-          ),
+          )
+          server.on('checkContinue', handler)
+          return server
+        },
       })
     : Fastify({
         ...common,
-        serverFactory: (handler) => createServer(handler),
+        serverFactory: (handler) => {
+          const server = createServer(handler)
+          server.on('checkContinue', handler)
+          return server
+        },
       })) as unknown as FastifyInstance
 
   enforceHeadersTimeout(edge.server, secure, context.listener.headersTimeout, answerClientError(context.log))
@@ -218,7 +228,8 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
     const headers = app ? answerHeaders(app, fromApp, request.addedHeaders, secure) : fromApp
     // The id the upstream got and the log line carries, so a user's report can be matched to both.
     headers['x-request-id'] = request.id
-    if (context.connections.isDraining && request.raw.httpVersionMajor === 1) headers.connection = 'close'
+    if (request.raw.httpVersionMajor === 1 && (context.connections.isDraining || awaitsContinue(request)))
+      headers.connection = 'close'
     return headers
   }
 
@@ -274,13 +285,13 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
           pools: context.pools,
         })
       }
-      if (request.method !== 'GET' || request.headers.upgrade?.toLowerCase() !== 'websocket') {
+      if (!isWebSocketHandshake(request)) {
         upgrade.reservation?.release()
         return reject(
           reply,
           'PCL_BAD_REQUEST',
           'request',
-          'Only WebSocket upgrades (GET, Upgrade: websocket) are supported',
+          'Only WebSocket upgrades (GET, Upgrade: websocket, a valid Sec-WebSocket-Key, version 13) are supported',
         )
       }
       reply.hijack()
@@ -292,7 +303,14 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
       context.pools.begin(upstream)
       upgrade.socket.once('close', () => context.pools.end(app, upstream, unreachable))
       const outcome = await context.relay.relay(
-        { request: request.raw, socket: upgrade.socket, head: upgrade.head, target, reservation },
+        {
+          request: request.raw,
+          socket: upgrade.socket,
+          head: upgrade.head,
+          target,
+          reservation,
+          responseHeaders: (fromApp) => finalHeaders(request, fromApp),
+        },
         app,
         upstream,
         facts,
@@ -305,6 +323,17 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
   })
 
   return edge
+}
+
+/** RFC 6455 §4.2.1: checked before the upstream is asked, so a handshake the relay would refuse costs it nothing. */
+function isWebSocketHandshake(request: FastifyRequest): boolean {
+  const { headers } = request
+  return (
+    request.method === 'GET' &&
+    headers.upgrade?.toLowerCase() === 'websocket' &&
+    /^[+/0-9A-Za-z]{22}==$/.test(String(headers['sec-websocket-key'] ?? '')) &&
+    headers['sec-websocket-version'] === '13'
+  )
 }
 
 /**

@@ -40,11 +40,13 @@ export async function explain(apps: readonly App[], request: ExplainRequest): Pr
   const url = new URL(request.url)
   const secure = url.protocol === 'https:'
   const host = url.host
+  // The target exactly as written: WHATWG URL parsing would resolve dots and drop a fragment first.
+  const rawTarget = rawTargetOf(request.url)
   const route = decideRoute(
     new HostRouter(apps),
     {
       host,
-      url: `${url.pathname}${url.search}`,
+      url: rawTarget,
       ...(secure ? { tls: { servername: url.hostname, protocol: request.tlsVersion } } : {}),
     },
     secure ? Number(url.port || 443) : 443,
@@ -70,7 +72,7 @@ export async function explain(apps: readonly App[], request: ExplainRequest): Pr
     }
   }
   const app = route.app
-  if (app.healthPath !== undefined && `${url.pathname}${url.search}` === app.healthPath) {
+  if (app.healthPath !== undefined && rawTarget === app.healthPath) {
     return {
       route: `app ${app.id}`,
       app: { id: app.id, file: app.file, mode: app.mode },
@@ -86,7 +88,7 @@ export async function explain(apps: readonly App[], request: ExplainRequest): Pr
   for (const [name, value] of Object.entries(request.headers)) headers[name.toLowerCase()] = value
   const input = {
     method: request.method.toUpperCase(),
-    url: `${url.pathname}${url.search}`,
+    url: rawTarget,
     headers,
     rawHeaders: Object.entries(headers).flatMap(([name, value]) => [name, String(value)]),
     peer: canonicalIp(request.ip),
@@ -194,4 +196,13 @@ export function formatExplanation(explanation: Explanation): string {
     for (const [name, value] of headers) lines.push(`  ${name}: ${String(value)}`)
   }
   return lines.join('\n')
+}
+
+/** `https://host:8443/a/../b?q#f` → `/a/../b?q#f`; `https://host` → `/`. */
+function rawTargetOf(url: string): string {
+  const afterScheme = url.indexOf('//') + 2
+  const pathStart = url.slice(afterScheme).search(/[/?#]/)
+  if (pathStart < 0) return '/'
+  const rest = url.slice(afterScheme + pathStart)
+  return rest.startsWith('/') ? rest : `/${rest}`
 }

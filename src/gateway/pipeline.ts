@@ -5,7 +5,7 @@ import { isCorsHeader } from '../guards/cors.js'
 import { allow, type Decision, deny } from '../guards/decision.js'
 import type { RateLimitStores } from '../guards/rate-limit.js'
 import type { LiveWebSockets } from '../guards/websocket.js'
-import { canonicalPath, matchablePath } from '../net/canonical-path.js'
+import { canonicalTarget } from '../net/canonical-path.js'
 import type { App } from '../policy/compile.js'
 
 export interface GuardInput {
@@ -67,15 +67,12 @@ export function runGuards(app: App, input: GuardInput, trace?: TraceStep[]): Ver
   const head = note('limits: url and headers', guards.limits.checkHead(input))
   if (head.kind !== 'allow') return verdict(head)
 
-  const queryStart = input.url.indexOf('?')
-  const rawPath = queryStart >= 0 ? input.url.slice(0, queryStart) : input.url
-  const canonical = canonicalPath(rawPath)
+  const canonical = canonicalTarget(input.url)
   if (!canonical.ok) {
     return verdict(note('path', deny('PCL_BAD_REQUEST', 'path', `Invalid path: ${canonical.reason}`)))
   }
   note('path', allow, `canonical ${canonical.path}`)
-  const target = queryStart >= 0 ? canonical.path + input.url.slice(queryStart) : canonical.path
-  const matchPath = matchablePath(canonical.path)
+  const { target, path: matchPath } = canonical
   const request = { method: input.method, headers: input.headers, matchPath, clientIp: identity.ip }
 
   const access = note('access', guards.access.check(request))

@@ -105,7 +105,7 @@ export function forwardHttp(
     clearTimeout(deadline)
     if (!ended) controller?.abort(new ClientGone())
   })
-  const body = requestBody(request, plan.bodyLimit)
+  const body = requestBody(request, response, plan.bodyLimit)
   const retriable = body === null && idempotent.has(request.method)
   let failed: Set<Upstream> | undefined
 
@@ -215,8 +215,28 @@ export function forwardHttp(
   return reply
 }
 
-function requestBody(request: FastifyRequest, limit: ForwardPlan['bodyLimit']): Readable | null {
+/** Requests whose `Expect: 100-continue` was answered with 100: their body was asked for. */
+const invitedBodies = new WeakSet<object>()
+
+/**
+ * An HTTP/1 client waiting for 100 Continue whose body was never asked for may still send it, or may
+ * not: the connection cannot be reused safely after the answer, so it is closed.
+ */
+export function awaitsContinue(request: FastifyRequest): boolean {
+  return request.headers.expect?.toLowerCase() === '100-continue' && !invitedBodies.has(request.raw)
+}
+
+function requestBody(
+  request: FastifyRequest,
+  response: FastifyReply['raw'],
+  limit: ForwardPlan['bodyLimit'],
+): Readable | null {
   if (!hasBody(request)) return null
+  // Every guard admitted the request, its declared length included: now the client may send the body.
+  if (awaitsContinue(request)) {
+    invitedBodies.add(request.raw)
+    response.writeContinue()
+  }
   // A declared length was checked against the limit already, and the parser holds the body to it.
   if (request.headers['content-length'] !== undefined || !limit) return request.raw
   return Readable.from(countedBody(request.raw, limit), { objectMode: false })

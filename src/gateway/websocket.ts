@@ -1,10 +1,10 @@
-import type { IncomingMessage } from 'node:http'
+import type { IncomingMessage, OutgoingHttpHeaders } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { type RawData, WebSocket, WebSocketServer } from 'ws'
-import { type ErrorCode, errorStatus, rawHttpError } from '../errors.js'
+import { type ErrorCode, errorStatus, rawHttpError, rawHttpHead } from '../errors.js'
 import type { LiveWebSockets } from '../guards/websocket.js'
 import type { App } from '../policy/compile.js'
-import { type ForwardedFacts, upstreamRequestHeaders } from './headers.js'
+import { downstreamResponseHeaders, type ForwardedFacts, upstreamRequestHeaders } from './headers.js'
 import { upstreamErrorCode } from './proxy.js'
 import type { Upstream } from './upstreams.js'
 
@@ -31,6 +31,8 @@ export interface UpgradeRequest {
   /** The canonical path and query sent upstream. */
   target: string
   reservation: Reservation
+  /** The headers of an answer to the client, from the upstream's (the policy's response edits). */
+  responseHeaders(fromApp: OutgoingHttpHeaders): OutgoingHttpHeaders
 }
 
 const negotiatedProtocol = new WeakMap<IncomingMessage, string>()
@@ -93,29 +95,21 @@ export class WebSocketRelay {
     const { request, socket, head, reservation } = upgrade
     const { maxMessageSize, idleTimeout } = app.guards.websocket
     return new Promise((resolve) => {
-      const url = new URL(upgrade.target, upstream.origin)
-      url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:'
-      const offered = (request.headers['sec-websocket-protocol'] ?? '')
-        .split(',')
-        .map((protocol) => protocol.trim())
-        .filter(Boolean)
-      const { connect, read } = app.upstream.timeouts
-      const target = new WebSocket(url, offered, {
-        headers: upstreamRequestHeaders(request.headers, facts, { websocket: true }) as Record<
-          string,
-          string
-        >,
-        handshakeTimeout: connect + read,
-        autoPong: false,
-        perMessageDeflate: false,
-        followRedirects: false,
-        maxPayload: maxMessageSize,
-      })
       let settled = false
       const settle = (outcome: UpgradeOutcome) => {
         settled = true
         if (outcome.status !== 101) reservation.release()
         resolve(outcome)
+      }
+      let target: WebSocket
+      try {
+        target = this.connectUpstream(upgrade, app, upstream, facts)
+      } catch (error) {
+        // ws refuses some handshakes before connecting (a duplicated or malformed subprotocol).
+        const code: ErrorCode = error instanceof SyntaxError ? 'PCL_BAD_REQUEST' : 'PCL_INTERNAL'
+        socket.end(rawHttpError(code, facts.requestId, upgrade.responseHeaders({})))
+        settle({ status: errorStatus(code), code })
+        return
       }
       socket.once('close', () => {
         if (!settled) {
@@ -125,20 +119,19 @@ export class WebSocketRelay {
       })
 
       target.once('unexpected-response', (_upstreamRequest, response) => {
-        // The upstream refused the upgrade: the client gets that answer verbatim.
-        let head = `HTTP/1.1 ${response.statusCode} ${response.statusMessage}\r\n`
-        for (let i = 0; i < response.rawHeaders.length; i += 2) {
-          head += `${response.rawHeaders[i]}: ${response.rawHeaders[i + 1]}\r\n`
-        }
-        socket.write(`${head}\r\n`)
+        // The upstream refused the upgrade: the client gets its answer, edited like every other answer
+        // (CORS, security headers, HSTS), its body delimited by closing the connection.
+        const headers = upgrade.responseHeaders(downstreamResponseHeaders(response.headers))
+        const status = response.statusCode ?? 502
+        socket.write(rawHttpHead(status, response.statusMessage ?? '', { ...headers, connection: 'close' }))
         response.pipe(socket)
         response.once('end', () => target.terminate())
-        settle({ status: response.statusCode ?? 502 })
+        settle({ status })
       })
       target.once('error', (error) => {
         if (settled) return
         const code = /timed out/i.test(error.message) ? 'PCL_UPSTREAM_TIMEOUT' : upstreamErrorCode(error)
-        socket.end(rawHttpError(code, facts.requestId))
+        socket.end(rawHttpError(code, facts.requestId, upgrade.responseHeaders({})))
         settle({ status: errorStatus(code), code })
       })
       target.once('open', () => {
@@ -148,6 +141,32 @@ export class WebSocketRelay {
           settle({ status: 101 })
         })
       })
+    })
+  }
+
+  private connectUpstream(
+    upgrade: UpgradeRequest,
+    app: App,
+    upstream: Upstream,
+    facts: ForwardedFacts,
+  ): WebSocket {
+    const url = new URL(upgrade.target, upstream.origin)
+    url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:'
+    const offered = (upgrade.request.headers['sec-websocket-protocol'] ?? '')
+      .split(',')
+      .map((protocol) => protocol.trim())
+      .filter(Boolean)
+    const { connect, read } = app.upstream.timeouts
+    return new WebSocket(url, offered, {
+      headers: upstreamRequestHeaders(upgrade.request.headers, facts, { websocket: true }) as Record<
+        string,
+        string
+      >,
+      handshakeTimeout: connect + read,
+      autoPong: false,
+      perMessageDeflate: false,
+      followRedirects: false,
+      maxPayload: app.guards.websocket.maxMessageSize,
     })
   }
 

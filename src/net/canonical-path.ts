@@ -1,24 +1,70 @@
 /**
- * The one spelling of a request path that guards match and the upstream receives, so no encoding, dot,
- * slash or case trick can make a guard and the app disagree on which resource is meant.
+ * The one spelling of a request target that guards match and the upstream receives, so no encoding,
+ * dot, slash, case or delimiter trick can make a guard and the app's router disagree on which resource
+ * is meant. A target whose meaning differs between common routers (Express, Fastify, Starlette,
+ * Tomcat, Go's ServeMux) is refused instead of being given one meaning here and another there.
  *
  * - percent-encoded unreserved characters are decoded (`/%73tudio` → `/studio`), other escapes get
  *   upper-case hex;
  * - `//` is collapsed and dot segments are removed (`/api/../studio` → `/studio`);
- * - refused (400): an encoded `/` or `\`, a literal `\`, NUL or other control characters, malformed
- *   escapes, escapes that are not UTF-8, and paths that climb above the root.
+ * - refused (400): a `#` anywhere (origin-form has no fragment, yet Express and Fastify cut the path
+ *   there), a literal `;` in the path (Tomcat-style servers drop `;parameters` before resolving dot
+ *   segments, other routers keep them as part of the segment), characters browsers always
+ *   percent-encode (space, `"`, `<`, `>`, `` ` ``, `{`, `}`), a `\` or an encoded `/` or `\`, NUL or
+ *   other control characters, malformed escapes, escapes that are not UTF-8, and paths that climb
+ *   above the root.
  */
 export type CanonicalPath = { ok: true; path: string } | { ok: false; reason: string }
+
+/** The canonical path and the target the upstream receives: that path and the query as sent. */
+export type CanonicalTarget = { ok: true; path: string; target: string } | { ok: false; reason: string }
 
 const unreserved = /[A-Za-z0-9\-._~]/
 const utf8 = new TextDecoder('utf-8', { fatal: true })
 
+/** Characters refused when they stand literally in a path, with the reason the client is told. */
+const refusedInPath: ReadonlyMap<string, string> = new Map([
+  ['#', 'the request target contains "#": a fragment is never sent to a server'],
+  [';', 'the path contains ";": app servers disagree on whether it starts a parameter'],
+  ['\\', 'the path contains a backslash'],
+  [' ', 'the path contains a character that must be percent-encoded'],
+  ['"', 'the path contains a character that must be percent-encoded'],
+  ['<', 'the path contains a character that must be percent-encoded'],
+  ['>', 'the path contains a character that must be percent-encoded'],
+  ['`', 'the path contains a character that must be percent-encoded'],
+  ['{', 'the path contains a character that must be percent-encoded'],
+  ['}', 'the path contains a character that must be percent-encoded'],
+])
+const refusedInPathPattern = /[#;\\ "<>`{}]/
+
+/** A query passes as sent, but without a fragment, spaces or control characters. */
+const refusedInQuery = /[^\x21\x22\x24-\x7e\x80-\uffff]/
+
+/** Splits an origin-form target (`/path?query`) and canonicalises its path; see the module comment. */
+export function canonicalTarget(rawTarget: string): CanonicalTarget {
+  const queryStart = rawTarget.indexOf('?')
+  const rawPath = queryStart >= 0 ? rawTarget.slice(0, queryStart) : rawTarget
+  const query = queryStart >= 0 ? rawTarget.slice(queryStart) : ''
+  const canonical = canonicalPath(rawPath)
+  if (!canonical.ok) return canonical
+  if (refusedInQuery.test(query)) {
+    return {
+      ok: false,
+      reason: query.includes('#')
+        ? (refusedInPath.get('#') as string)
+        : 'the query contains a space or a control character',
+    }
+  }
+  return { ok: true, path: canonical.path, target: canonical.path + query }
+}
+
 export function canonicalPath(rawPath: string): CanonicalPath {
   if (!rawPath.startsWith('/')) return { ok: false, reason: 'the path must start with /' }
-  // Characters outside ASCII arrive raw from some clients: encode them so there is one spelling.
+  // Bytes outside ASCII arrive raw over HTTP/2: encode them so there is one spelling.
   const ascii = /[^\x20-\x7e]/.test(rawPath) ? encodeNonAscii(rawPath) : rawPath
   if (ascii === undefined) return { ok: false, reason: 'the path contains control characters' }
-  if (ascii.includes('\\')) return { ok: false, reason: 'the path contains a backslash' }
+  const refused = refusedInPathPattern.exec(ascii)
+  if (refused) return { ok: false, reason: refusedInPath.get(refused[0]) as string }
 
   let decoded = ''
   const escapedBytes: number[] = []
@@ -68,17 +114,19 @@ export function canonicalPath(rawPath: string): CanonicalPath {
   return { ok: true, path: `/${output.join('/')}` }
 }
 
-/** The path as rules match it: `;parameters` dropped from every segment, since some app servers ignore them. */
-export function matchablePath(canonical: string): string {
-  return canonical.includes(';') ? canonical.replace(/;[^/]*/g, '') : canonical
-}
-
+/**
+ * Listeners hand the target over as latin1 (HTTP/1 refuses raw bytes above 0x7f; HTTP/2 passes them),
+ * so each character up to 0xff is one byte of the target: it is percent-encoded as that byte, and the
+ * escapes are then held to UTF-8 like any other.
+ */
 function encodeNonAscii(path: string): string | undefined {
   let out = ''
   for (const char of path) {
     const code = char.codePointAt(0) ?? 0
     if (code < 0x20 || code === 0x7f) return undefined
-    out += code > 0x7e ? encodeURIComponent(char) : char
+    if (code <= 0x7e) out += char
+    else if (code <= 0xff) out += `%${code.toString(16).toUpperCase()}`
+    else out += encodeURIComponent(char)
   }
   return out
 }

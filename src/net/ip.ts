@@ -11,12 +11,15 @@ export function canonicalIp(address: string | undefined): string {
   let ip = address.toLowerCase()
   const zone = ip.indexOf('%')
   if (zone >= 0) ip = ip.slice(0, zone)
-  if (ip.startsWith('::ffff:') && ip.includes('.')) {
-    const v4 = ip.slice(7)
-    return isIP(v4) === 4 ? v4 : ''
-  }
   if (!isIPv6(ip)) return ''
-  return new URL(`http://[${ip}]`).hostname.slice(1, -1)
+  const compressed = new URL(`http://[${ip}]`).hostname.slice(1, -1)
+  // The URL parser writes every IPv4-mapped spelling (`::ffff:10.0.0.1`, `0:0:0:0:0:ffff:a00:1`) as
+  // `::ffff:a00:1`: that is the IPv4 client, and it must be spelt and matched as one.
+  const mapped = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(compressed)
+  if (!mapped) return compressed
+  const high = Number.parseInt(mapped[1] as string, 16)
+  const low = Number.parseInt(mapped[2] as string, 16)
+  return `${high >> 8}.${high & 0xff}.${low >> 8}.${low & 0xff}`
 }
 
 /**

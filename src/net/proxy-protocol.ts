@@ -1,3 +1,4 @@
+import { isIP } from 'node:net'
 import { canonicalIp } from './ip.js'
 
 /**
@@ -36,15 +37,26 @@ function parseV1(buffer: Buffer): ProxyHeader {
       : { kind: 'incomplete' }
   const parts = buffer.subarray(0, end).toString('latin1').split(' ')
   if (parts[1] === 'UNKNOWN') return { kind: 'complete', length: end + 2, source: undefined }
-  if (parts.length !== 6 || (parts[1] !== 'TCP4' && parts[1] !== 'TCP6')) {
-    return { kind: 'invalid', reason: 'malformed v1 header' }
-  }
-  const source = canonicalIp(parts[2])
-  const port = Number(parts[4])
-  if (!source || !Number.isInteger(port) || port < 0 || port > 65_535)
-    return { kind: 'invalid', reason: 'bad v1 address' }
-  return { kind: 'complete', length: end + 2, source }
+  const family = parts[1] === 'TCP4' ? 4 : parts[1] === 'TCP6' ? 6 : 0
+  if (parts.length !== 6 || family === 0) return { kind: 'invalid', reason: 'malformed v1 header' }
+  // Both addresses must be of the family the header names: a TCP4 line cannot carry an IPv6 client.
+  const [, , source = '', destination = '', sourcePort = '', destinationPort = ''] = parts
+  if (isIP(source) !== family || isIP(destination) !== family)
+    return { kind: 'invalid', reason: `v1 addresses are not TCP${family} addresses` }
+  if (!isPort(sourcePort) || !isPort(destinationPort)) return { kind: 'invalid', reason: 'bad v1 port' }
+  return { kind: 'complete', length: end + 2, source: canonicalIp(source) }
 }
+
+function isPort(text: string): boolean {
+  return /^(?:0|[1-9]\d{0,4})$/.test(text) && Number(text) <= 65_535
+}
+
+/** v2 address families (high nibble) over TCP (low nibble 1), with the size of their address block. */
+const v2AddressBlock: ReadonlyMap<number, number> = new Map([
+  [0x11, 12], // TCP over IPv4: two addresses, two ports
+  [0x21, 36], // TCP over IPv6
+  [0x31, 216], // UNIX stream sockets: two paths
+])
 
 function parseV2(buffer: Buffer): ProxyHeader {
   const versionCommand = buffer[12] ?? 0
@@ -55,14 +67,16 @@ function parseV2(buffer: Buffer): ProxyHeader {
   const command = versionCommand & 0x0f
   if (command === 0x0) return { kind: 'complete', length, source: undefined } // LOCAL: the balancer itself
   if (command !== 0x1) return { kind: 'invalid', reason: 'unsupported v2 command' }
-  if (family === 0x11 && length >= 16 + 12) {
-    return { kind: 'complete', length, source: [...buffer.subarray(16, 20)].join('.') }
-  }
-  if (family === 0x21 && length >= 16 + 36) {
+  // UNSPEC: the balancer passes no address, so the connection's own peer stands.
+  if (family === 0x00) return { kind: 'complete', length, source: undefined }
+  const block = v2AddressBlock.get(family)
+  if (block === undefined) return { kind: 'invalid', reason: 'unsupported v2 address family' }
+  if (length < 16 + block) return { kind: 'invalid', reason: 'v2 address block too short for its family' }
+  if (family === 0x11) return { kind: 'complete', length, source: [...buffer.subarray(16, 20)].join('.') }
+  if (family === 0x21) {
     const groups: string[] = []
     for (let offset = 16; offset < 32; offset += 2) groups.push(buffer.readUInt16BE(offset).toString(16))
     return { kind: 'complete', length, source: canonicalIp(groups.join(':')) }
   }
-  // UNSPEC or UNIX sockets: no IP address to report.
-  return { kind: 'complete', length, source: undefined }
+  return { kind: 'complete', length, source: undefined } // UNIX sockets: no IP address to report
 }

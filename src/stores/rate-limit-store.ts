@@ -57,15 +57,22 @@ export function gcra(
 
 /**
  * Limits in this process's memory: used when no Redis is configured, and as the `local` fallback while
- * Redis is unreachable. Entries expire once their budget is full again, and the map is capped.
+ * Redis is unreachable. A key is forgotten only once its budget is full again, since forgetting a key
+ * earlier hands its client a fresh budget. The map is capped: when every kept key is still live, a new
+ * key is counted in a bucket it shares with every other new key of the same rate ("overflow"), so a
+ * flood of fresh keys can neither reset anyone's budget nor grow memory, and each limit still holds
+ * (a shared budget is never larger than the client's own).
  */
 export class MemoryStore implements RateLimitStore {
   readonly sameSlotOnly = false
   private readonly tats = new Map<string, number>()
+  /** One per distinct rate in the policies: bounded by the policies, not by traffic. */
+  private readonly overflow = new Map<string, number>()
   private readonly sweeper: NodeJS.Timeout
+  private lastFullSweep = Number.NEGATIVE_INFINITY
 
   constructor(private readonly maxKeys = 100_000) {
-    this.sweeper = setInterval(() => this.sweep(), 10_000).unref()
+    this.sweeper = setInterval(() => this.sweep(Date.now()), 10_000).unref()
   }
 
   async check(checks: readonly LimitCheck[]): Promise<LimitOutcome[]> {
@@ -73,16 +80,22 @@ export class MemoryStore implements RateLimitStore {
   }
 
   checkNow(checks: readonly LimitCheck[], now: number): LimitOutcome[] {
-    const steps = checks.map((check) => gcra(check, this.tats.get(check.key), now))
+    const slots = checks.map((check) => this.slotFor(check, now))
+    // Two rules of one rate may share an overflow bucket: the second is counted after the first.
+    const spent = new Map<string, number>()
+    const steps = checks.map((check, index) => {
+      const { map, key } = slots[index] as Slot
+      const step = gcra(check, map === this.overflow ? (spent.get(key) ?? map.get(key)) : map.get(key), now)
+      if (map === this.overflow) spent.set(key, step.tat)
+      return step
+    })
     // As in the Redis script: one refusal refuses the request for every limit, and nothing is spent.
     if (!steps.every((step) => step.outcome.allowed))
       return steps.map((step) => ({ ...step.outcome, allowed: false }))
     for (const [index, step] of steps.entries()) {
-      const key = (checks[index] as LimitCheck).key
-      this.tats.delete(key) // re-insert: the map's order is its eviction order
-      this.tats.set(key, step.tat)
+      const { map, key } = slots[index] as Slot
+      map.set(key, step.tat)
     }
-    this.evictOverflow()
     return steps.map((step) => step.outcome)
   }
 
@@ -90,19 +103,38 @@ export class MemoryStore implements RateLimitStore {
     return this.tats.size
   }
 
+  /** Keys counted in a shared overflow bucket at the moment (0 unless the store has been full). */
+  get overflowBuckets(): number {
+    return this.overflow.size
+  }
+
   close(): void {
     clearInterval(this.sweeper)
   }
 
-  private sweep(): void {
-    const now = Date.now()
-    for (const [key, tat] of this.tats) if (tat <= now) this.tats.delete(key)
+  /** Where a check's state lives: its own key, or the overflow bucket of its rate when the map is full. */
+  private slotFor(check: LimitCheck, now: number): Slot {
+    if (this.tats.has(check.key) || this.hasRoom(now)) return { map: this.tats, key: check.key }
+    return { map: this.overflow, key: `${check.intervalMs} ${check.toleranceMs}` }
   }
 
-  private evictOverflow(): void {
-    for (const key of this.tats.keys()) {
-      if (this.tats.size <= this.maxKeys) break
-      this.tats.delete(key)
+  private hasRoom(now: number): boolean {
+    if (this.tats.size < this.maxKeys) return true
+    // Full: forget keys whose budget is whole again, at most once a second (a sweep walks every key).
+    if (now - this.lastFullSweep >= 1000) {
+      this.lastFullSweep = now
+      this.sweep(now)
     }
+    return this.tats.size < this.maxKeys
   }
+
+  private sweep(now: number): void {
+    for (const [key, tat] of this.tats) if (tat <= now) this.tats.delete(key)
+    for (const [key, tat] of this.overflow) if (tat <= now) this.overflow.delete(key)
+  }
+}
+
+interface Slot {
+  map: Map<string, number>
+  key: string
 }

@@ -21,6 +21,12 @@ describe('PROXY protocol headers', () => {
     ['PROXY HTTP 1 2 3 4\r\n', 'invalid'],
     [`PROXY TCP4 ${'1'.repeat(120)}`, 'invalid'],
     ['GET / HTTP/1.1\r\n', 'invalid'],
+    ['PROXY TCP4 2001:db8::7 10.0.0.1 40000 443\r\n', 'invalid'],
+    ['PROXY TCP4 ::ffff:198.51.100.7 10.0.0.1 40000 443\r\n', 'invalid'],
+    ['PROXY TCP4 198.51.100.7 2001:db8::1 40000 443\r\n', 'invalid'],
+    ['PROXY TCP6 198.51.100.7 2001:db8::1 40000 443\r\n', 'invalid'],
+    ['PROXY TCP4 198.51.100.7 10.0.0.1 040000 443\r\n', 'invalid'],
+    ['PROXY TCP4 198.51.100.7 10.0.0.1 40000 -1\r\n', 'invalid'],
   ])('v1 %j is %s', (text, kind) => {
     expect(parseProxyHeader(Buffer.from(text)).kind).toBe(kind)
   })
@@ -41,6 +47,20 @@ describe('PROXY protocol headers', () => {
       source: undefined,
       length: 28,
     })
+  })
+
+  it('v2 refuses an address block shorter than its family needs, and families that are not TCP', () => {
+    const shortV4 = Buffer.concat([proxyV2('198.51.100.7').subarray(0, 16), Buffer.alloc(4, 7)])
+    shortV4.writeUInt16BE(4, 14)
+    expect(parseProxyHeader(shortV4)).toMatchObject({ kind: 'invalid', reason: /too short/ })
+    const shortV6 = Buffer.concat([proxyV2('2001:db8::7').subarray(0, 16), Buffer.alloc(12)])
+    shortV6.writeUInt16BE(12, 14)
+    expect(parseProxyHeader(shortV6)).toMatchObject({ kind: 'invalid', reason: /too short/ })
+    const udp = proxyV2('198.51.100.7')
+    udp[13] = 0x12
+    expect(parseProxyHeader(udp).kind).toBe('invalid')
+    const mapped = proxyV2('0:0:0:0:0:ffff:c633:6407')
+    expect(parseProxyHeader(mapped)).toMatchObject({ kind: 'complete', source: '198.51.100.7' })
   })
 
   it('v2 waits for the whole header and refuses other versions', () => {

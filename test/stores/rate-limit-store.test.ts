@@ -89,6 +89,41 @@ describe('GCRA', () => {
     const store = new MemoryStore(10)
     for (let index = 0; index < 50; index++) store.checkNow([perSecond(`k${index}`, 1)], 0)
     expect(store.size).toBe(10)
+    expect(store.overflowBuckets).toBe(1)
+    store.close()
+  })
+
+  it('never hands out budget: a flood of fresh keys neither resets a spent key nor escapes its limit', () => {
+    const store = new MemoryStore(1000)
+    const victim = perSecond('victim', 3)
+    for (let index = 0; index < 3; index++) expect(store.checkNow([victim], 0)[0]?.allowed).toBe(true)
+    expect(store.checkNow([victim], 0)[0]?.allowed).toBe(false)
+    // 150 times the cap in random keys, each at the same rate as the victim's rule.
+    let admittedFlood = 0
+    for (let index = 0; index < 150_000; index++) {
+      if (store.checkNow([perSecond(`flood-${index}`, 3)], 1)[0]?.allowed) admittedFlood += 1
+    }
+    expect(store.size).toBeLessThanOrEqual(1000)
+    expect(store.checkNow([victim], 2)[0]?.allowed).toBe(false)
+    // 999 keys fit beside the victim; the rest share one budget: three at once, like any one client.
+    expect(admittedFlood).toBe(999 + 3)
+    store.close()
+  })
+
+  it('forgets keys whose budget is full again to make room, and only those', () => {
+    const store = new MemoryStore(2)
+    const spent = perSecond('spent', 1)
+    const idle = perSecond('idle', 1)
+    store.checkNow([spent], 0)
+    store.checkNow([idle], 0)
+    // At 1000 ms both budgets are whole again: a new key takes a place of its own.
+    expect(store.checkNow([perSecond('new', 1)], 1000)[0]?.allowed).toBe(true)
+    expect(store.overflowBuckets).toBe(0)
+    store.checkNow([spent], 1000)
+    // Now `spent` and `new` are live: a third key waits in the overflow bucket.
+    expect(store.checkNow([perSecond('third', 1)], 1001)[0]?.allowed).toBe(true)
+    expect(store.checkNow([perSecond('fourth', 1)], 1001)[0]?.allowed).toBe(false)
+    expect(store.checkNow([spent], 1001)[0]?.allowed).toBe(false)
     store.close()
   })
 })
