@@ -1,3 +1,4 @@
+import { connect } from 'node:net'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import WebSocket from 'ws'
 import type { EchoReply } from '../../src/demo/echo-app.js'
@@ -107,6 +108,13 @@ cookies: { exclude: [csrf] }
       '/api/.%2E/studio',
       '/studio;jsessionid=1/',
       '/studio/..;/studio',
+      '/x/..;/studio/',
+      '/.;/studio',
+      '/studio#',
+      '/studio#/../../public',
+      '/sql#',
+      '/sql;',
+      '/sql?#',
       '/studio\\',
       '/%5cstudio',
       '/studio%00.html',
@@ -154,6 +162,59 @@ cookies: { exclude: [csrf] }
     expect(echoed.url).toBe('/api/items/~user?q=%2e%2e&x=1')
     expect(echoed.headers['x-forwarded-for']).toBe('198.51.100.7, 127.0.0.2')
     expect(echoed.headers['x-real-ip']).toBe('198.51.100.7')
+  })
+
+  it('spells a trusted proxy’s IPv4-mapped IPv6 client as the IPv4 address, upstream and in the rules', async () => {
+    for (const mapped of ['::ffff:a00:1', '0:0:0:0:0:ffff:10.0.0.1', '[::ffff:a00:1]:4711']) {
+      const answer = await raw('/studio/x', { from: '127.0.0.2', headers: [`X-Forwarded-For: ${mapped}`] })
+      expect(answer.status).toBe(200)
+      const echoed = JSON.parse(answer.body) as Echo
+      expect(echoed.headers['x-real-ip']).toBe('10.0.0.1')
+      expect(echoed.headers['x-forwarded-for']).toBe('10.0.0.1, 127.0.0.2')
+    }
+  })
+
+  describe('Expect: 100-continue', () => {
+    /** Sends the head, then the body only if the gateway says 100 Continue; returns what came back. */
+    function expectContinue(length: number): Promise<{ first: string; all: string; closed: boolean }> {
+      return new Promise((resolve, reject) => {
+        const socket = connect(gateway.ports.http, '127.0.0.1', () =>
+          socket.write(
+            `POST /upload HTTP/1.1\r\nHost: guarded.test\r\nContent-Length: ${length}\r\n` +
+              'Content-Type: text/plain\r\nExpect: 100-continue\r\n\r\n',
+          ),
+        )
+        let all = ''
+        let first = ''
+        socket.on('data', (chunk: Buffer) => {
+          all += chunk.toString('latin1')
+          if (!first) {
+            first = all.split('\r\n', 1)[0] ?? ''
+            if (first.includes(' 100 ')) socket.write('x'.repeat(length))
+          }
+          if (/\r\n\r\n[\s\S]*"(code|url)"/.test(all.replace(/^HTTP\/1\.1 100[^\n]*\n\r\n/, ''))) {
+            socket.end()
+          }
+        })
+        socket.once('close', () => resolve({ first, all, closed: true }))
+        socket.once('error', reject)
+        socket.setTimeout(5000, () => socket.destroy(new Error(`no answer; got ${JSON.stringify(all)}`)))
+      })
+    }
+
+    it('answers 413 before inviting a body over the limit, and closes the connection', async () => {
+      const answer = await expectContinue(100_000)
+      expect(answer.first).toBe('HTTP/1.1 413 Payload Too Large')
+      expect(answer.all).not.toContain('100 Continue')
+      expect(answer.all).toMatch(/connection: close/i)
+      expect(answer.all).toContain('"code":"PCL_BODY_TOO_LARGE"')
+    })
+
+    it('invites an admitted body with 100 Continue and forwards it', async () => {
+      const answer = await expectContinue(1000)
+      expect(answer.first).toBe('HTTP/1.1 100 Continue')
+      expect(answer.all).toContain(`"body":"${'x'.repeat(1000)}"`)
+    })
   })
 
   it('logs the client IP derivation and the deciding rule', async () => {

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import WebSocket from 'ws'
 import { fetchOnce } from '../support/clients.js'
 import { policyYaml, type RunningGateway, startGateway } from '../support/gateway.js'
+import { rawHttp1 } from '../support/raw-requests.js'
 import { closedPort, httpUpstream, type Upstream, wsUpstream } from '../support/upstreams.js'
 
 function open(
@@ -56,7 +57,13 @@ describe('WebSocket proxying', () => {
       { handleProtocols: (protocols) => (protocols.has('chat.v2') ? 'chat.v2' : false) },
     )
     refusing = await httpUpstream((_request, response) => {
-      response.writeHead(403, { 'content-type': 'text/plain', 'x-upstream': 'refused' })
+      response.writeHead(403, {
+        'content-type': 'text/plain',
+        'x-upstream': 'refused',
+        'access-control-allow-origin': 'https://evil.test',
+        'access-control-allow-credentials': 'true',
+        'x-powered-by': 'PHP/5',
+      })
       response.end('no websocket for you')
     })
     const dead = await closedPort()
@@ -69,7 +76,18 @@ describe('WebSocket proxying', () => {
           target: upstream.url,
           tls: '  mode: off',
         }),
-        'refusing.yaml': policyYaml({ app: 'refusing', hosts: ['refusing.test'], target: refusing.url }),
+        'refusing.yaml': policyYaml({
+          app: 'refusing',
+          hosts: ['refusing.test'],
+          target: refusing.url,
+          extra: 'hsts: { maxAge: 31536000 }\ncors: { origins: [https://app.example.com] }',
+        }),
+        'capped.yaml': policyYaml({
+          app: 'capped',
+          hosts: ['capped.test'],
+          target: upstream.url,
+          extra: 'websocket: { maxConnections: 1 }',
+        }),
         'dead.yaml': policyYaml({ app: 'deadws', hosts: ['dead.test'], target: `http://127.0.0.1:${dead}` }),
       },
     })
@@ -138,10 +156,75 @@ describe('WebSocket proxying', () => {
     socket.close()
   })
 
-  it('hands an upstream refusal to the client as that HTTP answer', async () => {
+  it('hands an upstream refusal to the client as that HTTP answer, edited like every other answer', async () => {
     await expect(
       open(`wss://127.0.0.1:${gateway.ports.https}/`, [], { host: 'refusing.test' }),
     ).rejects.toThrow('HTTP 403')
+    const answer = await new Promise<{ headers: Record<string, unknown>; body: string }>(
+      (resolve, reject) => {
+        const socket = new WebSocket(`wss://127.0.0.1:${gateway.ports.https}/`, {
+          headers: { host: 'refusing.test', origin: 'https://app.example.com' },
+          rejectUnauthorized: false,
+        })
+        socket.once('error', reject)
+        socket.once('unexpected-response', (_request, response) => {
+          let body = ''
+          response.on('data', (chunk: Buffer) => {
+            body += chunk
+          })
+          response.once('end', () => resolve({ headers: response.headers, body }))
+        })
+      },
+    )
+    expect(answer.body).toBe('no websocket for you')
+    expect(answer.headers['x-upstream']).toBe('refused')
+    expect(answer.headers['access-control-allow-credentials']).toBeUndefined()
+    expect(answer.headers['access-control-allow-origin']).not.toBe('https://evil.test')
+    expect(answer.headers['x-powered-by']).toBeUndefined()
+    expect(answer.headers['strict-transport-security']).toBe('max-age=31536000')
+    expect(answer.headers['x-frame-options']).toBe('SAMEORIGIN')
+    expect(answer.headers['x-request-id']).toEqual(expect.any(String))
+  })
+
+  it('releases the cap slot of every upgrade it refuses or cannot relay, and answers each', async () => {
+    const upgrade = (target: string, extra: string[] = []) =>
+      rawHttp1(gateway.ports.https, {
+        target,
+        host: 'capped.test',
+        servername: 'capped.test',
+        headers: [
+          'Upgrade: websocket',
+          'Connection: Upgrade',
+          'Sec-WebSocket-Version: 13',
+          'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==',
+          ...extra,
+        ],
+      })
+    // Each of these used to be admitted and then fail, holding the app's only slot for good.
+    for (let round = 0; round < 3; round++) {
+      expect((await upgrade('/ws#')).status).toBe(400)
+      expect((await upgrade('/ws', ['Sec-WebSocket-Protocol: chat, chat'])).status).toBe(400)
+    }
+    expect(
+      (
+        await rawHttp1(gateway.ports.https, {
+          target: '/ws',
+          host: 'capped.test',
+          servername: 'capped.test',
+          headers: [
+            'Upgrade: websocket',
+            'Connection: Upgrade',
+            'Sec-WebSocket-Version: 13',
+            'Sec-WebSocket-Key: short',
+          ],
+        })
+      ).status,
+    ).toBe(400)
+    const socket = await open(`wss://127.0.0.1:${gateway.ports.https}/`, [], { host: 'capped.test' })
+    await expect(
+      open(`wss://127.0.0.1:${gateway.ports.https}/`, [], { host: 'capped.test' }),
+    ).rejects.toThrow('HTTP 429')
+    socket.close()
   })
 
   it('answers 502 JSON before any upgrade when the upstream is down, and 404 for an unknown host', async () => {

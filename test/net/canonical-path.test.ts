@@ -1,6 +1,7 @@
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { canonicalPath, canonicalTarget } from '../../src/net/canonical-path.js'
+import { routerModels } from '../support/router-models.js'
 
 describe('canonicalPath', () => {
   it.each([
@@ -123,5 +124,98 @@ describe('canonicalPath properties', () => {
       }),
       { numRuns: 3000 },
     )
+  })
+})
+
+/** Pieces of request targets that some router family reads differently from another. */
+const targetPiece = fc.constantFrom(
+  'admin',
+  'A',
+  'x',
+  '.',
+  '..',
+  '',
+  '%2e',
+  '%2E%2e',
+  '.%2e',
+  ';',
+  ';x=1',
+  '..;',
+  '%3b',
+  '%3B',
+  '#',
+  '#x',
+  '%23',
+  '?',
+  '?a=/../b',
+  '%3f',
+  '%25',
+  '%252e',
+  '%2f',
+  '%5c',
+  '\\',
+  '%00',
+  '%20',
+  ' ',
+  '%41',
+  '%7e',
+  '~',
+  '\u00c3\u00a9',
+  '%c3%a9',
+  '%ff',
+  '%c0%af',
+  '|',
+  ':',
+  '@',
+  '!',
+  '$',
+  '&',
+  "'",
+  '(',
+  '*',
+  '+',
+  ',',
+  '=',
+)
+const requestTarget = fc
+  .array(
+    fc.array(targetPiece, { maxLength: 3 }).map((pieces) => pieces.join('')),
+    { maxLength: 6 },
+  )
+  .map((segments) => `/${segments.join('/')}`)
+
+describe('canonicalTarget against the router families', () => {
+  it('either refuses a target, or every router family routes exactly the path the rules matched', () => {
+    let accepted = 0
+    fc.assert(
+      fc.property(requestTarget, (raw) => {
+        const result = canonicalTarget(raw)
+        if (!result.ok) return
+        accepted += 1
+        for (const router of routerModels) {
+          expect({ router: router.name, routes: router.resolve(result.target) }).toEqual({
+            router: router.name,
+            routes: router.decode(result.path),
+          })
+        }
+      }),
+      { numRuns: 5000 },
+    )
+    // The property says something only if many generated targets are accepted.
+    expect(accepted).toBeGreaterThan(1000)
+  })
+
+  it('finds the bypasses of a gateway that matched the raw path: the models are not vacuous', () => {
+    const disagreements = ['/admin#', '/x/..;/admin', '/.;/admin', '/admin;x'].map((raw) =>
+      routerModels
+        .filter((router) => router.resolve(raw) !== router.decode(raw))
+        .map((router) => router.name),
+    )
+    expect(disagreements).toEqual([
+      ['express', 'fastify'],
+      ['fastify', 'tomcat'],
+      ['fastify', 'tomcat'],
+      ['fastify', 'tomcat'],
+    ])
   })
 })
