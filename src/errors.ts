@@ -31,6 +31,10 @@ export const errorCodes = {
   },
   PCL_UPSTREAM_UNREACHABLE: { status: 502, message: 'The upstream could not be reached' },
   PCL_NO_HEALTHY_UPSTREAM: { status: 503, message: 'No upstream target is healthy at the moment' },
+  PCL_UPSTREAM_BUSY: {
+    status: 503,
+    message: 'Every connection to the upstream is busy and too many requests are waiting for one',
+  },
   PCL_UPSTREAM_BAD_RESPONSE: {
     status: 502,
     message: 'The upstream sent an invalid response or closed the connection',

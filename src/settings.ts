@@ -41,8 +41,10 @@ export const settingsSchema = z.strictObject({
     .optional()
     .describe('Redis shared by the replicas for rate limits. Without it, limits are per process.'),
   redisTimeout: duration
-    .default(50)
-    .describe('Longest wait for one Redis command; then the rule falls back as its onStoreError says.'),
+    .default(250)
+    .describe(
+      'Longest wait for one Redis command; then the rule falls back as its onStoreError says. Room for ordinary event-loop lag under load.',
+    ),
   replicas: z.coerce
     .number()
     .int()
@@ -74,7 +76,14 @@ export const settingsSchema = z.strictObject({
     .describe('On SIGTERM, how long in-flight requests and WebSockets may take to finish.'),
   headersTimeout: duration
     .default(15_000)
-    .describe('Time a client has to send the head of its first request (slowloris); then 408.'),
+    .describe(
+      'Time a client has to finish its TLS handshake, and to send a whole request head once it started (slowloris); then 408.',
+    ),
+  keepAliveTimeout: duration
+    .default(75_000)
+    .describe(
+      'How long a client connection with nothing in flight stays open: HTTP/1 keep-alive, HTTP/2 without streams.',
+    ),
   maxConnections: z.coerce
     .number()
     .int()

@@ -7,7 +7,8 @@ import type { Socket } from 'node:net'
  * accepting, let what is running finish, and close keep-alive connections as soon as they fall idle.
  */
 export class ConnectionTracker {
-  private readonly sockets = new Map<Socket, number>()
+  /** HTTP/1 (and HTTP/2 fallback) sockets, each with how to finish the requests in flight on it. */
+  private readonly sockets = new Map<Socket, Set<() => void>>()
   private readonly sessions = new Set<Http2Session>()
   private requests = 0
   private draining = false
@@ -24,8 +25,14 @@ export class ConnectionTracker {
   watch(server: HttpServer | Http2SecureServer): void {
     const connectionEvent = 'setSecureContext' in server ? 'secureConnection' : 'connection'
     server.on(connectionEvent, (socket: Socket) => {
-      this.sockets.set(socket, 0)
-      socket.once('close', () => this.sockets.delete(socket))
+      const running = new Set<() => void>()
+      this.sockets.set(socket, running)
+      // A response that never got its turn on the connection (pipelined behind one that closed it)
+      // emits nothing: the socket's end finishes it.
+      socket.once('close', () => {
+        this.sockets.delete(socket)
+        for (const finish of running) finish()
+      })
     })
     server.on('session', (session: Http2Session) => {
       this.sessions.add(session)
@@ -34,20 +41,23 @@ export class ConnectionTracker {
     })
   }
 
-  /** Counts a request until its response is finished or its connection is gone. */
+  /** Counts a request until its response is finished or its connection is gone, whichever comes first. */
   requestStarted(request: IncomingMessage, response: ServerResponse): void {
-    const socket = request.httpVersionMajor === 1 ? request.socket : undefined
+    const running = request.httpVersionMajor === 1 ? this.sockets.get(request.socket) : undefined
     this.requests += 1
-    if (socket) this.sockets.set(socket, (this.sockets.get(socket) ?? 0) + 1)
-    response.once('close', () => {
+    let finished = false
+    const finish = () => {
+      if (finished) return
+      finished = true
       this.requests -= 1
-      if (socket && this.sockets.has(socket)) {
-        const active = (this.sockets.get(socket) ?? 1) - 1
-        this.sockets.set(socket, active)
-        if (this.draining && active === 0) socket.end()
+      if (running) {
+        running.delete(finish)
+        if (this.draining && running.size === 0) request.socket.end()
       }
       if (this.requests === 0) this.resolveIdle()
-    })
+    }
+    running?.add(finish)
+    response.once('close', finish)
   }
 
   /** An upgraded socket belongs to the WebSocket relay from now on, which drains it on its own terms. */
@@ -62,8 +72,8 @@ export class ConnectionTracker {
   startDraining(): void {
     this.draining = true
     for (const session of this.sessions) session.close()
-    for (const [socket, active] of this.sockets) {
-      if (active === 0 && !this.isHttp2(socket)) socket.end()
+    for (const [socket, running] of this.sockets) {
+      if (running.size === 0 && !this.isHttp2(socket)) socket.end()
     }
   }
 

@@ -14,6 +14,7 @@ import type { GatewayMetrics } from '../observe/metrics.js'
 import type { App, PemPair } from '../policy/compile.js'
 import type { Settings } from '../settings.js'
 import type { CertificateStore } from '../tls/certificates.js'
+import { enforceDeadlines } from './connection-deadlines.js'
 import type { ConnectionTracker } from './connections.js'
 import { peerAddress } from './front-door.js'
 import type { ForwardedFacts } from './headers.js'
@@ -27,7 +28,7 @@ import type { Reservation, WebSocketRelay } from './websocket.js'
 export interface EdgeContext {
   readonly log: Logger
   /** Listener-wide limits: they act before any app is known. */
-  readonly listener: Pick<Settings, 'headersTimeout' | 'logHeaders' | 'logRedact'>
+  readonly listener: Pick<Settings, 'headersTimeout' | 'keepAliveTimeout' | 'logHeaders' | 'logRedact'>
   readonly rateLimits: RateLimitStores
   readonly metrics: GatewayMetrics
   router(): HostRouter
@@ -113,6 +114,8 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
           const server = createSecureServer(
             {
               allowHTTP1: true,
+              // As nginx: one client cannot open thousands of streams (each an upstream request) at once.
+              settings: { maxConcurrentStreams: 128 },
               minVersion: 'TLSv1.2',
               cert: tls.placeholder.cert,
               key: tls.placeholder.key,
@@ -134,7 +137,7 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
         },
       })) as unknown as FastifyInstance
 
-  enforceHeadersTimeout(edge.server, secure, context.listener.headersTimeout, answerClientError(context.log))
+  enforceDeadlines(edge.server, secure, context.listener, answerClientError(context.log))
 
   edge.decorateRequest('gatewayApp', null)
   edge.decorateRequest('clientIp', '')
@@ -211,7 +214,12 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
     if (decision.kind === 'allow') {
       request.addedHeaders = decision.responseHeaders
       const pending = pendingUpgrades.get(request.raw)
-      if (pending) pending.reservation = context.relay.reserve(app.id, verdict.identity.ip)
+      if (pending) {
+        const room = app.guards.websocket.checkCapacity(context.relay.live(app.id, verdict.identity.ip))
+        if (room.kind === 'deny' && app.mode === 'enforce')
+          return reject(reply, room.code, room.rule, room.message)
+        pending.reservation = context.relay.reserve(app.id, verdict.identity.ip)
+      }
     } else if (decision.kind === 'answer') {
       request.addedHeaders = decision.headers
       request.rejection = null
@@ -334,30 +342,6 @@ function isWebSocketHandshake(request: FastifyRequest): boolean {
     /^[+/0-9A-Za-z]{22}==$/.test(String(headers['sec-websocket-key'] ?? '')) &&
     headers['sec-websocket-version'] === '13'
   )
-}
-
-/**
- * Slowloris: a connection's first request head must be complete within the timeout, else a JSON 408.
- * The gateway times this itself: Node's own check runs only on servers that listen themselves (ours
- * accept through the front door) and never on the HTTP/1.1 fallback of its HTTP/2 server.
- */
-function enforceHeadersTimeout(
-  server: FastifyInstance['server'],
-  secure: boolean,
-  timeoutMs: number,
-  answer: ReturnType<typeof answerClientError>,
-): void {
-  const pending = new WeakMap<object, NodeJS.Timeout>()
-  server.on(secure ? 'secureConnection' : 'connection', (socket: Socket) => {
-    if ((socket as TLSSocket).alpnProtocol === 'h2') return
-    const timeout = Object.assign(new Error('request head not received in time'), {
-      code: 'ERR_HTTP_REQUEST_TIMEOUT',
-    })
-    const timer = setTimeout(() => answer(timeout, socket), timeoutMs)
-    pending.set(socket, timer)
-    socket.once('close', () => clearTimeout(timer))
-  })
-  server.on('request', (request: IncomingMessage) => clearTimeout(pending.get(request.socket)))
 }
 
 /** Requests Node's parser refuses (timeouts, oversize or malformed heads) get a JSON answer too. */

@@ -1,5 +1,5 @@
 import type { OutgoingHttpHeaders } from 'node:http'
-import type { Http2ServerRequest } from 'node:http2'
+import { type Http2ServerRequest, constants as http2Constants } from 'node:http2'
 import { Readable, type Transform } from 'node:stream'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Dispatcher } from 'undici'
@@ -101,16 +101,34 @@ export function forwardHttp(
     controller?.abort(new DeadlineExceeded())
     if (response.headersSent) response.destroy()
   }, write)
-  response.once('close', () => {
+  // A client that leaves (an HTTP/2 stream reset, a closed connection) takes its upstream request with
+  // it, whether it leaves before the request went out, while it is being sent, or during the answer.
+  let clientGone = false
+  const leave = () => {
     clearTimeout(deadline)
-    if (!ended) controller?.abort(new ClientGone())
-  })
+    if (ended) return
+    clientGone = true
+    if (!response.headersSent) reply.code(499)
+    controller?.abort(new ClientGone())
+  }
+  if (hasLeft(request)) {
+    leave()
+    ended = true
+    return reply.send()
+  }
+  response.once('close', leave)
   const body = requestBody(request, response, plan.bodyLimit)
   const retriable = body === null && idempotent.has(request.method)
   let failed: Set<Upstream> | undefined
 
   const attempt = (upstream: Upstream) => {
     request.upstream = upstream.origin
+    if (plan.pools.isSaturated(app, upstream)) {
+      ended = true
+      clearTimeout(deadline)
+      reject(reply, 'PCL_UPSTREAM_BUSY', 'upstream.maxQueue')
+      return
+    }
     plan.pools.begin(upstream)
     let finished = false
     const finish = (failure: boolean) => {
@@ -133,6 +151,7 @@ export function forwardHttp(
       {
         onRequestStart(started) {
           controller = started
+          if (clientGone) started.abort(new ClientGone())
         },
         onResponseStart(_controller, statusCode, headers) {
           serverError = statusCode >= 500
@@ -170,7 +189,7 @@ export function forwardHttp(
           // keep-alive connection it closed as a request went out, nor the client's doing.
           finish(neverConnected(error))
           if (ended) return
-          if (error instanceof ClientGone) {
+          if (error instanceof ClientGone || error.cause instanceof ClientGone) {
             ended = true
             return
           }
@@ -180,7 +199,13 @@ export function forwardHttp(
             response.destroy()
             return
           }
-          const tooLarge = error instanceof BodyTooLarge ? error : (error.cause as unknown)
+          const cause = error instanceof BodyError ? error : (error.cause as unknown)
+          if (cause instanceof MalformedBody) {
+            ended = true
+            refuseMalformed(request, reply, reject, cause)
+            return
+          }
+          const tooLarge = cause
           if (tooLarge instanceof BodyTooLarge) {
             ended = true
             reject(
@@ -237,25 +262,62 @@ function requestBody(
     invitedBodies.add(request.raw)
     response.writeContinue()
   }
-  // A declared length was checked against the limit already, and the parser holds the body to it.
-  if (request.headers['content-length'] !== undefined || !limit) return request.raw
-  return Readable.from(countedBody(request.raw, limit), { objectMode: false })
+  const declared = request.headers['content-length']
+  // HTTP/1: Node's parser holds a body to its declared length and fails it when the client leaves.
+  if (request.raw.httpVersionMajor === 1 && (declared !== undefined || !limit)) return request.raw
+  return Readable.from(
+    checkedBody(request.raw, { declared: declared === undefined ? undefined : Number(declared), limit }),
+    { objectMode: false },
+  )
 }
 
-/** Streams the body on, failing the upstream request (413) as soon as it passes the limit. */
-async function* countedBody(
-  source: AsyncIterable<Buffer>,
-  limit: { max: number; rule: string },
+/**
+ * Streams the body on, failing the upstream request as soon as it passes the limit (413) or its
+ * declared length, or when it ends short of that length or because the client reset its stream: an
+ * HTTP/2 stream reset mid-body ends the request stream as if the body were complete, and RFC 9113
+ * §8.1.1 calls a body whose length differs from its content-length malformed. So the upstream never
+ * receives a complete request that the client did not send.
+ */
+async function* checkedBody(
+  source: FastifyRequest['raw'],
+  rules: { declared: number | undefined; limit: ForwardPlan['bodyLimit'] },
 ): AsyncGenerator<Buffer> {
   let seen = 0
-  for await (const chunk of source) {
+  for await (const chunk of source as AsyncIterable<Buffer>) {
     seen += chunk.length
-    if (seen > limit.max) throw new BodyTooLarge(limit.max, limit.rule)
+    if (rules.declared !== undefined && seen > rules.declared)
+      throw new MalformedBody('the request body is longer than its content-length')
+    if (rules.limit && seen > rules.limit.max) throw new BodyTooLarge(rules.limit.max, rules.limit.rule)
     yield chunk
   }
+  if (hasLeft({ raw: source })) throw new ClientGone()
+  if (rules.declared !== undefined && seen !== rules.declared)
+    throw new MalformedBody('the request body is shorter than its content-length')
 }
 
-class BodyTooLarge extends Error {
+/** Whether the client has already closed its stream or connection. */
+function hasLeft(request: { raw: FastifyRequest['raw'] }): boolean {
+  const raw = request.raw as FastifyRequest['raw'] & Partial<Pick<Http2ServerRequest, 'stream'>>
+  if (raw.stream) return raw.stream.closed || raw.stream.destroyed || raw.stream.aborted
+  return raw.socket?.destroyed ?? true
+}
+
+/** A malformed HTTP/2 request has its stream reset (PROTOCOL_ERROR); HTTP/1 gets a 400 and a closed connection. */
+function refuseMalformed(request: FastifyRequest, reply: FastifyReply, reject: Reject, error: MalformedBody) {
+  const stream = (request.raw as unknown as Partial<Http2ServerRequest>).stream
+  if (!stream) {
+    reply.header('connection', 'close')
+    reject(reply, 'PCL_BAD_REQUEST', 'request', `Malformed request: ${error.message}`)
+    return
+  }
+  request.rejection = { code: 'PCL_BAD_REQUEST', rule: 'request' }
+  reply.code(400)
+  stream.close(http2Constants.NGHTTP2_PROTOCOL_ERROR)
+}
+
+class BodyError extends Error {}
+
+class BodyTooLarge extends BodyError {
   constructor(
     readonly max: number,
     readonly rule: string,
@@ -264,7 +326,9 @@ class BodyTooLarge extends Error {
   }
 }
 
-class ClientGone extends Error {}
+class MalformedBody extends BodyError {}
+
+class ClientGone extends BodyError {}
 class DeadlineExceeded extends Error {}
 
 declare module 'fastify' {

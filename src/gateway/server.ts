@@ -394,17 +394,15 @@ export class Gateway {
   }
 
   /**
-   * Whether this replica should get traffic: the liveness checks, plus Redis reachable when configured
-   * (fail) and at least one healthy target per app (fail). A placeholder certificate only warns: the
-   * ACME challenge itself must reach the gateway through the load balancer.
+   * Whether a load balancer should send this replica traffic: the liveness checks (draining fails) and
+   * at least one healthy target per app. Redis only warns: every replica shares it, so taking replicas
+   * out for it would turn limits that fall back (onStoreError) into an outage, and a slow event loop
+   * that times out a few Redis calls would pull replicas out exactly when they are busy. A placeholder
+   * certificate only warns too: the ACME challenge itself must reach the gateway through the balancer.
    */
   readiness(): HealthReport {
     const { checks: live } = this.health()
     const checks: Record<string, HealthCheck> = { ...live }
-    if (this.redis) {
-      const reachable = this.redis.status === 'ready' && this.rateLimits.shared?.breaker.current === 'closed'
-      checks.redis = { status: reachable ? 'pass' : 'fail', connection: this.redis.status }
-    }
     const apps: Record<string, { healthy: number; targets: number }> = {}
     let upstreams: HealthCheck['status'] = 'pass'
     for (const [appId, targets] of this.pools.status()) {
@@ -475,13 +473,32 @@ export class Gateway {
       this.relay.closeAll('gateway shutting down')
       this.connections.destroyAll()
     }
-    await Promise.all([this.http.close(), this.https.close(), this.pools.close()])
+    // Past the grace period nothing is awaited that a stuck peer could hold: upstream requests still
+    // running are cut, and closing the listeners gets a fixed margin, so a stop always ends.
+    const closed = Promise.all([
+      this.http.close(),
+      this.https.close(),
+      this.pools.close(result === 'timeout' ? 'destroy' : 'close'),
+    ])
+    let margin: NodeJS.Timeout | undefined
+    const stuck = await Promise.race([
+      closed.then(() => false),
+      new Promise<boolean>((resolve) => {
+        margin = setTimeout(() => resolve(true), closeMarginMs)
+      }),
+    ])
+    clearTimeout(margin)
+    if (stuck)
+      this.log.warn({ marginMs: closeMarginMs }, 'listeners did not close within the margin: exiting anyway')
     this.rateLimits.local.close()
     this.redis?.disconnect()
     await this.admin.close()
     this.log.info({ result }, 'gateway stopped')
   }
 }
+
+/** How long closing the listeners and pools may take after the drain, before the gateway exits anyway. */
+const closeMarginMs = 3000
 
 /** A random key created once and kept (mode 0600), so cookies signed before a restart stay valid. */
 async function persistentSecret(file: string): Promise<Buffer> {

@@ -98,6 +98,11 @@ export class UpstreamPools {
     return { upstream: chosen }
   }
 
+  /** Every connection to the target is busy and the queue for one is full: the request is refused at once. */
+  isSaturated(app: App, target: Upstream): boolean {
+    return target.active >= app.upstream.maxConnections && target.pool.stats.queued >= app.upstream.maxQueue
+  }
+
   /** A request started on the target (least-connections counts them). */
   begin(target: Upstream): void {
     target.active++
@@ -146,11 +151,12 @@ export class UpstreamPools {
     )
   }
 
-  async close(): Promise<void> {
+  /** Lets requests in flight finish, then closes every pool; `destroy` cuts what is still running. */
+  async close(how: 'close' | 'destroy' = 'close'): Promise<void> {
     const entries = [...this.apps.values()]
     this.apps.clear()
     for (const entry of entries) for (const timer of entry.timers) clearInterval(timer)
-    await Promise.all(entries.flatMap((entry) => entry.targets.map((target) => target.pool.close())))
+    await Promise.all(entries.flatMap((entry) => entry.targets.map((target) => target.pool[how]())))
   }
 
   private stickyTarget(app: App, cookieHeader: string | undefined, usable: Upstream[]): Upstream | undefined {
@@ -222,7 +228,7 @@ function usableTargets(targets: Upstream[], avoid: ReadonlySet<Upstream> | undef
 }
 
 function poolKey(app: App, origin: string): string {
-  return `${app.id} ${origin} ${app.upstream.timeouts.connect}`
+  return `${app.id} ${origin} ${app.upstream.timeouts.connect} ${app.upstream.maxConnections}`
 }
 
 function newUpstream(app: App, origin: string): Upstream {
@@ -230,7 +236,10 @@ function newUpstream(app: App, origin: string): Upstream {
     origin,
     pool: new Pool(origin, {
       connect: { timeout: app.upstream.timeouts.connect },
+      connections: app.upstream.maxConnections,
+      // An idle connection closes after 4 s whatever the target's Keep-Alive header offers.
       keepAliveTimeout: 4000,
+      keepAliveMaxTimeout: 4000,
       pipelining: 1,
     }),
     id: createHash('sha256').update(origin).digest('base64url').slice(0, 12),

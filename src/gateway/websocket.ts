@@ -234,10 +234,31 @@ export class WebSocketRelay {
   }
 }
 
+/**
+ * Bytes a relayed direction may hold in the gateway (sent to the slow side but not yet written to its
+ * socket) before the fast side stops being read: past it, TCP pushes back on the sender, so a client
+ * that stops reading costs one message plus this much memory, not the whole stream.
+ */
+const highWaterMark = 1024 * 1024
+
 function pipe(from: WebSocket, to: WebSocket, activity: () => void): void {
+  let paused = false
+  // Called as each message reaches the slow side's socket: bytes that move count as activity.
+  const resumeOnceDrained = () => {
+    activity()
+    if (paused && to.bufferedAmount < highWaterMark / 2 && from.readyState === WebSocket.OPEN) {
+      paused = false
+      from.resume()
+    }
+  }
   from.on('message', (data: RawData, isBinary: boolean) => {
     activity()
-    if (to.readyState === WebSocket.OPEN) to.send(data, { binary: isBinary })
+    if (to.readyState !== WebSocket.OPEN) return
+    to.send(data, { binary: isBinary }, resumeOnceDrained)
+    if (!paused && to.bufferedAmount > highWaterMark) {
+      paused = true
+      from.pause()
+    }
   })
   from.on('ping', (data) => {
     activity()

@@ -54,6 +54,14 @@ export class WebSocketGuard {
     } else if (!origins.isEmpty && !origins.match(origin)) {
       return deny('PCL_WS_ORIGIN_DENIED', ruleId, `WebSocket connections from ${origin} are not allowed`)
     }
+    return this.checkCapacity(live)
+  }
+
+  /**
+   * The caps alone. The listener asks again right before it reserves a place, in the same turn of the
+   * event loop: guards that wait (rate limits) let other upgrades pass `check` in the meantime.
+   */
+  checkCapacity(live: LiveWebSockets): Decision {
     if (this.maxConnections !== undefined && live.app >= this.maxConnections) {
       return deny(
         'PCL_WS_TOO_MANY_CONNECTIONS',

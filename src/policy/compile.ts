@@ -32,6 +32,8 @@ export interface App {
     readonly healthCheck: Policy['upstream']['healthCheck']
     readonly passive: Policy['upstream']['passive']
     readonly retries: number
+    readonly maxConnections: number
+    readonly maxQueue: number
   }
   readonly tls: {
     readonly mode: Policy['tls']['mode']
@@ -113,6 +115,8 @@ async function compilePolicy(
       healthCheck: policy.upstream.healthCheck,
       passive: policy.upstream.passive,
       retries: policy.upstream.retries,
+      maxConnections: policy.upstream.maxConnections,
+      maxQueue: policy.upstream.maxQueue,
     }),
     hosts: Object.freeze([...policy.hosts]),
     tls: deepFreeze({

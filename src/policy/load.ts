@@ -1,20 +1,19 @@
-import { readdir, readFile } from 'node:fs/promises'
+import { readdir, readFile, stat } from 'node:fs/promises'
 import path from 'node:path'
-import { type Document, isMap, isSeq, LineCounter, type Node, parseDocument } from 'yaml'
 import type { z } from 'zod'
 import { type Policy, policySchema } from './schema.js'
+import {
+  type FieldPath,
+  locateIn,
+  type ParsedYaml,
+  type PolicyProblem,
+  parseYaml,
+  parseYamlOffThread,
+  type YamlSource,
+} from './yaml.js'
 
-/** One thing wrong with a policy file, located to the line and column of the offending field. */
-export interface PolicyProblem {
-  file: string
-  line: number
-  column: number
-  /** Field path like `cors.origins[1]`; empty when the problem is the file itself. */
-  field: string
-  message: string
-}
-
-export type FieldPath = readonly (string | number)[]
+export type { FieldPath, PolicyProblem } from './yaml.js'
+export { formatFieldPath } from './yaml.js'
 
 /** A validated policy and how to point back into its file. */
 export interface LoadedPolicy {
@@ -31,40 +30,22 @@ export function formatProblem(problem: PolicyProblem): string {
   return problem.field ? `${where} ${problem.field}: ${problem.message}` : `${where} ${problem.message}`
 }
 
-export function formatFieldPath(field: FieldPath): string {
-  let text = ''
-  for (const segment of field) {
-    text += typeof segment === 'number' ? `[${segment}]` : text ? `.${segment}` : segment
-  }
-  return text
+/** Parses and validates one policy file's text on this thread. `file` is the name used in messages. */
+export function parsePolicy(file: string, text: string): LoadResult {
+  return validatePolicy(parseYaml(file, text))
 }
 
-/** Parses and validates one policy file's text. `file` is the name used in messages. */
-export function parsePolicy(file: string, text: string): LoadResult {
-  const lineCounter = new LineCounter()
-  const document = parseDocument(text, { lineCounter, prettyErrors: false })
-  const positionOf = (offset: number) => lineCounter.linePos(offset)
-
-  if (document.errors.length > 0) {
-    return {
-      ok: false,
-      problems: document.errors.map((error) => {
-        const { line, col } = positionOf(error.pos[0])
-        return { file, line, column: col, field: '', message: `invalid YAML: ${firstLine(error.message)}` }
-      }),
-    }
+/** Validates parsed YAML against the policy schema, locating every problem in the file. */
+function validatePolicy(parsed: ParsedYaml): LoadResult {
+  if (!parsed.ok) return parsed
+  const { file, positions } = parsed
+  const locate = (field: FieldPath, message: string, pointAtKey = false) =>
+    locateIn(file, positions, field, message, pointAtKey)
+  const result = policySchema.safeParse(parsed.data)
+  if (!result.success) {
+    return { ok: false, problems: result.error.issues.flatMap((issue) => describeIssue(issue, locate)) }
   }
-
-  const locate = (field: FieldPath, message: string, pointAtKey = false): PolicyProblem => {
-    const { line, col } = positionOf(nodeOffset(document, field, pointAtKey))
-    return { file, line, column: col, field: formatFieldPath(field), message }
-  }
-
-  const parsed = policySchema.safeParse(document.toJS())
-  if (!parsed.success) {
-    return { ok: false, problems: parsed.error.issues.flatMap((issue) => describeIssue(issue, locate)) }
-  }
-  return { ok: true, loaded: { file, policy: parsed.data, locate } }
+  return { ok: true, loaded: { file, policy: result.data, locate } }
 }
 
 function describeIssue(
@@ -90,50 +71,36 @@ function describeIssue(
   return [locate(field, issue.message)]
 }
 
-/** Offset of the deepest node along `field` that exists; the key itself when `pointAtKey`. */
-function nodeOffset(document: Document, field: FieldPath, pointAtKey: boolean): number {
-  let node: unknown = document.contents
-  let offset = (document.contents as Node | null)?.range?.[0] ?? 0
-  for (const [index, segment] of field.entries()) {
-    const isLast = index === field.length - 1
-    if (isMap(node)) {
-      const pair = node.items.find((item) => (item.key as { value?: unknown } | null)?.value === segment)
-      if (!pair) break
-      const keyNode = pair.key as Node
-      const valueNode = pair.value as Node | null
-      if (isLast && (pointAtKey || !valueNode?.range)) {
-        offset = keyNode.range?.[0] ?? offset
-        break
-      }
-      node = valueNode
-    } else if (isSeq(node) && typeof segment === 'number') {
-      node = node.items[segment]
-    } else {
-      break
-    }
-    const range = (node as Node | undefined)?.range
-    if (!range) break
-    offset = range[0]
+/** Policy files are a few kilobytes; anything much larger is a mistake or an attack on the parser. */
+const maxPolicyBytes = 1024 * 1024
+
+/** Reads a file for parsing, or says why it cannot be (unreadable, too large). */
+async function readPolicyText(file: string): Promise<YamlSource | LoadResult> {
+  const refuse = (message: string): LoadResult => ({
+    ok: false,
+    problems: [{ file, line: 1, column: 1, field: '', message }],
+  })
+  try {
+    const { size } = await stat(file)
+    if (size > maxPolicyBytes) return refuse(`is ${size} bytes; a policy file may be at most 1 MiB`)
+    return { file, text: await readFile(file, 'utf8') }
+  } catch (error) {
+    return refuse(`cannot read file (${(error as NodeJS.ErrnoException).code ?? String(error)})`)
   }
-  return offset
 }
 
-function firstLine(text: string): string {
-  return text.split('\n', 1)[0] ?? text
+/** Reads, parses (off the main thread) and validates policy files, each with its own result. */
+async function loadPolicyFiles(files: readonly string[]): Promise<LoadResult[]> {
+  const read = await Promise.all(files.map(readPolicyText))
+  const sources = read.filter((entry): entry is YamlSource => 'text' in entry)
+  const parsed = await parseYamlOffThread(sources)
+  let next = 0
+  return read.map((entry) => ('text' in entry ? validatePolicy(parsed[next++] as ParsedYaml) : entry))
 }
 
 export async function loadPolicyFile(file: string): Promise<LoadResult> {
-  let text: string
-  try {
-    text = await readFile(file, 'utf8')
-  } catch (error) {
-    const reason = (error as NodeJS.ErrnoException).code ?? String(error)
-    return {
-      ok: false,
-      problems: [{ file, line: 1, column: 1, field: '', message: `cannot read file (${reason})` }],
-    }
-  }
-  return parsePolicy(file, text)
+  const [result] = await loadPolicyFiles([file])
+  return result as LoadResult
 }
 
 /** The policy files of a directory: `*.yaml` and `*.yml` directly inside it, in name order. */
@@ -155,7 +122,7 @@ export interface PolicySet {
  * All problems are returned at once so a user fixes them in one pass.
  */
 export async function loadPolicySet(files: readonly string[]): Promise<PolicySet> {
-  const results = await Promise.all(files.map(loadPolicyFile))
+  const results = await loadPolicyFiles(files)
   const policies: LoadedPolicy[] = []
   const problems: PolicyProblem[] = []
   for (const result of results) {

@@ -137,6 +137,22 @@ export const upstreamSchema = z
       })
       .prefault({})
       .describe('Passive health: targets failing live traffic are taken out for a cool-down.'),
+    maxConnections: z
+      .number()
+      .int()
+      .min(1)
+      .default(256)
+      .describe(
+        'Most connections open to each target at once (HTTP requests; WebSockets have their own caps). Requests beyond wait in a queue. Default 256.',
+      ),
+    maxQueue: z
+      .number()
+      .int()
+      .min(0)
+      .default(1024)
+      .describe(
+        'Requests that may wait for a free connection to a target; past it, 503 PCL_UPSTREAM_BUSY at once. Default 1024.',
+      ),
     retries: z
       .number()
       .int()

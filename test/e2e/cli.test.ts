@@ -17,6 +17,17 @@ describe('portcullis check', () => {
     )
   })
 
+  it('reports a YAML alias bomb as a located problem, without a stack trace', async () => {
+    const aliases = Array.from({ length: 120 }, (_, index) => `    x-${index}: *v`).join('\n')
+    const directory = await makePolicyDir({
+      'bomb.yaml': `app: a\nhosts: [x.test]\nupstream: { targets: ["http://127.0.0.1:1"] }\nheaders:\n  set:\n    x: &v "1"\n${aliases}\n`,
+    })
+    const result = await runCli(['check', directory])
+    expect(result.code).toBe(2)
+    expect(result.stdout).toMatch(/bomb\.yaml:1:1 invalid YAML: Excessive alias count/)
+    expect(result.stderr).toBe('')
+  })
+
   it('checks a directory as serve would load it, conflicts included', async () => {
     const directory = await makePolicyDir({
       'a.yaml': 'app: a\nhosts: [x.test]\nupstream: { targets: ["http://127.0.0.1:1"] }\n',

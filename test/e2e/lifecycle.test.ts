@@ -70,6 +70,56 @@ describe('reload', () => {
     expect((await health(gateway)).body.status).toBe('healthy')
   })
 
+  it('a file that expands YAML aliases without bound, or is over 1 MiB, is a located problem, never a crash', async () => {
+    const echo = await upstreamFor(echoUpstream())
+    const gateway = await gatewayWith({ 'one.yaml': plain('one', echo.url) }, ['--watch', 'false'])
+    const aliases = Array.from({ length: 120 }, (_, index) => `    x-${index}: *v`).join('\n')
+    await gateway.writePolicy(
+      'one.yaml',
+      `${plain('one', echo.url)}\nheaders:\n  set:\n    x-first: &v "one"\n${aliases}\n`,
+    )
+    gateway.process.kill('SIGHUP')
+    const bomb = await gateway.waitForLog((line) => String(line.msg).startsWith('policy reload refused: '))
+    expect(bomb.problem).toMatch(/one\.yaml:1:1 invalid YAML: Excessive alias count .* at most 100 times\)$/)
+    await gateway.writePolicy('one.yaml', `${plain('one', echo.url)}\n#${'x'.repeat(1024 * 1024)}\n`)
+    gateway.process.kill('SIGHUP')
+    const large = await gateway.waitForLog(
+      (line) => String(line.msg).startsWith('policy reload refused: ') && line !== bomb,
+    )
+    expect(large.problem).toMatch(/one\.yaml:1:1 is \d+ bytes; a policy file may be at most 1 MiB$/)
+    expect(gateway.process.exitCode).toBeNull()
+    expect((await fetchOnce('http://one.test/', { port: gateway.ports.http })).status).toBe(200)
+  })
+
+  it('a large valid policy is parsed off the event loop: /health keeps answering while it loads', async () => {
+    const echo = await upstreamFor(echoUpstream())
+    const gateway = await gatewayWith({ 'one.yaml': plain('one', echo.url) }, ['--watch', 'false'])
+    // About 600 KiB: parsing takes the yaml library seconds, growing faster than the file.
+    const entries = Array.from({ length: 20_000 }, (_, index) => `    x-h-${index}: "value-${index}"`)
+    await gateway.writePolicy(
+      'one.yaml',
+      `${plain('one', echo.url)}\nheaders:\n  set:\n${entries.join('\n')}\n`,
+    )
+    gateway.process.kill('SIGHUP')
+    const reloaded = gateway.waitForLog((line) => line.msg === 'policies reloaded', 60_000)
+    let done = false
+    void reloaded.then(() => {
+      done = true
+    })
+    let slowest = 0
+    let answered = 0
+    while (!done) {
+      const started = performance.now()
+      expect((await health(gateway)).status).toBe(200)
+      slowest = Math.max(slowest, performance.now() - started)
+      answered += 1
+    }
+    await reloaded
+    // Seconds of parsing happened meanwhile; the event loop stayed free for the health checks.
+    expect({ answered: answered > 10, slowest: slowest < 1000 }).toEqual({ answered: true, slowest: true })
+    expect((await health(gateway)).body.checks.policies).toMatchObject({ status: 'pass', apps: 1 })
+  }, 90_000)
+
   it('requests in flight during a reload finish on the policies they started with', async () => {
     const slow = await upstreamFor(
       httpUpstream((_request, response) => setTimeout(() => response.end('done'), 800)),
