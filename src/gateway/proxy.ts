@@ -116,7 +116,10 @@ export function forwardHttp(
     ended = true
     return reply.send()
   }
-  response.once('close', leave)
+  // Ahead of Fastify's own listeners, which log the request: its line must say 499. An HTTP/2 stream
+  // reset makes the response emit 'finish' before 'close'.
+  response.prependOnceListener('finish', leave)
+  response.prependOnceListener('close', leave)
   const body = requestBody(request, response, plan.bodyLimit)
   const retriable = body === null && idempotent.has(request.method)
   let failed: Set<Upstream> | undefined

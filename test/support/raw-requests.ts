@@ -95,3 +95,63 @@ export function http2Session(port: number, servername: string): Promise<ClientHt
     session.once('error', reject)
   })
 }
+
+/**
+ * HTTP/2 frames written by hand, for what client libraries do not do: Node's client sends END_STREAM
+ * before it resets a stream with a body, where a browser sends RST_STREAM alone.
+ */
+export const h2 = {
+  preface: Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'),
+  frame(type: number, flags: number, stream: number, payload: Buffer = Buffer.alloc(0)): Buffer {
+    const head = Buffer.alloc(9)
+    head.writeUIntBE(payload.length, 0, 3)
+    head.writeUInt8(type, 3)
+    head.writeUInt8(flags, 4)
+    head.writeUInt32BE(stream, 5)
+    return Buffer.concat([head, payload])
+  },
+  /** A HEADERS frame (END_HEADERS, and END_STREAM when `end`) of literal, never-indexed fields. */
+  headers(stream: number, fields: Record<string, string>, end: boolean): Buffer {
+    const block = Buffer.concat(
+      Object.entries(fields).map(([name, value]) =>
+        Buffer.concat([
+          Buffer.from([0x10, name.length]),
+          Buffer.from(name),
+          Buffer.from([value.length]),
+          Buffer.from(value),
+        ]),
+      ),
+    )
+    return h2.frame(0x1, 0x4 | (end ? 0x1 : 0), stream, block)
+  },
+  data(stream: number, payload: Buffer, end: boolean): Buffer {
+    return h2.frame(0x0, end ? 0x1 : 0, stream, payload)
+  },
+  reset(stream: number, code = 0x8): Buffer {
+    const payload = Buffer.alloc(4)
+    payload.writeUInt32BE(code)
+    return h2.frame(0x3, 0, stream, payload)
+  },
+  settings(): Buffer {
+    return h2.frame(0x4, 0, 0)
+  },
+}
+
+/** A TLS connection speaking HTTP/2 (ALPN h2) on which frames are written raw; resolves once connected. */
+export function rawHttp2Connection(port: number, servername: string): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect({
+      host: '127.0.0.1',
+      port,
+      servername,
+      ALPNProtocols: ['h2'],
+      rejectUnauthorized: false,
+    })
+    socket.once('secureConnect', () => {
+      socket.write(Buffer.concat([h2.preface, h2.settings()]))
+      resolve(socket)
+    })
+    socket.once('error', reject)
+    socket.resume()
+  })
+}
