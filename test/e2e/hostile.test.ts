@@ -167,6 +167,7 @@ describe('hostile traffic: what attackers take, comes back', () => {
           'limits: { maxBodySize: 1mb }',
           'websocket: { maxConnections: 20, maxConnectionsPerIp: 10 }',
         ].join('\n'),
+        'plain.yaml': `app: plain\nhosts: [plain.test]\nupstream: { targets: ["${upstream.url}"] }\ntls: { mode: "off" }\n`,
       },
       args: ['--headers-timeout', '1s', '--keep-alive-timeout', '2s', '--grace-period', '2s'],
     })
@@ -184,27 +185,32 @@ describe('hostile traffic: what attackers take, comes back', () => {
     await upstream?.close()
   })
 
-  it('a WebSocket lives past every connection deadline while frames flow, over wss and ws', async () => {
-    const socket = new WebSocket(`wss://127.0.0.1:${gateway.ports.https}/echo`, {
-      headers: { host },
-      rejectUnauthorized: false,
-    })
-    await new Promise((resolve, reject) => {
-      socket.once('open', resolve)
-      socket.once('error', reject)
-    })
-    const closed = new Promise<number>((resolve) => socket.once('close', (code) => resolve(code)))
-    // 3 s: past --headers-timeout (1 s) and --keep-alive-timeout (2 s).
-    for (let index = 0; index < 6; index++) {
-      await new Promise((resolve) => setTimeout(resolve, 500))
-      const echoed = new Promise<string>((resolve) => socket.once('message', (data) => resolve(String(data))))
-      socket.send(`tick ${index}`)
-      expect(await echoed).toBe(`tick ${index}`)
-    }
-    socket.close(1000)
-    expect(await closed).toBe(1000)
-    await backToBaseline()
-  })
+  it.each([
+    ['wss', () => `wss://127.0.0.1:${gateway.ports.https}/echo`, host],
+    ['ws', () => `ws://127.0.0.1:${gateway.ports.http}/echo`, 'plain.test'],
+  ])(
+    'a WebSocket over %s lives past every connection deadline while frames flow',
+    async (_scheme, url, name) => {
+      const socket = new WebSocket(url(), { headers: { host: name }, rejectUnauthorized: false })
+      await new Promise((resolve, reject) => {
+        socket.once('open', resolve)
+        socket.once('error', reject)
+      })
+      const closed = new Promise<number>((resolve) => socket.once('close', (code) => resolve(code)))
+      // 3 s: past --headers-timeout (1 s) and --keep-alive-timeout (2 s).
+      for (let index = 0; index < 6; index++) {
+        await new Promise((resolve) => setTimeout(resolve, 500))
+        const echoed = new Promise<string>((resolve) =>
+          socket.once('message', (data) => resolve(String(data))),
+        )
+        socket.send(`tick ${index}`)
+        expect(await echoed).toBe(`tick ${index}`)
+      }
+      socket.close(1000)
+      expect(await closed).toBe(1000)
+      await backToBaseline()
+    },
+  )
 
   it('a keep-alive connection that trickles its second request head gets a 408 within the deadline', async () => {
     const socket = netConnect(gateway.ports.http, '127.0.0.1')
@@ -486,19 +492,31 @@ describe('hostile traffic: what attackers take, comes back', () => {
   })
 
   it('SIGTERM ends within the grace period plus the margin though a request is stuck upstream', async () => {
+    // A WebSocket older than every connection deadline, told 1001 (going away) when the grace period ends.
+    const socket = new WebSocket(`ws://127.0.0.1:${gateway.ports.http}/echo`, {
+      headers: { host: 'plain.test' },
+    })
+    await new Promise((resolve, reject) => {
+      socket.once('open', resolve)
+      socket.once('error', reject)
+    })
+    const closed = new Promise<number>((resolve) => socket.once('close', (code) => resolve(code)))
+    await new Promise((resolve) => setTimeout(resolve, 1500))
     const stuck = fetchOnce(`https://${host}/stuck/forever`, {
       port: gateway.ports.https,
       timeoutMs: 30_000,
     }).catch((error: Error) => error)
+    // The WebSocket counts on its target too.
     await eventually(
       () => metric('portcullis_upstream_active_requests'),
-      (value) => value === 1,
+      (value) => value === 2,
     )
     const started = Date.now()
     gateway.process.kill('SIGTERM')
     expect(await gateway.exited).toBe(0)
     // --grace-period 2s, then at most 3 s to close what is left.
     expect(Date.now() - started).toBeLessThan(2000 + 3000 + 1000)
+    expect(await closed).toBe(1001)
     await stuck
   })
 })
