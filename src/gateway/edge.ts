@@ -89,10 +89,20 @@ const hostPattern = /^[A-Za-z0-9.-]+(?::\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::\d{1,5
  */
 export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInstance {
   const secure = tls !== undefined
+  // A request reads the policy generation once, when it arrives: a reload in between cannot split it.
+  const routers = new WeakMap<object, HostRouter>()
+  const routerFor = (raw: object): HostRouter => {
+    let router = routers.get(raw)
+    if (!router) {
+      router = context.router()
+      routers.set(raw, router)
+    }
+    return router
+  }
   const common = {
     loggerInstance: context.log,
     logController: new LogController({ disableRequestLogging: true }),
-    genReqId: (raw: RawRequest) => trustedRequestId(context, raw) ?? randomUUID(),
+    genReqId: (raw: RawRequest) => trustedRequestId(routerFor(raw), raw) ?? randomUUID(),
     requestIdHeader: false as const,
     return503OnClosing: false,
     forceCloseConnections: false,
@@ -173,7 +183,7 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
     }
     const socket = request.raw.socket as TLSSocket
     const route = decideRoute(
-      context.router(),
+      routerFor(request.raw),
       {
         host: request.host,
         url: request.url,
@@ -390,11 +400,11 @@ function forwardedFacts(request: FastifyRequest, verdict: Verdict, secure: boole
 }
 
 /** A well-formed X-Request-Id is kept when it comes from a proxy the app trusts, so traces join up. */
-function trustedRequestId(context: EdgeContext, raw: RawRequest): string | undefined {
+function trustedRequestId(router: HostRouter, raw: RawRequest): string | undefined {
   const id = raw.headers['x-request-id']
   if (typeof id !== 'string' || !requestIdPattern.test(id)) return undefined
   const host = raw.headers.host ?? (raw.headers[':authority'] as string | undefined)
-  const app = context.router().find(host)
+  const app = router.find(host)
   return app?.guards.clientIp.isTrusted(peerOf(raw)) ? id : undefined
 }
 

@@ -11,7 +11,7 @@ import { CidrSet, parseCidr } from '../net/ip.js'
 import { RecentActivity } from '../observe/dashboard.js'
 import { createAdmin, type HealthCheck, type HealthReport, overallStatus } from '../observe/health.js'
 import { GatewayMetrics } from '../observe/metrics.js'
-import { type App, compilePolicies } from '../policy/compile.js'
+import { type App, compilePolicies, type PemPair } from '../policy/compile.js'
 import {
   formatProblem,
   type LoadedPolicy,
@@ -60,6 +60,27 @@ export async function loadPolicies(directory: string): Promise<LoadOutcome> {
   if (set.problems.length > 0) return { ok: false, problems: set.problems }
   const compiled = await compilePolicies(set.policies)
   return compiled.ok ? { ok: true, apps: compiled.apps, policies: set.policies } : compiled
+}
+
+/** A generation ready to be put in place: nothing left in it can fail. */
+interface Prepared {
+  ok: true
+  apps: readonly App[]
+  /** Internal-CA certificates, issued and written, by app id. */
+  leaves: ReadonlyMap<string, PemPair>
+}
+
+interface Refused {
+  ok: false
+  problems: PolicyProblem[]
+}
+
+function refusedBy(file: string, message: string, field = ''): Refused {
+  return { ok: false, problems: [{ file, line: 1, column: 1, field, message }] }
+}
+
+function describeError(error: unknown): string {
+  return error instanceof Error ? error.message : String(error)
 }
 
 interface Generation {
@@ -196,10 +217,8 @@ export class Gateway {
       ? Buffer.from(settings.stickySecret)
       : await persistentSecret(path.join(settings.stateDir, 'sticky.key'))
     const gateway = new Gateway(settings, log, internalCa, certificates, placeholder, stickySecret)
-    const loaded = await loadPolicies(settings.policies)
-    if (!loaded.ok) throw new PolicyError(loaded.problems)
-    const refusal = gateway.productionProblems(loaded)
-    if (refusal.length > 0) throw new PolicyError(refusal)
+    const prepared = await gateway.prepare()
+    if (!prepared.ok) throw new PolicyError(prepared.problems)
     // Redis first: ACME certificates another replica stored there are served from the start.
     if (gateway.redis && !(await whenReady(gateway.redis, 5000))) {
       log.error(
@@ -207,13 +226,13 @@ export class Gateway {
         'Redis not reachable at start: rate limits use their onStoreError until it is',
       )
     }
-    await gateway.apply(loaded.apps)
+    await gateway.commit(prepared)
     await gateway.open()
     await gateway.admin.listen({ port: settings.adminPort, host: settings.adminListen })
     if (settings.watch) gateway.watchPolicies()
     gateway.renewInternalCertificates()
     log.info(
-      { ...gateway.addresses(), apps: loaded.apps.map((app) => app.id), env: settings.env },
+      { ...gateway.addresses(), apps: prepared.apps.map((app) => app.id), env: settings.env },
       'gateway listening',
     )
     return gateway
@@ -250,12 +269,20 @@ export class Gateway {
     }
   }
 
-  /** Re-reads the policy directory. Serialised: reloads never interleave. Resolves false when refused. */
+  /**
+   * Re-reads the policy directory. Serialised: reloads never interleave. Resolves false when refused:
+   * then nothing running has changed, the cause is logged, and later reloads work as before.
+   */
   reload(reason: string): Promise<boolean> {
     this.reloading = this.reloading.then(async () => {
-      const loaded = await loadPolicies(this.settings.policies)
-      if (!loaded.ok) {
-        const problems = loaded.problems.map(formatProblem)
+      let prepared: Prepared | Refused
+      try {
+        prepared = await this.prepare()
+      } catch (error) {
+        prepared = refusedBy(this.settings.policies, `the reload failed (${describeError(error)})`)
+      }
+      if (!prepared.ok) {
+        const problems = prepared.problems.map(formatProblem)
         for (const problem of problems)
           this.log.error({ reason, problem }, `policy reload refused: ${problem}`)
         this.log.error(
@@ -266,28 +293,43 @@ export class Gateway {
         this.metrics.reloaded(false)
         return false
       }
-      const refusal = this.productionProblems(loaded)
-      if (refusal.length > 0) {
-        for (const problem of refusal)
-          this.log.error(
-            { reason, problem: formatProblem(problem) },
-            `policy reload refused: ${formatProblem(problem)}`,
-          )
-        this.lastReloadError = { at: new Date(), problems: refusal.map(formatProblem) }
-        this.metrics.reloaded(false)
-        return false
-      }
-      await this.apply(loaded.apps)
+      await this.commit(prepared)
       this.lastReloadError = undefined
       this.metrics.reloaded(true)
-      this.log.info({ reason, apps: loaded.apps.map((app) => app.id) }, 'policies reloaded')
+      this.log.info({ reason, apps: prepared.apps.map((app) => app.id) }, 'policies reloaded')
       return true
     })
     return this.reloading
   }
 
-  private async apply(apps: readonly App[]): Promise<void> {
-    for (const app of apps) await this.provisionCertificate(app)
+  /**
+   * Everything a new generation needs that can fail: the files read, validated and compiled, the
+   * production rules, and the internal certificates issued (files written). Nothing running changes
+   * here; start-up and reload refuse on the same problems.
+   */
+  private async prepare(): Promise<Prepared | Refused> {
+    const loaded = await loadPolicies(this.settings.policies)
+    if (!loaded.ok) return loaded
+    const refusal = this.productionProblems(loaded)
+    if (refusal.length > 0) return { ok: false, problems: refusal }
+    const leaves = new Map<string, PemPair>()
+    for (const app of loaded.apps) {
+      if (app.tls.mode !== 'internal') continue
+      try {
+        leaves.set(app.id, await this.internalCa.leafFor(app.id, app.hosts))
+      } catch (error) {
+        return refusedBy(app.file, `cannot issue the internal certificate (${describeError(error)})`, 'tls')
+      }
+    }
+    return { ok: true, apps: loaded.apps, leaves }
+  }
+
+  /** Puts a prepared generation in place: certificates, ACME, pools, then the router in one assignment. */
+  private async commit({ apps, leaves }: Prepared): Promise<void> {
+    for (const app of apps) {
+      const pair = app.tls.mode === 'manual' ? app.tls.manual : leaves.get(app.id)
+      if (pair) this.certificates.set(app.id, pair)
+    }
     await this.acme.update(apps)
     this.certificates.retain(new Set(apps.map((app) => app.id)))
     this.pools.update(apps)
@@ -325,22 +367,18 @@ export class Gateway {
     return []
   }
 
-  private async provisionCertificate(app: App): Promise<void> {
-    if (app.tls.mode === 'manual' && app.tls.manual) this.certificates.set(app.id, app.tls.manual)
-    if (app.tls.mode === 'internal')
-      this.certificates.set(app.id, await this.internalCa.leafFor(app.id, app.hosts))
-  }
-
   /** Internal leaves live 30 days and are renewed with a third left, without waiting for a reload. */
   private renewInternalCertificates(): void {
     this.renewTimer = setInterval(() => {
       for (const app of this.generation.apps) {
         if (app.tls.mode !== 'internal') continue
-        this.provisionCertificate(app).catch((error: unknown) =>
-          this.log.error(
-            { err: error, app: app.id },
-            'internal certificate renewal failed; keeping the current one',
-          ),
+        this.internalCa.leafFor(app.id, app.hosts).then(
+          (pair) => this.certificates.set(app.id, pair),
+          (error: unknown) =>
+            this.log.error(
+              { err: error, app: app.id },
+              'internal certificate renewal failed; keeping the current one',
+            ),
         )
       }
     }, 3_600_000).unref()

@@ -1,4 +1,4 @@
-import { mkdtemp, writeFile } from 'node:fs/promises'
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { Agent, request as httpsRequest } from 'node:https'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
@@ -119,6 +119,32 @@ describe('reload', () => {
     expect({ answered: answered > 10, slowest: slowest < 1000 }).toEqual({ answered: true, slowest: true })
     expect((await health(gateway)).body.checks.policies).toMatchObject({ status: 'pass', apps: 1 })
   }, 90_000)
+
+  it('a reload that fails writing a certificate is refused and logged; the old policies serve, the next reload applies', async () => {
+    const echo = await upstreamFor(echoUpstream())
+    const tlsApp = (app: string) => policyYaml({ app, hosts: [`${app}.test`], target: echo.url })
+    const gateway = await gatewayWith({ 'one.yaml': tlsApp('one') }, ['--watch', 'false'])
+    // The certificate of the new app cannot be written: a directory stands where its file goes.
+    const blocked = path.join(gateway.stateDir, 'internal', 'two.crt')
+    await mkdir(blocked, { recursive: true })
+    await gateway.writePolicy('two.yaml', tlsApp('two'))
+    gateway.process.kill('SIGHUP')
+    const refused = await gateway.waitForLog((line) => String(line.msg).startsWith('policy reload refused: '))
+    expect(refused.problem).toMatch(/two\.yaml:1:1 tls: cannot issue the internal certificate \(EISDIR/)
+    await gateway.waitForLog(
+      (line) => line.msg === 'policy reload refused; still serving the last good policies',
+    )
+    expect(gateway.process.exitCode).toBeNull()
+    expect((await fetchOnce('https://one.test/', { port: gateway.ports.https })).status).toBe(200)
+    expect((await fetchOnce('https://two.test/', { port: gateway.ports.https })).status).toBe(404)
+    expect((await health(gateway)).body.checks.policies?.status).toBe('warn')
+
+    await rm(blocked, { recursive: true })
+    gateway.process.kill('SIGHUP')
+    await gateway.waitForLog((line) => line.msg === 'policies reloaded')
+    expect((await fetchOnce('https://two.test/', { port: gateway.ports.https })).status).toBe(200)
+    expect((await health(gateway)).body.checks.policies?.status).toBe('pass')
+  })
 
   it('requests in flight during a reload finish on the policies they started with', async () => {
     const slow = await upstreamFor(

@@ -93,8 +93,13 @@ export class AcmeManager {
         this.managed.set(app.id, entry)
         // A reload that adds a host keeps the current certificate for the others until the new one comes.
         const serving = this.options.certificates.current().get(app.id)
-        if (!(await this.installStored(entry)) && (!serving || serving.placeholder))
-          await this.installPlaceholder(entry)
+        // Storage that cannot be read now (Redis down) is like storage without a certificate: the
+        // order scheduled below tries again, and a certificate being served is never taken away.
+        const stored = await this.installStored(entry).catch((error: unknown) => {
+          this.options.log.warn({ err: error, app: app.id }, 'cannot read the stored ACME certificate')
+          return undefined
+        })
+        if (!stored && (!serving || serving.placeholder)) await this.installPlaceholder(entry)
         this.schedule(entry, 0)
       }),
     )
