@@ -1,6 +1,6 @@
 import { z } from 'zod'
 import { parseCidr } from './net/ip.js'
-import { duration } from './policy/schema.js'
+import { duration } from './policy/units.js'
 
 const port = z.coerce.number().int().min(0).max(65_535)
 

@@ -17,7 +17,7 @@ import type { CertificateStore } from '../tls/certificates.js'
 import { enforceDeadlines } from './connection-deadlines.js'
 import type { ConnectionTracker } from './connections.js'
 import { peerAddress } from './front-door.js'
-import type { ForwardedFacts } from './headers.js'
+import { forwardedFacts } from './headers.js'
 import { answerHeaders, applyMode, runGuards, type Verdict, withAsyncGuards } from './pipeline.js'
 import { awaitsContinue, forwardHttp } from './proxy.js'
 import { decideRoute, type HostRouter } from './routing.js'
@@ -79,7 +79,6 @@ declare module 'fastify' {
 type RawRequest = Pick<IncomingMessage, 'headers' | 'socket'>
 
 const requestIdPattern = /^[A-Za-z0-9._:-]{1,128}$/
-const hostPattern = /^[A-Za-z0-9.-]+(?::\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::\d{1,5})?$/
 
 /**
  * The Fastify app behind one edge listener: plain HTTP (redirects, and apps with `tls.mode: off`) or
@@ -291,7 +290,13 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
         const cookie = secure ? `${picked.setCookie}; Secure` : picked.setCookie
         request.addedHeaders = { ...request.addedHeaders, 'set-cookie': [cookie] }
       }
-      const facts = forwardedFacts(request, verdict, secure)
+      const facts = forwardedFacts({
+        identity: verdict.identity,
+        headers: request.headers,
+        host: request.host,
+        secure,
+        requestId: request.id,
+      })
       const target = verdict.target ?? request.url
       if (!upgrade) {
         return forwardHttp(request, reply, app, upstream, {
@@ -378,24 +383,6 @@ function answerClientError(log: Logger) {
     )
     if (socket.writable) socket.end(rawHttpError(code, requestId))
     else socket.destroy()
-  }
-}
-
-/** Forwarding facts sent upstream. A trusted proxy's X-Forwarded-Proto and -Host are kept; anyone else's are not. */
-function forwardedFacts(request: FastifyRequest, verdict: Verdict, secure: boolean): ForwardedFacts {
-  const { identity } = verdict
-  const firstOf = (value: string | string[] | undefined) =>
-    (Array.isArray(value) ? value[0] : value)?.split(',')[0]?.trim()
-  const incomingProto = identity.peerTrusted
-    ? firstOf(request.headers['x-forwarded-proto'])?.toLowerCase()
-    : undefined
-  const incomingHost = identity.peerTrusted ? firstOf(request.headers['x-forwarded-host']) : undefined
-  return {
-    chain: identity.chain,
-    clientIp: identity.ip,
-    proto: incomingProto === 'http' || incomingProto === 'https' ? incomingProto : secure ? 'https' : 'http',
-    host: incomingHost && hostPattern.test(incomingHost) ? incomingHost : request.host,
-    requestId: request.id,
   }
 }
 

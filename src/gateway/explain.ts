@@ -3,7 +3,7 @@ import { errorStatus } from '../errors.js'
 import { canonicalIp } from '../net/ip.js'
 import type { App } from '../policy/compile.js'
 import { MemoryStore } from '../stores/rate-limit-store.js'
-import { upstreamRequestHeaders } from './headers.js'
+import { forwardedFacts, upstreamRequestHeaders } from './headers.js'
 import { answerHeaders, applyMode, runGuards, type TraceStep, withAsyncGuards } from './pipeline.js'
 import { decideRoute, HostRouter } from './routing.js'
 import { staticFor } from './static-files.js'
@@ -150,13 +150,13 @@ export async function explain(apps: readonly App[], request: ExplainRequest): Pr
       requestTarget,
       headers: upstreamRequestHeaders(
         headers,
-        {
-          chain: verdict.identity.chain,
-          clientIp: verdict.identity.ip,
-          proto: secure ? 'https' : 'http',
+        forwardedFacts({
+          identity: verdict.identity,
+          headers,
           host,
+          secure,
           requestId: '(generated per request)',
-        },
+        }),
         { websocket: input.upgrade },
       ),
     },

@@ -1,4 +1,5 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
+import type { ClientIdentity } from '../guards/client-ip.js'
 
 /** RFC 9110 §7.6.1: headers that describe one connection and must not be forwarded. */
 const hopByHop = new Set([
@@ -50,6 +51,42 @@ export interface ForwardedFacts {
   proto: string
   host: string
   requestId: string
+}
+
+const hostPattern = /^[A-Za-z0-9.-]+(?::\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::\d{1,5})?$/
+
+/**
+ * What the upstream is told about the request: the verified chain and client, and the protocol and
+ * host it was made with. A trusted proxy's X-Forwarded-Proto and -Host are kept (it terminated TLS or
+ * saw the public name); anyone else's are not. The listeners and `explain` both use this.
+ */
+export function forwardedFacts(request: {
+  identity: ClientIdentity
+  headers: IncomingHttpHeaders
+  /** The Host (or :authority) the request arrived with. */
+  host: string
+  secure: boolean
+  requestId: string
+}): ForwardedFacts {
+  const { identity, headers } = request
+  const firstOf = (value: string | string[] | undefined) =>
+    (Array.isArray(value) ? value[0] : value)?.split(',')[0]?.trim()
+  const incomingProto = identity.peerTrusted
+    ? firstOf(headers['x-forwarded-proto'])?.toLowerCase()
+    : undefined
+  const incomingHost = identity.peerTrusted ? firstOf(headers['x-forwarded-host']) : undefined
+  return {
+    chain: identity.chain,
+    clientIp: identity.ip,
+    proto:
+      incomingProto === 'http' || incomingProto === 'https'
+        ? incomingProto
+        : request.secure
+          ? 'https'
+          : 'http',
+    host: incomingHost && hostPattern.test(incomingHost) ? incomingHost : request.host,
+    requestId: request.requestId,
+  }
 }
 
 /** The headers sent upstream: the client's end-to-end headers plus a truthful forwarding chain. */

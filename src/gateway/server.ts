@@ -24,7 +24,7 @@ import type { Settings } from '../settings.js'
 import { CircuitBreaker } from '../stores/breaker.js'
 import { MemoryStore } from '../stores/rate-limit-store.js'
 import { connectRedis, type RedisClient, whenReady } from '../stores/redis.js'
-import { RedisRateLimitStore } from '../stores/redis-rate-limit.js'
+import { RedisRateLimitStore, rateLimitCommand } from '../stores/redis-rate-limit.js'
 import { acmeTlsAlpnResponder } from '../tls/acme/alpn-responder.js'
 import { AcmeManager } from '../tls/acme/manager.js'
 import { FileAcmeStorage, RedisAcmeStorage } from '../tls/acme/storage.js'
@@ -134,7 +134,9 @@ export class Gateway {
   ) {
     this.pools = new UpstreamPools({ log, stickySecret })
     this.generation = { apps: [], router: new HostRouter([]), loadedAt: new Date() }
-    this.redis = settings.redis ? connectRedis(settings.redis, settings.redisTimeout) : undefined
+    this.redis = settings.redis
+      ? connectRedis(settings.redis, settings.redisTimeout, [rateLimitCommand])
+      : undefined
     this.redis?.on('error', () => {}) // reported once per state change by the breaker, not per reconnect attempt
     this.rateLimits = {
       shared: this.redis

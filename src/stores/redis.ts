@@ -1,5 +1,4 @@
 import { Cluster, Redis } from 'ioredis'
-import { rateLimitCommand } from './redis-rate-limit.js'
 
 export type RedisClient = Redis | Cluster
 
@@ -12,14 +11,19 @@ export type RedisClient = Redis | Cluster
  * Commands never queue while disconnected and each is bounded by `commandTimeoutMs`, so an outage
  * costs a request at most that long; reconnection is left to ioredis, in the background.
  */
-export function connectRedis(url: string, commandTimeoutMs: number): RedisClient {
+/** `unpipelined`: commands that go out on their own, never in an auto-pipeline (they batch themselves). */
+export function connectRedis(
+  url: string,
+  commandTimeoutMs: number,
+  unpipelined: readonly string[] = [],
+): RedisClient {
   // The WHATWG URL parser refuses host lists, so the parts are read by hand.
   const parts = /^([a-z-]+):\/\/(?:([^:@/]*)(?::([^@/]*))?@)?([^/?#]+)(?:\/([^?#]*))?/.exec(url)
   if (!parts) throw new Error(`not a Redis URL: ${url}`)
   const [, scheme, username, password, hostList = '', path = ''] = parts
   const common = {
     enableAutoPipelining: true,
-    autoPipeliningIgnoredCommands: [rateLimitCommand],
+    autoPipeliningIgnoredCommands: [...unpipelined],
     enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
     commandTimeout: commandTimeoutMs,

@@ -40,8 +40,16 @@ describe('portcullis explain', () => {
     ['GET', '/%53QL', '127.0.0.1', []],
     ['GET', '//api/./items?x=1', '127.0.0.1', []],
     ['GET', '/a%2fb', '127.0.0.1', []],
+    ['GET', '/x/..;/studio', '127.0.0.1', []],
     ['GET', `/${'a'.repeat(80)}`, '127.0.0.1', []],
     ['POST', '/api', '127.0.0.1', ['Origin: https://evil.test']],
+    ['GET', '/api/items', '127.0.0.1', ['X-Forwarded-Proto: https', 'X-Forwarded-Host: public.example']],
+    [
+      'GET',
+      '/api/items',
+      '127.0.0.2',
+      ['X-Forwarded-For: 198.51.100.7', 'X-Forwarded-Proto: https', 'X-Forwarded-Host: public.example'],
+    ],
     [
       'OPTIONS',
       '/api',
@@ -51,10 +59,8 @@ describe('portcullis explain', () => {
   ])('%s %s from %s %j', async (method, path, from, headers) => {
     const live = await execFileAsync('curl', [
       '-s',
-      '-o',
-      '/dev/null',
       '-w',
-      '%{http_code}',
+      '\n%{http_code}',
       '--path-as-is',
       '-X',
       method,
@@ -65,6 +71,8 @@ describe('portcullis explain', () => {
       ...headers.flatMap((header) => ['-H', header]),
       `http://127.0.0.1:${gateway.ports.http}${path}`,
     ])
+    const cut = live.stdout.lastIndexOf('\n')
+    const liveStatus = Number(live.stdout.slice(cut + 1))
     const explained = await runCli([
       'explain',
       '--policies',
@@ -79,10 +87,22 @@ describe('portcullis explain', () => {
       `http://shop.test${path}`,
       ...headers.flatMap((header) => ['-H', header]),
     ])
-    const trace = JSON.parse(explained.stdout) as { status: number; outcome: string }
+    const trace = JSON.parse(explained.stdout) as {
+      status: number
+      outcome: string
+      upstream?: { requestTarget: string; headers: Record<string, string> }
+    }
     // Status 0 means "proxied": the live answer is the upstream's (200 from the echo app).
-    expect(trace.status === 0 ? 200 : trace.status).toBe(Number(live.stdout))
+    expect(trace.status === 0 ? 200 : trace.status).toBe(liveStatus)
     expect(explained.code).toBe(trace.outcome === 'refused' ? 1 : 0)
+    if (!trace.upstream) return
+    // What the upstream received is what explain says it would receive.
+    const echoed = JSON.parse(live.stdout.slice(0, cut)) as { url: string; headers: Record<string, string> }
+    expect(trace.upstream.requestTarget).toBe(echoed.url)
+    const forwarding = ['host', 'x-forwarded-for', 'x-real-ip', 'x-forwarded-proto', 'x-forwarded-host']
+    const pick = (all: Record<string, string>) =>
+      Object.fromEntries(forwarding.map((name) => [name, all[name]]))
+    expect(pick(trace.upstream.headers)).toEqual(pick(echoed.headers))
   })
 
   it('prints each guard with its verdict and the rule that decided', async () => {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
+import { hashPassword } from '../../src/auth/passwords.js'
 import { explain } from '../../src/gateway/explain.js'
-import { hashPassword } from '../../src/guards/basic-auth.js'
 import { compileApp } from '../support/apps.js'
 
 describe('explain: what the gateway answers itself', async () => {

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
-import { BasicAuthGuard, hashPassword, verifyPassword } from '../../src/guards/basic-auth.js'
+import { hashPassword, verifyPassword } from '../../src/auth/passwords.js'
+import { BasicAuthGuard } from '../../src/guards/basic-auth.js'
 import { policySchema } from '../../src/policy/schema.js'
 
 const basic = (user: string, password: string) =>
