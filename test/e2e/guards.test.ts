@@ -341,8 +341,12 @@ cookies: { exclude: [csrf] }
           return new Promise((resolve) => socket.once('close', resolve))
         }),
       )
-      // The gateway releases the slot when both sides are closed.
-      await new Promise((resolve) => setTimeout(resolve, 50))
+      // The gateway releases the slot when both sides are closed: wait until it says so.
+      const open = async () => {
+        const metrics = await fetchOnce('http://127.0.0.1/metrics', { port: gateway.ports.admin })
+        return Number(/^portcullis_websockets_open\{app="guarded"\} (\d+)$/m.exec(metrics.body)?.[1] ?? 0)
+      }
+      while ((await open()) > 0) await new Promise((resolve) => setImmediate(resolve))
     }
 
     it('checks Origin before the upgrade, and requires one where the policy says so', async () => {

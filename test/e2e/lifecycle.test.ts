@@ -7,7 +7,7 @@ import WebSocket from 'ws'
 import { InternalCa } from '../../src/tls/internal-ca.js'
 import { certificateFingerprint, fetchOnce } from '../support/clients.js'
 import { policyYaml, type RunningGateway, startGateway } from '../support/gateway.js'
-import { echoUpstream, httpUpstream, type Upstream } from '../support/upstreams.js'
+import { echoUpstream, heldUpstream, type Upstream } from '../support/upstreams.js'
 
 const running: { gateways: RunningGateway[]; upstreams: Upstream[] } = { gateways: [], upstreams: [] }
 
@@ -147,15 +147,14 @@ describe('reload', () => {
   })
 
   it('requests in flight during a reload finish on the policies they started with', async () => {
-    const slow = await upstreamFor(
-      httpUpstream((_request, response) => setTimeout(() => response.end('done'), 800)),
-    )
+    const slow = await upstreamFor(heldUpstream('done'))
     const gateway = await gatewayWith({ 'slow.yaml': plain('slow', slow.url) }, ['--watch', 'false'])
     const inFlight = fetchOnce('http://slow.test/', { port: gateway.ports.http })
-    await new Promise((resolve) => setTimeout(resolve, 200))
+    await slow.arrived()
     await gateway.writePolicy('slow.yaml', plain('renamed', slow.url))
     gateway.process.kill('SIGHUP')
     await gateway.waitForLog((line) => line.msg === 'policies reloaded')
+    slow.release()
     expect((await inFlight).body).toBe('done')
     expect((await fetchOnce('http://slow.test/', { port: gateway.ports.http })).status).toBe(404)
   })
@@ -229,9 +228,7 @@ describe('start-up', () => {
 
 describe('shutdown (SIGTERM)', () => {
   it('drains an in-flight slow request and an open WebSocket, then exits 0', async () => {
-    const slow = await upstreamFor(
-      httpUpstream((_request, response) => setTimeout(() => response.end('finished'), 1000)),
-    )
+    const slow = await upstreamFor(heldUpstream('finished'))
     const echo = await upstreamFor(echoUpstream())
     const gateway = await gatewayWith(
       { 'slow.yaml': plain('slow', slow.url), 'echo.yaml': plain('echo', echo.url) },
@@ -240,7 +237,7 @@ describe('shutdown (SIGTERM)', () => {
     const socket = new WebSocket(`ws://127.0.0.1:${gateway.ports.http}/`, { headers: { host: 'echo.test' } })
     await new Promise((resolve) => socket.once('message', resolve)) // the demo app's greeting
     const inFlight = fetchOnce('http://slow.test/', { port: gateway.ports.http })
-    await new Promise((resolve) => setTimeout(resolve, 200))
+    await slow.arrived()
 
     gateway.process.kill('SIGTERM')
     await gateway.waitForLog((line) => line.msg === 'shutting down: draining')
@@ -248,6 +245,7 @@ describe('shutdown (SIGTERM)', () => {
     await expect(fetchOnce('http://echo.test/', { port: gateway.ports.http })).rejects.toThrow(/ECONNREFUSED/)
     expect((await fetchOnce('http://127.0.0.1/health', { port: gateway.ports.admin })).status).toBe(503)
 
+    slow.release()
     const answer = await inFlight
     expect(answer.status).toBe(200)
     expect(answer.body).toBe('finished')
@@ -290,9 +288,7 @@ describe('shutdown (SIGTERM)', () => {
   })
 
   it('drains an HTTP/2 stream in flight over TLS', async () => {
-    const slow = await upstreamFor(
-      httpUpstream((_request, response) => setTimeout(() => response.end('h2 done'), 800)),
-    )
+    const slow = await upstreamFor(heldUpstream('h2 done'))
     const gateway = await gatewayWith({
       'slow.yaml': policyYaml({ app: 'slow', hosts: ['slow.test'], target: slow.url }),
     })
@@ -307,8 +303,10 @@ describe('shutdown (SIGTERM)', () => {
       body += chunk
     })
     const ended = new Promise((resolve) => stream.once('end', resolve))
-    await new Promise((resolve) => setTimeout(resolve, 200))
+    await slow.arrived()
     gateway.process.kill('SIGTERM')
+    await gateway.waitForLog((line) => line.msg === 'shutting down: draining')
+    slow.release()
     await ended
     expect(body).toBe('h2 done')
     session.close()

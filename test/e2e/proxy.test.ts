@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import type { EchoReply } from '../../src/demo/echo-app.js'
 import { fetchOnce } from '../support/clients.js'
 import { policyYaml, type RunningGateway, startGateway } from '../support/gateway.js'
-import { closedPort, echoUpstream, httpUpstream, tcpUpstream, type Upstream } from '../support/upstreams.js'
+import { echoUpstream, httpUpstream, refusingPort, tcpUpstream, type Upstream } from '../support/upstreams.js'
 
 /** What the demo app echoes; header values here are single strings. */
 type Echo = EchoReply & { headers: Record<string, string> }
@@ -39,7 +39,7 @@ describe('HTTP proxying and upstream failures', () => {
       })
       response.end('ok')
     })
-    deadPort = await closedPort()
+    deadPort = refusingPort
     const app = (name: string, target: string, extra = '') =>
       policyYaml({ app: name, hosts: [`${name}.test`], target, tls: '  mode: off', extra })
     gateway = await startGateway({

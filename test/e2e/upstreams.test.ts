@@ -3,7 +3,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { listen } from '../../src/demo/echo-app.js'
 import { fetchOnce } from '../support/clients.js'
 import { type RunningGateway, startGateway } from '../support/gateway.js'
-import { closedPort, httpUpstream, type Upstream } from '../support/upstreams.js'
+import { closedPort, httpUpstream, refusingPort, type Upstream } from '../support/upstreams.js'
 
 /** A target that names itself and counts what it received, by method. */
 async function namedTarget(
@@ -118,7 +118,7 @@ describe('upstream pools', () => {
 
   it('takes a failing target out (passive), retries idempotent requests on another, and never repeats a POST', async () => {
     const alive = await namedTarget('alive')
-    const deadPort = await closedPort()
+    const deadPort = refusingPort
     const gateway = await gatewayFor(
       [alive, { url: `http://127.0.0.1:${deadPort}`, port: deadPort, close: async () => {} }],
       'balance: round-robin\npassive: { failures: 2, cooldown: 10m }\nretries: 1',

@@ -3,7 +3,7 @@ import WebSocket from 'ws'
 import { fetchOnce } from '../support/clients.js'
 import { policyYaml, type RunningGateway, startGateway } from '../support/gateway.js'
 import { rawHttp1 } from '../support/raw-requests.js'
-import { closedPort, httpUpstream, type Upstream, wsUpstream } from '../support/upstreams.js'
+import { httpUpstream, refusingPort, type Upstream, wsUpstream } from '../support/upstreams.js'
 
 function open(
   url: string,
@@ -66,7 +66,7 @@ describe('WebSocket proxying', () => {
       })
       response.end('no websocket for you')
     })
-    const dead = await closedPort()
+    const dead = refusingPort
     gateway = await startGateway({
       policies: {
         'ws.yaml': policyYaml({ app: 'ws', hosts: ['ws.test'], target: upstream.url }),

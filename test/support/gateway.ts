@@ -6,6 +6,9 @@ import { createInterface } from 'node:readline'
 
 export const cliPath = path.resolve(import.meta.dirname, '../../dist/cli.js')
 
+/** Waits in tests scale with PCL_TEST_TIMEOUT_SCALE, like vitest's own timeouts (vitest.config.ts). */
+export const timeoutScale = Number(process.env.PCL_TEST_TIMEOUT_SCALE ?? 1)
+
 export type LogLine = Record<string, unknown> & { msg?: string; level?: number }
 
 export interface RunningGateway {
@@ -82,6 +85,7 @@ export async function startGateway(options: {
   const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
 
   const waitForLog = (match: (line: LogLine) => boolean, timeoutMs = 10_000) => {
+    timeoutMs *= timeoutScale
     const seen = logs.find(match)
     if (seen) return Promise.resolve(seen)
     return new Promise<LogLine>((resolve, reject) => {

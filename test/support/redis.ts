@@ -27,21 +27,37 @@ async function waitForPing(port: number): Promise<void> {
   throw new Error(`redis-server on ${port} did not answer`)
 }
 
-/** A real redis-server on a free loopback port, owned by the test: it can be stopped to simulate an outage. */
+/**
+ * A real redis-server on a free loopback port, owned by the test: it can be stopped to simulate an
+ * outage. The port is checked to be this server's (its process id answers), since a released port can
+ * be taken by another process in between; without a port given, another one is tried.
+ */
 export async function startRedis(extraArgs: string[] = [], port?: number): Promise<RedisServer> {
-  const chosen = port ?? (await closedPort())
+  let chosen = port ?? (await closedPort())
   let child: ChildProcess | undefined
   const launch = async () => {
-    child = spawn(
+    const started = spawn(
       'redis-server',
       ['--port', String(chosen), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', ...extraArgs],
-      {
-        stdio: 'ignore',
-      },
+      { stdio: 'ignore' },
     )
+    child = started
     await waitForPing(chosen)
+    const { stdout } = await run('redis-cli', ['-p', String(chosen), 'info', 'server'])
+    if (!stdout.includes(`process_id:${started.pid}\r`)) {
+      started.kill('SIGKILL')
+      throw new Error(`port ${chosen} answers for another redis-server`)
+    }
   }
-  await launch()
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await launch()
+      break
+    } catch (error) {
+      if (port !== undefined || attempt === 5) throw error
+      chosen = await closedPort()
+    }
+  }
   return {
     port: chosen,
     url: `redis://127.0.0.1:${chosen}`,

@@ -64,7 +64,36 @@ export async function wsUpstream(
   }
 }
 
-/** A port nothing listens on: bound, then released. */
+/**
+ * A port where connections are refused, for targets that are down: port 1 (tcpmux) is privileged and
+ * never served on this machine, so no other test can take it the way it can take a released port.
+ */
+export const refusingPort = 1
+
+/** An HTTP upstream that holds every request until `release()`, and says when one has arrived. */
+export async function heldUpstream(
+  body: string,
+): Promise<Upstream & { arrived(): Promise<void>; release(): void }> {
+  const held: (() => void)[] = []
+  let waiting: (() => void)[] = []
+  const upstream = await httpUpstream((_request, response) => {
+    held.push(() => response.end(body))
+    for (const resolve of waiting) resolve()
+    waiting = []
+  })
+  return {
+    ...upstream,
+    arrived: () => (held.length > 0 ? Promise.resolve() : new Promise((resolve) => waiting.push(resolve))),
+    release: () => {
+      for (const answer of held.splice(0)) answer()
+    },
+  }
+}
+
+/**
+ * A free port for a server that must be started on a port chosen beforehand (Redis, pebble): bound,
+ * then released. Another process may take it meanwhile, so whoever starts the server checks it got it.
+ */
 export async function closedPort(): Promise<number> {
   const server = createTcpServer()
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
