@@ -20,7 +20,7 @@ import { peerAddress } from './front-door.js'
 import { forwardedFacts } from './headers.js'
 import { answerHeaders, applyMode, runGuards, type Verdict, withAsyncGuards } from './pipeline.js'
 import { awaitsContinue, forwardHttp } from './proxy.js'
-import { decideRoute, type HostRouter } from './routing.js'
+import { decideRoute, type HostRouter, hostnameOf } from './routing.js'
 import { serveStatic, staticFor } from './static-files.js'
 import type { UpstreamPools } from './upstreams.js'
 import type { Reservation, WebSocketRelay } from './websocket.js'
@@ -134,6 +134,15 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
             handler,
           )
           server.on('checkContinue', handler)
+          // HTTP/2 CONNECT (a tunnel) is not proxied: a JSON refusal rather than Node's bare 405.
+          server.on('connect', (_request, response) => {
+            response.writeHead(errorStatus('PCL_BAD_REQUEST'), {
+              'content-type': 'application/json; charset=utf-8',
+            })
+            response.end(
+              JSON.stringify(errorBody('PCL_BAD_REQUEST', randomUUID(), 'CONNECT is not supported')),
+            )
+          })
           return server
         },
       })
@@ -180,6 +189,19 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
         .catch(() => undefined)
       if (answer !== undefined) return reply.code(200).type('text/plain').send(answer)
     }
+    // RFC 9113 §8.3.1: a Host that names another server than :authority makes the request malformed.
+    const authority = request.headers[':authority']
+    if (
+      authority &&
+      request.headers.host &&
+      hostnameOf(String(authority)) !== hostnameOf(request.headers.host)
+    )
+      return reject(
+        reply,
+        'PCL_BAD_REQUEST',
+        'request',
+        'The Host header and :authority name different hosts',
+      )
     const socket = request.raw.socket as TLSSocket
     const route = decideRoute(
       routerFor(request.raw),
@@ -257,6 +279,11 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
   edge.addHook('onResponse', async (request, reply) => {
     logAccess(request, reply, reply.statusCode, reply.elapsedTime, context)
   })
+
+  // Fastify routes every method it knows to the proxy below; others (lower case, made up) end here.
+  edge.setNotFoundHandler((request, reply) =>
+    reject(reply, 'PCL_BAD_REQUEST', 'request', `The method ${request.method} is not supported`),
+  )
 
   edge.setErrorHandler((error: Error & { statusCode?: number }, request, reply) => {
     const clientFault = error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500

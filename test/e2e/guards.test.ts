@@ -334,19 +334,23 @@ cookies: { exclude: [csrf] }
         socket.once('error', reject)
       })
 
+    /** Open WebSockets of the guarded app, as the gateway counts them. */
+    const openSockets = async () => {
+      const metrics = await fetchOnce('http://127.0.0.1/metrics', { port: gateway.ports.admin })
+      return Number(/^portcullis_websockets_open\{app="guarded"\} (\d+)$/m.exec(metrics.body)?.[1] ?? 0)
+    }
+
     const closeAndWait = async (...sockets: WebSocket[]) => {
+      const before = await openSockets()
       await Promise.all(
         sockets.map((socket) => {
           socket.close()
           return new Promise((resolve) => socket.once('close', resolve))
         }),
       )
-      // The gateway releases the slot when both sides are closed: wait until it says so.
-      const open = async () => {
-        const metrics = await fetchOnce('http://127.0.0.1/metrics', { port: gateway.ports.admin })
-        return Number(/^portcullis_websockets_open\{app="guarded"\} (\d+)$/m.exec(metrics.body)?.[1] ?? 0)
-      }
-      while ((await open()) > 0) await new Promise((resolve) => setImmediate(resolve))
+      // The gateway releases a place once both sides are closed: wait until it says so.
+      while ((await openSockets()) > before - sockets.length)
+        await new Promise((resolve) => setTimeout(resolve, 20))
     }
 
     it('checks Origin before the upgrade, and requires one where the policy says so', async () => {

@@ -113,10 +113,12 @@ describe('reload', () => {
       expect((await health(gateway)).status).toBe(200)
       slowest = Math.max(slowest, performance.now() - started)
       answered += 1
+      await new Promise((resolve) => setTimeout(resolve, 100)) // a probe's interval, not a wait for an event
     }
     await reloaded
-    // Seconds of parsing happened meanwhile; the event loop stayed free for the health checks.
-    expect({ answered: answered > 10, slowest: slowest < 1000 }).toEqual({ answered: true, slowest: true })
+    // Seconds of parsing happened meanwhile (5 s on an idle machine, parsed on the event loop it blocked
+    // every answer that long); the event loop stayed free for the health checks.
+    expect({ answered: answered >= 3, slowest: slowest < 2500 }).toEqual({ answered: true, slowest: true })
     expect((await health(gateway)).body.checks.policies).toMatchObject({ status: 'pass', apps: 1 })
   }, 90_000)
 

@@ -224,6 +224,38 @@ rateLimits:
     }
   }, 60_000)
 
+  it('HTTP/2 requests that could mean something else upstream are refused with a JSON answer', async () => {
+    const app = apps[0] as FrameworkApp
+    const session = sessions.get(app.name) as ClientHttp2Session
+    const send = (headers: Record<string, string>) =>
+      new Promise<{ status: number; body: string }>((resolve) => {
+        const stream = session.request(headers, { endStream: true })
+        let status = 0
+        let body = ''
+        stream.on('response', (head) => {
+          status = Number(head[':status'])
+        })
+        stream.on('data', (chunk: Buffer) => {
+          body += chunk
+        })
+        stream.on('error', () => undefined)
+        stream.once('close', () => resolve({ status, body }))
+      })
+    const host = `${app.name}.test`
+    const answers = [
+      await send({ ':method': 'GET', ':path': '/admin', ':authority': 'other.test', host }),
+      await send({ ':method': 'GET', ':path': '/public', ':authority': host, host: 'other.test' }),
+      await send({ ':method': 'get', ':path': '/admin', ':authority': host }),
+      await send({ ':method': 'CONNECT', ':authority': host }),
+    ]
+    for (const answer of answers) {
+      expect(answer.status).toBe(400)
+      expect(answer.body).toContain('"code":"PCL_BAD_REQUEST"')
+    }
+    await app.flush()
+    expect(app.hits.filter((hit) => hit.kind === 'restricted')).toEqual([])
+  })
+
   it.each(['h1', 'h2'] as const)('over %s, public paths still reach every framework', async (protocol) => {
     for (const app of apps) {
       for (const target of ['/public', '/public/a/b?x=1', '/public/caf%C3%A9', '/public/a|b']) {
