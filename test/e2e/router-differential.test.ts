@@ -137,7 +137,11 @@ rateLimits:
 `
 
   beforeAll(async () => {
-    apps = await Promise.all(frameworks.map((start) => start()))
+    // Whatever started is stopped in afterAll, even when another framework failed to start.
+    const started = await Promise.allSettled(frameworks.map((start) => start()))
+    apps = started.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []))
+    const failed = started.find((result) => result.status === 'rejected')
+    if (failed) throw failed.reason
     gateway = await startGateway({
       policies: Object.fromEntries(apps.map((app) => [`${app.name}.yaml`, policy(app)])),
     })
