@@ -137,7 +137,7 @@ function yamlWorker(): Worker {
 }
 
 /** How long parsing a set of policy files may take before it is refused. */
-const parseTimeoutMs = 10_000
+const parseTimeoutMs = 30_000
 
 /**
  * Parses files in a worker thread, so a large or hostile file costs the worker, never the event loop
