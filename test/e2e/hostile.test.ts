@@ -8,7 +8,7 @@ import WebSocket, { WebSocketServer } from 'ws'
 import { listen } from '../../src/demo/echo-app.js'
 import { fetchOnce } from '../support/clients.js'
 import { type RunningGateway, startGateway } from '../support/gateway.js'
-import { h2, http2Session, rawHttp2Connection } from '../support/raw-requests.js'
+import { h2, http2Session, rawHttp1, rawHttp2Connection } from '../support/raw-requests.js'
 
 /**
  * Hostile traffic, one attack after another against one gateway. After each attack the gateway's open
@@ -347,35 +347,30 @@ describe('hostile traffic: what attackers take, comes back', () => {
   })
 
   it('hostile upgrade targets are refused and give their cap places back', async () => {
-    const upgrade = (target: string, extra = '') =>
-      new Promise<string>((resolve) => {
-        const socket = tlsConnect({
-          port: gateway.ports.https,
-          host: '127.0.0.1',
-          servername: host,
-          rejectUnauthorized: false,
-          ALPNProtocols: ['http/1.1'],
-        })
-        let answer = ''
-        socket.on('data', (chunk: Buffer) => {
-          answer += chunk.toString('latin1')
-        })
-        socket.on('error', () => undefined)
-        socket.once('close', () => resolve(answer.split('\r\n', 1)[0] ?? ''))
-        socket.write(
-          `GET ${target} HTTP/1.1\r\nHost: ${host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
-            `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n${extra}\r\n`,
-        )
+    const upgrade = async (target: string, extra: string[] = []) => {
+      const answer = await rawHttp1(gateway.ports.https, {
+        target,
+        host,
+        servername: host,
+        headers: [
+          'Upgrade: websocket',
+          'Connection: Upgrade',
+          'Sec-WebSocket-Version: 13',
+          'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==',
+          ...extra,
+        ],
       })
+      return answer.status
+    }
     const answers = []
     for (let index = 0; index < 15; index++) {
       answers.push(
         await upgrade('/ws#x'),
-        await upgrade('/ws', 'Sec-WebSocket-Protocol: a, a\r\n'),
+        await upgrade('/ws', ['Sec-WebSocket-Protocol: a, a']),
         await upgrade('/.;/ws'),
       )
     }
-    expect(answers.every((line) => line.startsWith('HTTP/1.1 400'))).toBe(true)
+    expect(answers.every((status) => status === 400)).toBe(true)
     await backToBaseline()
     // All 10 places per client are free: 10 WebSockets open at once.
     const open = await Promise.all(
