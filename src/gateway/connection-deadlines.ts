@@ -45,6 +45,8 @@ export function enforceDeadlines(
   answer: AnswerTimeout,
 ): void {
   const http1 = new WeakMap<Socket, Http1State>()
+  // Node's own keep-alive timer (5 s by default) would close idle connections before ours.
+  ;(server as { keepAliveTimeout?: number }).keepAliveTimeout = deadlines.keepAliveTimeout
 
   const arm = (socket: Socket, state: Http1State, phase: 'head' | 'idle') => {
     clearTimeout(state.timer)
