@@ -3,6 +3,7 @@ import { errorStatus } from '../errors.js'
 import { canonicalIp } from '../net/ip.js'
 import type { App } from '../policy/compile.js'
 import { MemoryStore } from '../stores/rate-limit-store.js'
+import { ResilientRateLimitStore } from '../stores/resilient-store.js'
 import { forwardedFacts, upstreamRequestHeaders } from './headers.js'
 import { answerHeaders, applyMode, runGuards, type TraceStep, withAsyncGuards } from './pipeline.js'
 import { decideRoute, HostRouter } from './routing.js'
@@ -96,9 +97,9 @@ export async function explain(apps: readonly App[], request: ExplainRequest): Pr
     liveWebSockets: () => ({ app: 0, ip: 0 }),
   }
   const steps: TraceStep[] = []
-  const stores = { shared: undefined, local: new MemoryStore(), replicas: 1 }
+  const stores = { store: new ResilientRateLimitStore({ local: new MemoryStore(), replicas: 1 }) }
   const verdict = await withAsyncGuards(app, runGuards(app, input, steps), input, stores, steps)
-  stores.local.close()
+  stores.store.close()
   const base = { route: `app ${app.id}`, app: { id: app.id, file: app.file, mode: app.mode }, steps }
   const { decision, wouldBlock } = applyMode(app, verdict.decision)
   if (decision.kind === 'answer') {

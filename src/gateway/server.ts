@@ -25,6 +25,7 @@ import { CircuitBreaker } from '../stores/breaker.js'
 import { MemoryStore } from '../stores/rate-limit-store.js'
 import { connectRedis, type RedisClient, whenReady } from '../stores/redis.js'
 import { RedisRateLimitStore, rateLimitCommand } from '../stores/redis-rate-limit.js'
+import { ResilientRateLimitStore } from '../stores/resilient-store.js'
 import { acmeTlsAlpnResponder } from '../tls/acme/alpn-responder.js'
 import { AcmeManager } from '../tls/acme/manager.js'
 import { FileAcmeStorage, RedisAcmeStorage } from '../tls/acme/storage.js'
@@ -138,25 +139,28 @@ export class Gateway {
       ? connectRedis(settings.redis, settings.redisTimeout, [rateLimitCommand])
       : undefined
     this.redis?.on('error', () => {}) // reported once per state change by the breaker, not per reconnect attempt
+    const shared = this.redis
+      ? {
+          store: new RedisRateLimitStore(this.redis),
+          onError: () => this.metrics.storeFailed(),
+          breaker: new CircuitBreaker(3, 2000, (state, error) => {
+            if (state === 'open') {
+              log.error(
+                { err: error, state },
+                'rate limit store unreachable: rules fall back to their onStoreError',
+              )
+            } else if (state === 'closed') {
+              log.info({ state }, 'rate limit store reachable again')
+            }
+          }),
+        }
+      : undefined
     this.rateLimits = {
-      shared: this.redis
-        ? {
-            store: new RedisRateLimitStore(this.redis),
-            onError: () => this.metrics.storeFailed(),
-            breaker: new CircuitBreaker(3, 2000, (state, error) => {
-              if (state === 'open') {
-                log.error(
-                  { err: error, state },
-                  'rate limit store unreachable: rules fall back to their onStoreError',
-                )
-              } else if (state === 'closed') {
-                log.info({ state }, 'rate limit store reachable again')
-              }
-            }),
-          }
-        : undefined,
-      local: new MemoryStore(),
-      replicas: settings.replicas,
+      store: new ResilientRateLimitStore({
+        ...(shared ? { shared } : {}),
+        local: new MemoryStore(),
+        replicas: settings.replicas,
+      }),
       onDecision: (appId, allowed) => this.metrics.rateLimited(appId, allowed),
     }
     const files = new FileAcmeStorage(settings.stateDir)
@@ -172,7 +176,7 @@ export class Gateway {
     this.metrics = new GatewayMetrics({
       inFlight: () => this.connections.inFlight,
       websockets: () => this.relay.openByApp(),
-      storeState: () => this.rateLimits.shared?.breaker.current,
+      storeState: () => this.rateLimits.store.breakerState,
       certificateExpiry: () => certificates.expiries(),
       upstreams: () => this.pools.status(),
     })
@@ -413,15 +417,15 @@ export class Gateway {
             apps: this.generation.apps.length,
             loadedAt: this.generation.loadedAt.toISOString(),
           },
-      ...(this.rateLimits.shared
+      ...(this.redis
         ? {
             redis:
-              this.rateLimits.shared.breaker.current === 'closed'
-                ? { status: 'pass' as const, connection: this.redis?.status }
+              this.rateLimits.store.breakerState === 'closed'
+                ? { status: 'pass' as const, connection: this.redis.status }
                 : {
                     status: 'warn' as const,
-                    connection: this.redis?.status,
-                    breaker: this.rateLimits.shared.breaker.current,
+                    connection: this.redis.status,
+                    breaker: this.rateLimits.store.breakerState,
                   },
           }
         : {}),
@@ -530,7 +534,7 @@ export class Gateway {
     clearTimeout(margin)
     if (stuck)
       this.log.warn({ marginMs: closeMarginMs }, 'listeners did not close within the margin: exiting anyway')
-    this.rateLimits.local.close()
+    this.rateLimits.store.close()
     this.redis?.disconnect()
     await this.admin.close()
     this.log.info({ result }, 'gateway stopped')

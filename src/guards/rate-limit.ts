@@ -3,8 +3,8 @@ import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
 import { ipv6Network } from '../net/ip.js'
 import { compilePathPattern } from '../net/path-pattern.js'
 import type { Policy } from '../policy/schema.js'
-import type { CircuitBreaker } from '../stores/breaker.js'
-import type { LimitCheck, LimitOutcome, MemoryStore, RateLimitStore } from '../stores/rate-limit-store.js'
+import type { LimitOutcome } from '../stores/rate-limit-store.js'
+import type { ResilientOutcome, ResilientRateLimitStore } from '../stores/resilient-store.js'
 import { allow, type Decision, deny } from './decision.js'
 
 type RuleSection = Policy['rateLimits'][number]
@@ -28,12 +28,9 @@ interface Matched {
   key: string
 }
 
-/** Where limits are counted. Without `shared` (no Redis), every replica counts on its own. */
+/** Where limits are counted: the guard neither knows nor cares whether Redis is behind the store. */
 export interface RateLimitStores {
-  shared: { store: RateLimitStore; breaker: CircuitBreaker; onError?(): void } | undefined
-  local: MemoryStore
-  /** The `local` fallback divides each limit by this, so the replicas together stay near it. */
-  replicas: number
+  store: ResilientRateLimitStore
   /** Told of every rate-limited request's outcome (metrics). */
   onDecision?(appId: string, allowed: boolean): void
 }
@@ -95,7 +92,7 @@ export class RateLimitGuard {
     // One atomic store call for all of them. On Redis Cluster a call stays within one hash slot, so
     // there it is one call per identity (rules keyed on the same identity share the hash tag).
     const results =
-      matched.length === 1 || !stores.shared?.store.sameSlotOnly
+      matched.length === 1 || !stores.store.sameSlotOnly
         ? this.checkGroup(matched, stores)
         : Promise.all(bySlot(matched).map((group) => this.checkGroup(group, stores))).then((each) =>
             each.flat(),
@@ -120,41 +117,22 @@ export class RateLimitGuard {
   }
 
   private checkGroup(group: Matched[], stores: RateLimitStores): Promise<RuleResult[]> {
-    const { shared } = stores
-    if (!shared) return stores.local.check(limitChecks(group, 1)).then((outcomes) => counted(group, outcomes))
-    if (!shared.breaker.allows()) return this.fallBack(group, stores)
-    return shared.store.check(limitChecks(group, 1)).then(
-      (outcomes) => {
-        shared.breaker.succeeded()
-        return counted(group, outcomes)
-      },
-      (error: unknown) => {
-        shared.breaker.failed(error)
-        shared.onError?.()
-        return this.fallBack(group, stores)
-      },
-    )
-  }
-
-  /** Redis could not answer: each rule does what its onStoreError says. */
-  private async fallBack(group: Matched[], stores: RateLimitStores): Promise<RuleResult[]> {
-    const local = group.filter(({ rule }) => rule.section.onStoreError === 'local')
-    const localOutcomes =
-      local.length > 0 ? await stores.local.check(limitChecks(local, stores.replicas)) : []
-    return group.map(({ rule }) => {
-      if (rule.section.onStoreError === 'local') {
-        return {
-          rule,
-          outcome: localOutcomes[local.findIndex((entry) => entry.rule === rule)] as LimitOutcome,
-        }
-      }
-      return { rule, storeError: rule.section.onStoreError }
-    })
+    const checks = group.map(({ rule, key }) => ({
+      key,
+      intervalMs: rule.intervalMs,
+      toleranceMs: rule.burst * rule.intervalMs,
+      onStoreError: rule.section.onStoreError,
+    }))
+    return stores.store
+      .check(checks)
+      .then((outcomes) =>
+        group.map(({ rule }, index) => ({ rule, outcome: outcomes[index] as ResilientOutcome })),
+      )
   }
 
   private decide(results: RuleResult[]): Decision {
     const headers = rateLimitHeaders(results)
-    const failClosed = results.find((result) => result.storeError === 'deny')
+    const failClosed = results.find((result) => result.outcome === 'deny')
     if (failClosed) {
       return deny(
         'PCL_RATE_LIMIT_UNAVAILABLE',
@@ -166,8 +144,8 @@ export class RateLimitGuard {
     // The refusal that waits longest names the rule (the first of equals), found without sorting.
     let refused: { rule: CompiledRule; outcome: LimitOutcome } | undefined
     for (const { rule, outcome } of results) {
-      if (outcome && !outcome.allowed && (!refused || outcome.retryAfterMs > refused.outcome.retryAfterMs))
-        refused = { rule, outcome }
+      if (typeof outcome !== 'object' || outcome.allowed) continue
+      if (!refused || outcome.retryAfterMs > refused.outcome.retryAfterMs) refused = { rule, outcome }
     }
     if (refused) {
       const { section } = refused.rule
@@ -184,8 +162,8 @@ export class RateLimitGuard {
 
 interface RuleResult {
   rule: CompiledRule
-  outcome?: LimitOutcome
-  storeError?: 'allow' | 'deny'
+  /** Counted, or (the store unreachable) what the rule's onStoreError chose. */
+  outcome: ResilientOutcome
 }
 
 /**
@@ -201,7 +179,7 @@ function rateLimitHeaders(results: RuleResult[]): OutgoingHttpHeaders {
   let legacy = false
   for (const { rule, outcome } of results) {
     policy = policy ? `${policy}, ${rule.policyItem}` : rule.policyItem
-    if (!outcome) continue
+    if (typeof outcome !== 'object') continue
     const item = `"${rule.section.name}";r=${outcome.remaining};t=${Math.ceil(outcome.resetMs / 1000)}`
     state = state ? `${state}, ${item}` : item
     if (!strictest || outcome.remaining < strictest.remaining) {
@@ -219,21 +197,6 @@ function rateLimitHeaders(results: RuleResult[]): OutgoingHttpHeaders {
     headers['x-ratelimit-reset'] = String(Math.ceil(strictest.resetMs / 1000))
   }
   return headers
-}
-
-/**
- * The store's checks for a group. `divisor` spreads a limit over the replicas for the `local`
- * fallback: each gets 1/divisor of the rate and of the burst (at least one request).
- */
-function limitChecks(group: Matched[], divisor: number): LimitCheck[] {
-  return group.map(({ rule, key }) => {
-    const burst = Math.max(1, Math.floor(rule.burst / divisor))
-    return { key, intervalMs: rule.intervalMs * divisor, toleranceMs: burst * rule.intervalMs * divisor }
-  })
-}
-
-function counted(group: Matched[], outcomes: LimitOutcome[]): RuleResult[] {
-  return group.map(({ rule }, index) => ({ rule, outcome: outcomes[index] as LimitOutcome }))
 }
 
 /** Matched rules grouped by hash tag, for Redis Cluster where one call stays within one slot. */

@@ -4,6 +4,7 @@ import { CircuitBreaker } from '../../src/stores/breaker.js'
 import { gcra, type LimitCheck, MemoryStore } from '../../src/stores/rate-limit-store.js'
 import { connectRedis, type RedisClient } from '../../src/stores/redis.js'
 import { RedisRateLimitStore, rateLimitCommand } from '../../src/stores/redis-rate-limit.js'
+import { type OnStoreError, ResilientRateLimitStore } from '../../src/stores/resilient-store.js'
 import { type RedisServer, startRedis } from '../support/redis.js'
 
 const perSecond = (key: string, limit: number, burst = limit): LimitCheck => ({
@@ -220,5 +221,52 @@ describe('Redis store (real redis-server)', () => {
     const ttl = Number(await redis.cli('pttl', 'pcl:test:{b}:tight'))
     expect(ttl).toBeGreaterThan(0)
     expect(ttl).toBeLessThanOrEqual(3_600_000)
+  })
+})
+
+describe('resilient store: Redis behind a breaker, each limit with its fallback', () => {
+  it('counts in Redis, and while it is down each limit falls back as it says (local at 1/replicas)', async () => {
+    const redis = await startRedis()
+    const client = connectRedis(redis.url, 200)
+    const local = new MemoryStore()
+    const store = new ResilientRateLimitStore({
+      shared: {
+        store: new RedisRateLimitStore(client),
+        breaker: new CircuitBreaker(1, 60_000, () => undefined),
+      },
+      local,
+      replicas: 2,
+    })
+    try {
+      await new Promise((resolve) => client.once('ready', resolve))
+      const check = (key: string, onStoreError: OnStoreError) => ({ ...perHour(key, 4), onStoreError })
+      const shared = await store.check([check('pcl:test:{r}:up', 'local')])
+      expect(shared[0]).toMatchObject({ allowed: true, remaining: 3 })
+      expect(await redis.cli('exists', 'pcl:test:{r}:up')).toBe('1')
+
+      await redis.stop()
+      const during = []
+      for (let index = 0; index < 3; index++) {
+        during.push(
+          await store.check([
+            check('pcl:test:{r}:local', 'local'),
+            check('pcl:test:{r}:open', 'allow'),
+            check('pcl:test:{r}:closed', 'deny'),
+          ]),
+        )
+      }
+      // A limit of 4 over 2 replicas: 2 here; the others answer as their onStoreError says.
+      expect(during.map(([counted]) => typeof counted === 'object' && counted.allowed)).toEqual([
+        true,
+        true,
+        false,
+      ])
+      expect(during.map(([, open, closed]) => [open, closed])).toEqual(Array(3).fill(['allow', 'deny']))
+      expect(store.breakerState).toBe('open')
+    } finally {
+      client.disconnect()
+      store.close()
+      await redis.stop()
+    }
   })
 })
