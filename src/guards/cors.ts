@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
-import { OriginMatcher } from '../net/origin.js'
+import { isSameOrigin, OriginMatcher } from '../net/origin.js'
 import type { Policy } from '../policy/schema.js'
 import { type Decision, deny } from './decision.js'
 
@@ -37,7 +37,10 @@ export class CorsGuard {
     const originHeader = request.headers.origin
     const requestedMethod = request.headers['access-control-request-method']
     const isPreflight = request.method === 'OPTIONS' && typeof requestedMethod === 'string'
-    if (originHeader === undefined) return { kind: 'allow', responseHeaders: { vary: 'Origin' } }
+    // Same-origin requests need no CORS grant and are never refused for their Origin: a form post or a
+    // fetch from the app's own pages, whether or not its origin is listed.
+    if (originHeader === undefined || isSameOrigin(request.headers))
+      return { kind: 'allow', responseHeaders: { vary: 'Origin' } }
 
     const origin = this.origins.match(originHeader)
     if (!origin) {

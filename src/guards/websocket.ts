@@ -1,5 +1,5 @@
 import type { IncomingHttpHeaders } from 'node:http'
-import { OriginMatcher } from '../net/origin.js'
+import { isSameOrigin, OriginMatcher } from '../net/origin.js'
 import { compilePathPattern } from '../net/path-pattern.js'
 import type { Policy } from '../policy/schema.js'
 import { allow, type Decision, deny } from './decision.js'
@@ -51,7 +51,7 @@ export class WebSocketGuard {
     if (origin === undefined) {
       if (rule?.requireOrigin)
         return deny('PCL_WS_ORIGIN_DENIED', `${rule.id}.requireOrigin`, 'An Origin header is required')
-    } else if (!origins.isEmpty && !origins.match(origin)) {
+    } else if (!origins.isEmpty && !origins.match(origin) && !isSameOrigin(request.headers)) {
       return deny('PCL_WS_ORIGIN_DENIED', ruleId, `WebSocket connections from ${origin} are not allowed`)
     }
     return this.checkCapacity(live)

@@ -78,3 +78,28 @@ export class OriginMatcher {
     return undefined
   }
 }
+
+/**
+ * Whether a browser says the request comes from the page's own origin, as Go's
+ * CrossOriginProtection reads it: `Sec-Fetch-Site: same-origin` (or `none`, a navigation the user
+ * typed), else an `Origin` whose host and port are the request's Host. A page cannot forge either.
+ */
+export function isSameOrigin(headers: {
+  origin?: string | undefined
+  host?: string | undefined
+  ':authority'?: string | string[] | undefined
+  'sec-fetch-site'?: string | string[] | undefined
+}): boolean {
+  const site = headers['sec-fetch-site']
+  if (site === 'same-origin' || site === 'none') return true
+  const { origin } = headers
+  // HTTP/2 requests name their host in :authority.
+  const host = headers.host ?? (headers[':authority'] as string | undefined)
+  if (!origin || !host) return false
+  const authority = origin.slice(origin.indexOf('://') + 3).toLowerCase()
+  const requested = host.toLowerCase()
+  if (authority === requested) return true
+  // Browsers leave the default port out of Origin; some clients write it in Host.
+  const defaultPort = origin.startsWith('https://') ? ':443' : ':80'
+  return requested === `${authority}${defaultPort}`
+}

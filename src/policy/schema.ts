@@ -427,7 +427,12 @@ export const headersSchema = z
       .optional()
       .describe('Content-Security-Policy to send. Off unless set: apps usually own their CSP.'),
     frameOptions: z.enum(['DENY', 'SAMEORIGIN', 'off']).default('SAMEORIGIN').describe('X-Frame-Options.'),
-    referrerPolicy: z.enum(referrerPolicies).default('no-referrer').describe('Referrer-Policy.'),
+    referrerPolicy: z
+      .enum(referrerPolicies)
+      .default('strict-origin-when-cross-origin')
+      .describe(
+        "Referrer-Policy. The default is the browsers' own: no-referrer would make them send Origin: null on same-origin form posts.",
+      ),
     crossOriginOpenerPolicy: z
       .enum(['same-origin', 'same-origin-allow-popups', 'unsafe-none', 'off'])
       .default('same-origin')

@@ -2,6 +2,7 @@ import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Browser, Page } from 'playwright-core'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { WebSocketServer } from 'ws'
 import { launchChromium } from '../support/browser.js'
 import { policyYaml, type RunningGateway, startGateway } from '../support/gateway.js'
 import { echoUpstream, type Upstream } from '../support/upstreams.js'
@@ -105,6 +106,94 @@ describe('in a real browser (Chromium)', () => {
     expect(fetchLine).toMatchObject({ status: 403, rule: 'cors.origins', app: 'api' })
     const wsLine = await gateway.waitForLog((l) => l.code === 'PCL_WS_ORIGIN_DENIED')
     expect(wsLine).toMatchObject({ status: 403, app: 'api' })
+  })
+
+  describe("the app's own pages, whose origin is not in cors.origins", () => {
+    let site: Server
+    let sockets: WebSocketServer
+    const received: string[] = []
+
+    beforeAll(async () => {
+      site = createServer((request, response) => {
+        if (request.method === 'GET' && request.url === '/') {
+          response.setHeader('content-type', 'text/html')
+          response.end(
+            '<!doctype html><title>app</title><form method="post" action="/submit">' +
+              '<input name="note" value="hello"><button>send</button></form>',
+          )
+          return
+        }
+        let body = ''
+        request.on('data', (chunk: Buffer) => {
+          body += chunk
+        })
+        request.on('end', () => {
+          received.push(`${request.method} ${request.url} origin=${request.headers.origin} ${body}`)
+          response.setHeader('content-type', 'text/plain')
+          response.end(`received ${body}`)
+        })
+      })
+      sockets = new WebSocketServer({ server: site })
+      sockets.on('connection', (socket) => socket.send('welcome'))
+      await new Promise<void>((resolve) => site.listen(0, '127.0.0.1', resolve))
+      const target = `http://127.0.0.1:${(site.address() as AddressInfo).port}`
+      const policy = (app: string, extra = '') =>
+        policyYaml({
+          app,
+          hosts: [`${app}.test`],
+          target,
+          extra: `cors:\n  origins: ["https://partner.example"]\n${extra}`,
+        })
+      await gateway.writePolicy('site.yaml', policy('site'))
+      await gateway.writePolicy('strict.yaml', policy('strict', 'headers: { referrerPolicy: no-referrer }\n'))
+      gateway.process.kill('SIGHUP')
+      await gateway.waitForLog(
+        (line) => line.msg === 'policies reloaded' && String(line.apps).includes('strict'),
+      )
+    })
+
+    afterAll(async () => {
+      for (const client of sockets?.clients ?? []) client.terminate()
+      site?.closeAllConnections()
+      await new Promise((resolve) => site?.close(resolve))
+    })
+
+    // With Referrer-Policy: no-referrer, browsers send Origin: null on the form post (Sec-Fetch-Site
+    // still says same-origin): the default policy used to refuse both with 403.
+    it.each(['site', 'strict'])(
+      '%s: a form post, a fetch POST and a WebSocket all reach the app',
+      async (app) => {
+        const page = await browser.newPage()
+        const origin = `https://${app}.test:${gateway.ports.https}`
+        await page.goto(`${origin}/`)
+        await Promise.all([page.waitForURL(`${origin}/submit`), page.click('button')])
+        expect(await page.textContent('body')).toBe('received note=hello')
+        await page.goto(`${origin}/`)
+        const fetched = await page.evaluate(async () => {
+          const response = await fetch('/api/items', { method: 'POST', body: 'from fetch' })
+          return `${response.status} ${await response.text()}`
+        })
+        expect(fetched).toBe('200 received from fetch')
+        expect(await openWebSocket(page, `wss://${app}.test:${gateway.ports.https}/live`)).toBe(
+          'message: welcome',
+        )
+        await page.close()
+        expect(received.filter((line) => line.startsWith('POST'))).toHaveLength(app === 'site' ? 2 : 4)
+      },
+    )
+
+    it('a foreign page is still refused its cross-site form post', async () => {
+      const posts = () => received.filter((line) => line.startsWith('POST')).length
+      const before = posts()
+      const page = await pageOn('evil.test')
+      await page.setContent(
+        `<form method="post" action="https://site.test:${gateway.ports.https}/submit"><input name="x" value="1"><button>go</button></form>`,
+      )
+      await Promise.all([page.waitForURL(/\/submit$/), page.click('button')])
+      expect(await page.textContent('body')).toContain('PCL_CORS_ORIGIN_DENIED')
+      expect(posts()).toBe(before)
+      await page.close()
+    })
   })
 
   it('blocks a look-alike origin', async () => {

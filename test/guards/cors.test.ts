@@ -117,6 +117,37 @@ describe('CORS decisions', () => {
     })
   })
 
+  it.each([
+    ['Origin is the request host', { origin: 'https://db.example.com', host: 'db.example.com' }],
+    ['Origin is the HTTP/2 authority', { origin: 'https://db.example.com', ':authority': 'db.example.com' }],
+    ['Host carries the default port', { origin: 'https://db.example.com', host: 'db.example.com:443' }],
+    ['Origin: null, Sec-Fetch-Site: same-origin', { origin: 'null', 'sec-fetch-site': 'same-origin' }],
+    ['a navigation the user typed', { origin: 'https://other.test', 'sec-fetch-site': 'none' }],
+  ])('never refuses a same-origin write, listed or not: %s', (_case, headers) => {
+    expect(guard.check({ method: 'POST', headers })).toEqual({
+      kind: 'allow',
+      responseHeaders: { vary: 'Origin' },
+    })
+  })
+
+  it.each([
+    ['another host', { origin: 'https://evil.test', host: 'db.example.com' }],
+    ['another port', { origin: 'https://db.example.com:8443', host: 'db.example.com' }],
+    [
+      'a sibling site',
+      { origin: 'https://evil.example.com', host: 'db.example.com', 'sec-fetch-site': 'same-site' },
+    ],
+    [
+      'Origin: null from elsewhere',
+      { origin: 'null', host: 'db.example.com', 'sec-fetch-site': 'cross-site' },
+    ],
+  ])('still refuses a cross-origin write: %s', (_case, headers) => {
+    expect(guard.check({ method: 'POST', headers })).toMatchObject({
+      kind: 'deny',
+      code: 'PCL_CORS_ORIGIN_DENIED',
+    })
+  })
+
   it('refuses "*" with credentials at load', () => {
     expect(corsSchema.safeParse({ origins: ['*'], credentials: true }).success).toBe(false)
     const any = new CorsGuard(corsSchema.parse({ origins: ['*'] }))
