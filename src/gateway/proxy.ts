@@ -88,19 +88,20 @@ export function forwardHttp(
   const response = reply.raw
   let controller: Dispatcher.DispatchController | undefined
   let ended = false
+  // `write` bounds silence, not the exchange: every chunk of the request body or of the answer that
+  // moves starts it over, so streams (SSE, long downloads, uploads) live as long as bytes move.
   const deadline = setTimeout(() => {
+    ended = true
     if (!response.headersSent) {
-      ended = true
-      reject(
-        reply,
-        'PCL_UPSTREAM_TIMEOUT',
-        'upstream.timeouts.write',
-        `No complete answer within ${write} ms`,
-      )
+      reject(reply, 'PCL_UPSTREAM_TIMEOUT', 'upstream.timeouts.write', `Nothing moved for ${write} ms`)
+      controller?.abort(new DeadlineExceeded())
+      return
     }
+    cut(request, 'PCL_UPSTREAM_TIMEOUT', 'upstream.timeouts.write')
     controller?.abort(new DeadlineExceeded())
-    if (response.headersSent) response.destroy()
+    abandon(response, new DeadlineExceeded(`nothing moved for ${write} ms`))
   }, write)
+  const moved = () => deadline.refresh()
   // A client that leaves (an HTTP/2 stream reset, a closed connection) takes its upstream request with
   // it, whether it leaves before the request went out, while it is being sent, or during the answer.
   let clientGone = false
@@ -120,7 +121,7 @@ export function forwardHttp(
   // reset makes the response emit 'finish' before 'close'.
   response.prependOnceListener('finish', leave)
   response.prependOnceListener('close', leave)
-  const body = requestBody(request, response, plan.bodyLimit)
+  const body = requestBody(request, response, plan.bodyLimit, moved)
   const retriable = body === null && idempotent.has(request.method)
   let failed: Set<Upstream> | undefined
 
@@ -175,10 +176,14 @@ export function forwardHttp(
         },
         onResponseData(paused, chunk) {
           if (!encoder) request.responseBytes = (request.responseBytes ?? 0) + chunk.length
+          moved()
           const sink = encoder ?? response
           if (!sink.write(chunk)) {
             paused.pause()
-            sink.once('drain', () => paused.resume())
+            sink.once('drain', () => {
+              moved()
+              paused.resume()
+            })
           }
         },
         onResponseEnd() {
@@ -198,8 +203,10 @@ export function forwardHttp(
           }
           if (response.headersSent) {
             ended = true
+            const code = upstreamErrorCode(error)
+            cut(request, code, ruleFor[code] ?? 'upstream')
             request.log.warn({ err: error, upstream: upstream.origin }, 'upstream response cut short')
-            response.destroy()
+            abandon(response, error)
             return
           }
           const cause = error instanceof BodyError ? error : (error.cause as unknown)
@@ -254,10 +261,25 @@ export function awaitsContinue(request: FastifyRequest): boolean {
   return request.headers.expect?.toLowerCase() === '100-continue' && !invitedBodies.has(request.raw)
 }
 
+/** An answer already under way was cut: the access line says which code and rule did it. */
+function cut(request: FastifyRequest, code: ErrorCode, rule: string): void {
+  request.rejection = { code, rule }
+}
+
+/**
+ * Ends an answer already under way by closing its connection. Fastify writes the access line on the
+ * response's 'finish' or 'error', never on a bare close, so the error is passed to it first.
+ */
+function abandon(response: FastifyReply['raw'], error: Error): void {
+  if (response.listenerCount('error') > 0) response.emit('error', error)
+  response.destroy()
+}
+
 function requestBody(
   request: FastifyRequest,
   response: FastifyReply['raw'],
   limit: ForwardPlan['bodyLimit'],
+  moved: () => void,
 ): Readable | null {
   if (!hasBody(request)) return null
   // Every guard admitted the request, its declared length included: now the client may send the body.
@@ -267,9 +289,13 @@ function requestBody(
   }
   const declared = request.headers['content-length']
   // HTTP/1: Node's parser holds a body to its declared length and fails it when the client leaves.
-  if (request.raw.httpVersionMajor === 1 && (declared !== undefined || !limit)) return request.raw
+  const held = request.raw.httpVersionMajor === 1 && declared !== undefined
   return Readable.from(
-    checkedBody(request.raw, { declared: declared === undefined ? undefined : Number(declared), limit }),
+    checkedBody(request.raw, {
+      declared: held || declared === undefined ? undefined : Number(declared),
+      limit: held ? undefined : limit,
+      moved,
+    }),
     { objectMode: false },
   )
 }
@@ -283,17 +309,19 @@ function requestBody(
  */
 async function* checkedBody(
   source: FastifyRequest['raw'],
-  rules: { declared: number | undefined; limit: ForwardPlan['bodyLimit'] },
+  rules: { declared: number | undefined; limit: ForwardPlan['bodyLimit']; moved(): void },
 ): AsyncGenerator<Buffer> {
   let seen = 0
   for await (const chunk of source as AsyncIterable<Buffer>) {
+    rules.moved()
     seen += chunk.length
     if (rules.declared !== undefined && seen > rules.declared)
       throw new MalformedBody('the request body is longer than its content-length')
     if (rules.limit && seen > rules.limit.max) throw new BodyTooLarge(rules.limit.max, rules.limit.rule)
     yield chunk
   }
-  if (hasLeft({ raw: source })) throw new ClientGone()
+  // HTTP/1 fails the body itself when the connection goes; HTTP/2 ends it as if complete.
+  if (source.httpVersionMajor === 2 && hasLeft({ raw: source })) throw new ClientGone()
   if (rules.declared !== undefined && seen !== rules.declared)
     throw new MalformedBody('the request body is shorter than its content-length')
 }
