@@ -17,10 +17,10 @@ import type { CertificateStore } from '../tls/certificates.js'
 import { enforceDeadlines } from './connection-deadlines.js'
 import type { ConnectionTracker } from './connections.js'
 import { peerAddress } from './front-door.js'
-import { forwardedFacts } from './headers.js'
+import { forwardedFacts, forwardedProto } from './headers.js'
 import { answerHeaders, applyMode, runGuards, type Verdict, withAsyncGuards } from './pipeline.js'
 import { awaitsContinue, forwardHttp } from './proxy.js'
-import { decideRoute, type HostRouter, hostnameOf } from './routing.js'
+import { decideRoute, type HostRouter, hostnameOf, redirectBehindTerminator } from './routing.js'
 import { serveStatic, staticFor } from './static-files.js'
 import type { UpstreamPools } from './upstreams.js'
 import type { Reservation, WebSocketRelay } from './websocket.js'
@@ -88,6 +88,9 @@ const requestIdPattern = /^[A-Za-z0-9._:-]{1,128}$/
  */
 export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInstance {
   const secure = tls !== undefined
+  /** Requests a trusted TLS-terminating balancer says arrived over HTTPS (tls.mode: off apps). */
+  const overHttps = new WeakSet<object>()
+  const clientSecure = (request: FastifyRequest) => secure || overHttps.has(request.raw)
   // A request reads the policy generation once, when it arrives: a reload in between cannot split it.
   const routers = new WeakMap<object, HostRouter>()
   const routerFor = (raw: object): HostRouter => {
@@ -221,6 +224,17 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
     }
     const app = route.app
     request.gatewayApp = app
+    if (!secure && app.tls.mode === 'off') {
+      // Behind a TLS-terminating balancer that the app trusts, its forwarded protocol is the client's.
+      const viaProto = app.guards.clientIp.isTrusted(peer) ? forwardedProto(request.headers) : undefined
+      const location = redirectBehindTerminator(app, {
+        host: request.host,
+        url: request.url,
+        forwardedProto: viaProto,
+      })
+      if (location) return reply.code(308).header('location', location).send()
+      if (viaProto === 'https') overHttps.add(request.raw)
+    }
     if (app.healthPath !== undefined && request.url === app.healthPath) {
       const healthy = context.pools.healthyCount(app.id)
       return reply
@@ -264,7 +278,7 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
   /** Headers of an answer: the app's (none for the gateway's own), edited by the policy, plus the edge's. */
   const finalHeaders = (request: FastifyRequest, fromApp: OutgoingHttpHeaders): OutgoingHttpHeaders => {
     const app = request.gatewayApp
-    const headers = app ? answerHeaders(app, fromApp, request.addedHeaders, secure) : fromApp
+    const headers = app ? answerHeaders(app, fromApp, request.addedHeaders, clientSecure(request)) : fromApp
     // The id the upstream got and the log line carries, so a user's report can be matched to both.
     headers['x-request-id'] = request.id
     if (request.raw.httpVersionMajor === 1 && (context.connections.isDraining || awaitsContinue(request)))
@@ -314,7 +328,7 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
       }
       const upstream = picked.upstream
       if (picked.setCookie) {
-        const cookie = secure ? `${picked.setCookie}; Secure` : picked.setCookie
+        const cookie = clientSecure(request) ? `${picked.setCookie}; Secure` : picked.setCookie
         request.addedHeaders = { ...request.addedHeaders, 'set-cookie': [cookie] }
       }
       const facts = forwardedFacts({

@@ -4,9 +4,9 @@ import { canonicalIp } from '../net/ip.js'
 import type { App } from '../policy/compile.js'
 import { MemoryStore } from '../stores/rate-limit-store.js'
 import { ResilientRateLimitStore } from '../stores/resilient-store.js'
-import { forwardedFacts, upstreamRequestHeaders } from './headers.js'
+import { forwardedFacts, forwardedProto, upstreamRequestHeaders } from './headers.js'
 import { answerHeaders, applyMode, runGuards, type TraceStep, withAsyncGuards } from './pipeline.js'
-import { decideRoute, HostRouter } from './routing.js'
+import { decideRoute, HostRouter, redirectBehindTerminator } from './routing.js'
 import { staticFor } from './static-files.js'
 
 export interface ExplainRequest {
@@ -73,6 +73,25 @@ export async function explain(apps: readonly App[], request: ExplainRequest): Pr
     }
   }
   const app = route.app
+  const headers: IncomingHttpHeaders = { host }
+  for (const [name, value] of Object.entries(request.headers)) headers[name.toLowerCase()] = value
+  const peer = canonicalIp(request.ip)
+  // As the listener does: a trusted TLS-terminating balancer's forwarded protocol is the client's.
+  const viaProto =
+    !secure && app.tls.mode === 'off' && app.guards.clientIp.isTrusted(peer)
+      ? forwardedProto(headers)
+      : undefined
+  const terminatorRedirect = redirectBehindTerminator(app, { host, url: rawTarget, forwardedProto: viaProto })
+  if (terminatorRedirect) {
+    return {
+      route: `redirect to ${terminatorRedirect}`,
+      steps: [],
+      status: 308,
+      outcome: 'redirected to HTTPS (the trusted balancer in front says the client used HTTP)',
+      responseHeaders: { location: terminatorRedirect },
+    }
+  }
+  const clientSecure = secure || viaProto === 'https'
   if (app.healthPath !== undefined && rawTarget === app.healthPath) {
     return {
       route: `app ${app.id}`,
@@ -85,14 +104,12 @@ export async function explain(apps: readonly App[], request: ExplainRequest): Pr
       responseHeaders: {},
     }
   }
-  const headers: IncomingHttpHeaders = { host }
-  for (const [name, value] of Object.entries(request.headers)) headers[name.toLowerCase()] = value
   const input = {
     method: request.method.toUpperCase(),
     url: rawTarget,
     headers,
     rawHeaders: Object.entries(headers).flatMap(([name, value]) => [name, String(value)]),
-    peer: canonicalIp(request.ip),
+    peer,
     upgrade: headers.upgrade?.toLowerCase() === 'websocket',
     liveWebSockets: () => ({ app: 0, ip: 0 }),
   }
@@ -108,7 +125,7 @@ export async function explain(apps: readonly App[], request: ExplainRequest): Pr
       status: decision.status,
       outcome: 'answered by the gateway',
       rule: decision.rule,
-      responseHeaders: answerHeaders(app, {}, decision.headers, secure),
+      responseHeaders: answerHeaders(app, {}, decision.headers, clientSecure),
     }
   }
   if (decision.kind === 'deny') {
@@ -118,7 +135,7 @@ export async function explain(apps: readonly App[], request: ExplainRequest): Pr
       outcome: 'refused',
       code: decision.code,
       rule: decision.rule,
-      responseHeaders: answerHeaders(app, {}, decision.headers, secure),
+      responseHeaders: answerHeaders(app, {}, decision.headers, clientSecure),
     }
   }
   const target = app.upstream.targets[0] ?? ''
@@ -134,7 +151,7 @@ export async function explain(apps: readonly App[], request: ExplainRequest): Pr
         app,
         { 'cache-control': files.cacheControl },
         decision.responseHeaders,
-        secure,
+        clientSecure,
       ),
     }
   }
@@ -145,7 +162,7 @@ export async function explain(apps: readonly App[], request: ExplainRequest): Pr
       ? `passes (report-only), would be refused: ${wouldBlock.code} by ${wouldBlock.rule}`
       : `proxied to ${target} as ${input.method} ${requestTarget}`,
     ...wouldBlock,
-    responseHeaders: answerHeaders(app, {}, decision.responseHeaders, secure),
+    responseHeaders: answerHeaders(app, {}, decision.responseHeaders, clientSecure),
     upstream: {
       target,
       requestTarget,

@@ -69,24 +69,24 @@ export function forwardedFacts(request: {
   requestId: string
 }): ForwardedFacts {
   const { identity, headers } = request
-  const firstOf = (value: string | string[] | undefined) =>
-    (Array.isArray(value) ? value[0] : value)?.split(',')[0]?.trim()
-  const incomingProto = identity.peerTrusted
-    ? firstOf(headers['x-forwarded-proto'])?.toLowerCase()
-    : undefined
   const incomingHost = identity.peerTrusted ? firstOf(headers['x-forwarded-host']) : undefined
   return {
     chain: identity.chain,
     clientIp: identity.ip,
-    proto:
-      incomingProto === 'http' || incomingProto === 'https'
-        ? incomingProto
-        : request.secure
-          ? 'https'
-          : 'http',
+    proto: (identity.peerTrusted && forwardedProto(headers)) || (request.secure ? 'https' : 'http'),
     host: incomingHost && hostPattern.test(incomingHost) ? incomingHost : request.host,
     requestId: request.requestId,
   }
+}
+
+/** The protocol a proxy in front says the client used (`X-Forwarded-Proto`); trust it only from a trusted peer. */
+export function forwardedProto(headers: IncomingHttpHeaders): 'http' | 'https' | undefined {
+  const proto = firstOf(headers['x-forwarded-proto'])?.toLowerCase()
+  return proto === 'http' || proto === 'https' ? proto : undefined
+}
+
+function firstOf(value: string | string[] | undefined): string | undefined {
+  return (Array.isArray(value) ? value[0] : value)?.split(',')[0]?.trim()
 }
 
 /** The headers sent upstream: the client's end-to-end headers plus a truthful forwarding chain. */

@@ -121,3 +121,18 @@ export function decideRoute(router: HostRouter, request: ArrivingRequest, httpsP
   }
   return { kind: 'proxy', app }
 }
+
+/**
+ * Behind a TLS-terminating load balancer (`tls.mode: off`, the balancer a trusted proxy), the protocol
+ * the client used is the one the balancer forwards. For an app that asks for HSTS, a client on plain
+ * HTTP is redirected to HTTPS, as the gateway does on its own port 80: the redirect's location, or
+ * undefined when the request goes on.
+ */
+export function redirectBehindTerminator(
+  app: App,
+  request: { host: string | undefined; url: string; forwardedProto: 'http' | 'https' | undefined },
+): string | undefined {
+  if (app.tls.mode !== 'off' || !app.hstsHeader || request.forwardedProto !== 'http') return undefined
+  const host = hostnameOf(request.host ?? '')
+  return `https://${host.includes(':') ? `[${host}]` : host}${request.url}`
+}

@@ -18,6 +18,7 @@ describe('portcullis explain', () => {
           `upstream: { targets: ["${echo.url}"] }`,
           'tls: { mode: "off" }',
           'clientIp: { trustedProxies: [127.0.0.2] }',
+          'hsts: { maxAge: 31536000 }',
           'cors: { origins: [https://app.example.com] }',
           'access:',
           '  - { path: /studio/**, allow: [10.0.0.0/8] }',
@@ -50,6 +51,8 @@ describe('portcullis explain', () => {
       '127.0.0.2',
       ['X-Forwarded-For: 198.51.100.7', 'X-Forwarded-Proto: https', 'X-Forwarded-Host: public.example'],
     ],
+    ['GET', '/api/items?x=1', '127.0.0.2', ['X-Forwarded-Proto: http']],
+    ['GET', '/api/items', '127.0.0.1', ['X-Forwarded-Proto: http']],
     [
       'OPTIONS',
       '/api',

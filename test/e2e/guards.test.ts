@@ -59,7 +59,19 @@ limits:
 cookies: { exclude: [csrf] }
 `
     gateway = await startGateway({
-      policies: { 'guarded.yaml': policy('guarded', echo.url), 'leaky.yaml': policy('leaky', leaky.url) },
+      policies: {
+        'guarded.yaml': policy('guarded', echo.url),
+        'leaky.yaml': policy('leaky', leaky.url),
+        // Behind a TLS-terminating balancer (127.0.0.2): the app asks for HSTS.
+        'terminated.yaml': [
+          'app: terminated',
+          'hosts: [terminated.test]',
+          `upstream: { targets: ["${echo.url}"] }`,
+          'tls: { mode: "off" }',
+          'clientIp: { trustedProxies: [127.0.0.2] }',
+          'hsts: { maxAge: 31536000 }',
+        ].join('\n'),
+      },
     })
   })
 
@@ -172,6 +184,41 @@ cookies: { exclude: [csrf] }
       expect(echoed.headers['x-real-ip']).toBe('10.0.0.1')
       expect(echoed.headers['x-forwarded-for']).toBe('10.0.0.1, 127.0.0.2')
     }
+  })
+
+  describe('behind a TLS-terminating balancer (tls.mode: off, the balancer trusted)', () => {
+    const via = (from: string, proto: string) =>
+      execFileAsync('curl', [
+        '-s',
+        '-o',
+        '/dev/null',
+        '-D',
+        '-',
+        '--interface',
+        from,
+        '-H',
+        'Host: terminated.test',
+        '-H',
+        `X-Forwarded-Proto: ${proto}`,
+        `http://127.0.0.1:${gateway.ports.http}/account?tab=1`,
+      ]).then(({ stdout }) => stdout.toLowerCase())
+
+    it('redirects a client the balancer says came over HTTP, and sends HSTS to one that came over HTTPS', async () => {
+      const plain = await via('127.0.0.2', 'http')
+      expect(plain).toMatch(/^http\/1\.1 308/)
+      expect(plain).toContain('location: https://terminated.test/account?tab=1')
+      const tls = await via('127.0.0.2', 'https')
+      expect(tls).toMatch(/^http\/1\.1 200/)
+      expect(tls).toContain('strict-transport-security: max-age=31536000')
+    })
+
+    it('ignores the forwarded protocol of a peer it does not trust', async () => {
+      for (const proto of ['http', 'https']) {
+        const answer = await via('127.0.0.1', proto)
+        expect(answer).toMatch(/^http\/1\.1 200/)
+        expect(answer).not.toContain('strict-transport-security')
+      }
+    })
   })
 
   describe('Expect: 100-continue', () => {
