@@ -24,7 +24,7 @@ Commands:
   hash-password   Read a password on stdin, print its hash for a policy's basicAuth.users
 
 Run 'portcullis <command> --help' for a command's options.`,
-  check: `Usage: portcullis check [--production] [--redis <url>] [--format text|json] [paths...]
+  check: `Usage: portcullis check [--production] [--redis <url>] [--replicas <n>] [--format text|json] [paths...]
 
 Validates policy files and directories (their *.yaml and *.yml files) as 'serve' would load them:
 schema, unique app ids and hosts, readable certificate files. Problems are printed as
@@ -32,7 +32,9 @@ file:line:column field: reason.
 
 --production   also run the production rules (the ones 'serve --env production' enforces), printed
                as file:line:column RULE-ID severity: reason (field). Fix: ...
---redis        the Redis URL serve will use (default PORTCULLIS_REDIS), for the rate-limit rule
+--redis        the Redis URL serve will use (default PORTCULLIS_REDIS), for the rate-limit rules
+--replicas     the replicas serve will run (default PORTCULLIS_REPLICAS, else 1): rate limits without
+               Redis are a warning for one replica and an error for more
 --format json  one JSON document: { valid, problems, findings }
 
 Exit codes: 0 valid (warnings allowed), 1 production rule errors, 2 invalid files.`,
@@ -230,6 +232,7 @@ async function check(args: string[]): Promise<number> {
       help: { type: 'boolean', short: 'h' },
       production: { type: 'boolean' },
       redis: { type: 'string' },
+      replicas: { type: 'string' },
       format: { type: 'string', default: 'text' },
     },
   })
@@ -250,7 +253,10 @@ async function check(args: string[]): Promise<number> {
   const problems = compiled && !compiled.ok ? compiled.problems : set.problems
   const findings =
     values.production && problems.length === 0
-      ? checkProduction(set.policies, { redis: Boolean(values.redis ?? process.env.PORTCULLIS_REDIS) })
+      ? checkProduction(set.policies, {
+          redis: Boolean(values.redis ?? process.env.PORTCULLIS_REDIS),
+          replicas: Math.max(1, Number(values.replicas ?? process.env.PORTCULLIS_REPLICAS ?? 1) || 1),
+        })
       : []
   const errors = findings.filter((finding) => finding.severity === 'error')
   const code = problems.length > 0 ? 2 : errors.length > 0 ? 1 : 0

@@ -352,7 +352,10 @@ export class Gateway {
     policies: readonly LoadedPolicy[]
   }): PolicyProblem[] {
     if (this.settings.env === 'production') {
-      const findings = checkProduction(loaded.policies, { redis: this.redis !== undefined })
+      const findings = checkProduction(loaded.policies, {
+        redis: this.redis !== undefined,
+        replicas: this.settings.replicas,
+      })
       for (const finding of findings.filter((entry) => entry.severity === 'warning')) {
         this.log.warn({ rule: finding.rule, problem: formatFinding(finding) }, formatFinding(finding))
       }

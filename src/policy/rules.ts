@@ -7,6 +7,8 @@ import type { Policy } from './schema.js'
 export interface ProductionContext {
   /** Whether a Redis is configured (`--redis`). */
   redis: boolean
+  /** Gateway replicas serving the same apps (`--replicas`). */
+  replicas: number
 }
 
 export type Severity = 'error' | 'warning'
@@ -163,13 +165,27 @@ export const productionRules: readonly Rule[] = [
   {
     id: 'PCL-RATELIMIT-NO-REDIS',
     severity: 'error',
-    fix: 'Run with --redis (PORTCULLIS_REDIS): without it, limits are per process and reset on restart.',
+    fix: 'Run with --redis (PORTCULLIS_REDIS): without it, each replica counts on its own.',
     check: (policy, context) =>
-      policy.rateLimits.length > 0 && !context.redis
+      policy.rateLimits.length > 0 && !context.redis && context.replicas > 1
         ? [
             {
               field: ['rateLimits'],
-              reason: 'rate limits without Redis are per process and reset on restart',
+              reason: `rate limits without Redis over ${context.replicas} replicas let each replica admit the whole limit`,
+            },
+          ]
+        : [],
+  },
+  {
+    id: 'PCL-RATELIMIT-LOCAL',
+    severity: 'warning',
+    fix: 'Add --redis (PORTCULLIS_REDIS) before running a second replica.',
+    check: (policy, context) =>
+      policy.rateLimits.length > 0 && !context.redis && context.replicas === 1
+        ? [
+            {
+              field: ['rateLimits'],
+              reason: 'rate limits without Redis are counted in this one process and start over on restart',
             },
           ]
         : [],

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { fetchOnce } from '../support/clients.js'
-import { type RunningGateway, startGateway } from '../support/gateway.js'
+import { makePolicyDir, type RunningGateway, runCli, startGateway } from '../support/gateway.js'
 import { type RedisServer, startRedis, startRedisCluster, startSentinel } from '../support/redis.js'
 import { echoUpstream, type Upstream } from '../support/upstreams.js'
 
@@ -303,13 +303,19 @@ describe('Redis Sentinel', () => {
 })
 
 describe('without Redis', () => {
-  it('refuses to start in production with rate limits, and warns loudly in development', async () => {
+  it('without Redis: refuses several replicas in production, warns for one, and warns loudly in development', async () => {
     const policies = {
       'api.yaml': app('api', 'http://127.0.0.1:1', '  - { name: per-ip, limit: 5, window: 1m }\n'),
     }
-    await expect(startGateway({ policies, args: ['--env', 'production'] })).rejects.toThrow(
-      /PCL-RATELIMIT-NO-REDIS: rate limits without Redis are per process/,
-    )
+    await expect(
+      startGateway({ policies, args: ['--env', 'production', '--replicas', '2'] }),
+    ).rejects.toThrow(/PCL-RATELIMIT-NO-REDIS: rate limits without Redis over 2 replicas/)
+    const directory = await makePolicyDir(policies)
+    const one = await runCli(['check', '--production', '--format', 'json', directory])
+    const rules = (JSON.parse(one.stdout) as { findings: { rule: string; severity: string }[] }).findings
+    expect(rules.filter((finding) => finding.rule.startsWith('PCL-RATELIMIT'))).toMatchObject([
+      { rule: 'PCL-RATELIMIT-LOCAL', severity: 'warning' },
+    ])
     const development = await startGateway({ policies })
     try {
       await development.waitForLog((line) => String(line.msg).startsWith('RATE LIMITS ARE PER PROCESS'))

@@ -14,7 +14,7 @@ const clean: PolicyInput = {
   access: [{ path: '/**', deny: ['192.0.2.0/24'] }],
 }
 
-function findings(changes: Partial<PolicyInput>, context: ProductionContext = { redis: true }) {
+function findings(changes: Partial<PolicyInput>, context: ProductionContext = { redis: true, replicas: 1 }) {
   const parsed = parsePolicy('shop.yaml', JSON.stringify({ ...clean, ...changes }))
   if (!parsed.ok) throw new Error(JSON.stringify(parsed.problems))
   return checkProduction([parsed.loaded], context)
@@ -102,12 +102,13 @@ describe('production rules', () => {
     },
   )
 
-  it('PCL-RATELIMIT-NO-REDIS trips without Redis only', () => {
+  it('rate limits without Redis: a warning for one replica, an error for more, nothing with Redis', () => {
     const limited = { rateLimits: [{ name: 'per-ip', limit: 10, window: '1m' }] }
-    expect(findings(limited, { redis: false }).map((finding) => finding.rule)).toEqual([
-      'PCL-RATELIMIT-NO-REDIS',
-    ])
-    expect(findings(limited, { redis: true })).toEqual([])
+    const rules = (context: ProductionContext) =>
+      findings(limited, context).map((finding) => `${finding.rule} ${finding.severity}`)
+    expect(rules({ redis: false, replicas: 1 })).toEqual(['PCL-RATELIMIT-LOCAL warning'])
+    expect(rules({ redis: false, replicas: 3 })).toEqual(['PCL-RATELIMIT-NO-REDIS error'])
+    expect(rules({ redis: true, replicas: 3 })).toEqual([])
   })
 
   it('locates each finding at its field, with the rule, severity and fix', () => {
