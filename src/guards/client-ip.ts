@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders } from 'node:http'
 import { addressFromHeaderEntry, CidrSet, parseCidr } from '../net/ip.js'
-import type { Policy } from '../policy/schema.js'
+import { isChainHeader, type Policy } from '../policy/schema.js'
 
 /** Longer chains are cut to their last entries: nobody legitimately chains this many proxies. */
 const maxChainEntries = 32
@@ -8,8 +8,8 @@ const maxChainEntries = 32
 export interface ClientIdentity {
   /** The client's canonical address. */
   ip: string
-  /** How it was derived: the socket peer, or the forwarding header of a trusted proxy. */
-  via: 'peer' | 'x-forwarded-for' | 'forwarded'
+  /** How it was derived: `peer`, or the header of a trusted proxy it came from (`x-forwarded-for`, ...). */
+  via: string
   /** The chain sent upstream as X-Forwarded-For: the client, the trusted hops after it, the peer. */
   chain: string[]
   /** Whether the peer is a trusted proxy, whose X-Forwarded-Proto/Host and X-Request-Id are kept. */
@@ -26,6 +26,7 @@ export class ClientIpResolver {
   private readonly hops: number | undefined
   private readonly header: Policy['clientIp']['header']
 
+  /** `trustedProxies` is the policy's list with the networks of its trustedProxiesFile. */
   constructor(section: Policy['clientIp']) {
     this.trusted = new CidrSet(section.trustedProxies.flatMap((text) => parseCidr(text) ?? []))
     this.hops = section.hops
@@ -38,6 +39,7 @@ export class ClientIpResolver {
 
   resolve(peer: string, headers: IncomingHttpHeaders): ClientIdentity {
     if (!this.trusted.has(peer)) return { ip: peer, via: 'peer', chain: [peer], peerTrusted: false }
+    if (!isChainHeader(this.header)) return this.fromSingleAddress(peer, headers[this.header])
     const entries =
       this.header === 'forwarded'
         ? forwardedFor(headers.forwarded)
@@ -62,6 +64,18 @@ export class ClientIpResolver {
       peerTrusted: true,
     }
   }
+
+  private fromSingleAddress(peer: string, value: string | string[] | undefined): ClientIdentity {
+    const client = singleAddress(value)
+    if (!client) return { ip: peer, via: 'peer', chain: [peer], peerTrusted: true }
+    return { ip: client, via: this.header, chain: [client, peer], peerTrusted: true }
+  }
+}
+
+/** A trusted proxy that names the client in a header of one address (Cloudflare's CF-Connecting-IP). */
+function singleAddress(value: string | string[] | undefined): string {
+  const text = Array.isArray(value) ? value[0] : value
+  return text === undefined ? '' : addressFromHeaderEntry(text)
 }
 
 function xForwardedFor(value: string | string[] | undefined): string[] {

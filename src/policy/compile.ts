@@ -10,6 +10,7 @@ import { SecurityHeaders } from '../guards/headers.js'
 import { LimitsGuard } from '../guards/limits.js'
 import { RateLimitGuard } from '../guards/rate-limit.js'
 import { WebSocketGuard } from '../guards/websocket.js'
+import { parseCidr } from '../net/ip.js'
 import type { LoadedPolicy, PolicyProblem } from './load.js'
 import { acmeDirectories, type Policy } from './schema.js'
 
@@ -98,6 +99,8 @@ async function compilePolicy(
   loaded: LoadedPolicy,
 ): Promise<{ ok: true; app: App } | { ok: false; problems: PolicyProblem[] }> {
   const { policy, file } = loaded
+  const trustedFromFile = await readTrustedProxiesFile(loaded)
+  if (!trustedFromFile.ok) return trustedFromFile
   let manual: PemPair | undefined
   if (policy.tls.manual) {
     const result = await readManualCertificate(loaded, policy.tls.manual)
@@ -135,7 +138,15 @@ async function compilePolicy(
       })),
     ),
     hstsHeader: hstsHeader(policy.hsts),
-    guards: Object.freeze(buildGuards(policy)),
+    guards: Object.freeze(
+      buildGuards({
+        ...policy,
+        clientIp: {
+          ...policy.clientIp,
+          trustedProxies: [...policy.clientIp.trustedProxies, ...trustedFromFile.networks],
+        },
+      }),
+    ),
   })
   return { ok: true, app }
 }
@@ -166,6 +177,34 @@ async function readManualCertificate(
     }
   }
   return { ok: true, pair: { cert: pair.cert, key: pair.key } }
+}
+
+/** The networks of `clientIp.trustedProxiesFile`: one per line, `#` starts a comment, blank lines skipped. */
+async function readTrustedProxiesFile(
+  loaded: LoadedPolicy,
+): Promise<{ ok: true; networks: string[] } | { ok: false; problems: PolicyProblem[] }> {
+  const name = loaded.policy.clientIp.trustedProxiesFile
+  if (name === undefined) return { ok: true, networks: [] }
+  const field = ['clientIp', 'trustedProxiesFile']
+  let text: string
+  try {
+    text = await readFile(path.resolve(path.dirname(loaded.file), name), 'utf8')
+  } catch (error) {
+    const reason = (error as NodeJS.ErrnoException).code ?? String(error)
+    return { ok: false, problems: [loaded.locate(field, `cannot read ${name} (${reason})`)] }
+  }
+  const networks: string[] = []
+  for (const [index, line] of text.split('\n').entries()) {
+    const entry = (line.split('#', 1)[0] ?? '').trim()
+    if (!entry) continue
+    if (!parseCidr(entry))
+      return {
+        ok: false,
+        problems: [loaded.locate(field, `${name}:${index + 1}: "${entry}" is not an address or network`)],
+      }
+    networks.push(entry)
+  }
+  return { ok: true, networks }
 }
 
 function isNamedDirectory(name: string): name is keyof typeof acmeDirectories {

@@ -251,6 +251,11 @@ export const hstsSchema = z
   .prefault({})
   .describe('Strict-Transport-Security, sent on every HTTPS response of the app (never on plain HTTP).')
 
+/** X-Forwarded-For and Forwarded carry a chain of addresses; any other client-IP header holds one. */
+export function isChainHeader(header: string): boolean {
+  return header === 'x-forwarded-for' || header === 'forwarded'
+}
+
 export const clientIpSchema = z
   .strictObject({
     trustedProxies: z
@@ -268,18 +273,35 @@ export const clientIpSchema = z
       .describe(
         'Number of proxies in front (like Express "trust proxy = N"). Only counts when the peer itself is in trustedProxies.',
       ),
+    trustedProxiesFile: z
+      .string()
+      .min(1)
+      .optional()
+      .describe(
+        'A file of more trusted networks, one per line (# comments), relative to the policy file: for published CDN ranges. Read at every load.',
+      ),
     header: z
-      .enum(['x-forwarded-for', 'forwarded'])
+      .union([z.enum(['x-forwarded-for', 'forwarded']), headerName])
       .default('x-forwarded-for')
-      .describe('Which header trusted proxies write the chain in: X-Forwarded-For or RFC 7239 Forwarded.'),
+      .describe(
+        'Where trusted proxies name the client: the X-Forwarded-For chain, RFC 7239 Forwarded, or a header holding one address (cf-connecting-ip, true-client-ip).',
+      ),
   })
   .prefault({})
   .superRefine((section, context) => {
-    if (section.hops !== undefined && section.trustedProxies.length === 0) {
+    const trusts = section.trustedProxies.length > 0 || section.trustedProxiesFile !== undefined
+    if (section.hops !== undefined && !trusts) {
       context.addIssue({
         code: 'custom',
         path: ['hops'],
         message: 'needs trustedProxies: a hop count alone would let any client choose its own address',
+      })
+    }
+    if (section.hops !== undefined && !isChainHeader(section.header)) {
+      context.addIssue({
+        code: 'custom',
+        path: ['hops'],
+        message: `counts hops of a chain; ${section.header} holds one address`,
       })
     }
   })

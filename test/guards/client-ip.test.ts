@@ -1,6 +1,12 @@
+import { mkdtemp, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
 import fc from 'fast-check'
 import { describe, expect, it } from 'vitest'
 import { ClientIpResolver } from '../../src/guards/client-ip.js'
+import { compilePolicies } from '../../src/policy/compile.js'
+import { parsePolicy } from '../../src/policy/load.js'
+import { clientIpSchema } from '../../src/policy/schema.js'
 
 const resolver = (section: Partial<ConstructorParameters<typeof ClientIpResolver>[0]> = {}) =>
   new ClientIpResolver({ trustedProxies: [], header: 'x-forwarded-for', ...section })
@@ -158,5 +164,72 @@ describe('client IP properties', () => {
       }),
       { numRuns: 2000 },
     )
+  })
+})
+
+describe('a header of one address (CF-Connecting-IP), and trusted networks from a file', () => {
+  const cloudflare = resolver({ trustedProxies: ['173.245.48.0/20'], header: 'cf-connecting-ip' })
+
+  it.each([
+    ['from the trusted proxy', '173.245.48.7', { 'cf-connecting-ip': '198.51.100.4' }, '198.51.100.4'],
+    ['IPv6, bracketed', '173.245.48.7', { 'cf-connecting-ip': '[2001:db8::4]' }, '2001:db8::4'],
+    ['forged by anyone else', '203.0.113.9', { 'cf-connecting-ip': '198.51.100.4' }, '203.0.113.9'],
+    ['not an address', '173.245.48.7', { 'cf-connecting-ip': 'unknown' }, '173.245.48.7'],
+    ['absent', '173.245.48.7', {}, '173.245.48.7'],
+    ['X-Forwarded-For is not read', '173.245.48.7', { 'x-forwarded-for': '6.6.6.6' }, '173.245.48.7'],
+  ])('%s', (_case, peer, headers, client) => {
+    expect(cloudflare.resolve(peer, headers).ip).toBe(client)
+  })
+
+  it('sends the verified pair upstream as the chain', () => {
+    expect(cloudflare.resolve('173.245.48.7', { 'cf-connecting-ip': '198.51.100.4' })).toEqual({
+      ip: '198.51.100.4',
+      via: 'cf-connecting-ip',
+      chain: ['198.51.100.4', '173.245.48.7'],
+      peerTrusted: true,
+    })
+  })
+
+  it('refuses a hop count with a header of one address', () => {
+    const parsed = clientIpSchema.safeParse({
+      trustedProxies: ['10.0.0.0/8'],
+      hops: 2,
+      header: 'true-client-ip',
+    })
+    expect(parsed.success).toBe(false)
+  })
+
+  it('trusts the networks of trustedProxiesFile, and locates a bad line', async () => {
+    const directory = await mkdtemp(path.join(tmpdir(), 'pcl-trusted-'))
+    await writeFile(
+      path.join(directory, 'cdn.txt'),
+      '# published ranges\n173.245.48.0/20\n\n2400:cb00::/32 # v6\n',
+    )
+    const load = async (file: string) => {
+      const parsed = parsePolicy(
+        path.join(directory, 'app.yaml'),
+        JSON.stringify({
+          app: 'cdn',
+          hosts: ['cdn.test'],
+          upstream: { targets: ['http://127.0.0.1:1'] },
+          clientIp: { trustedProxiesFile: file, header: 'cf-connecting-ip' },
+        }),
+      )
+      if (!parsed.ok) throw new Error(JSON.stringify(parsed.problems))
+      return compilePolicies([parsed.loaded])
+    }
+    const compiled = await load('cdn.txt')
+    if (!compiled.ok) throw new Error(JSON.stringify(compiled.problems))
+    const guard = compiled.apps[0]?.guards.clientIp
+    expect(guard?.resolve('2400:cb00::1', { 'cf-connecting-ip': '198.51.100.4' }).ip).toBe('198.51.100.4')
+    expect(guard?.isTrusted('173.245.50.1')).toBe(true)
+
+    await writeFile(path.join(directory, 'bad.txt'), '173.245.48.0/20\nnot-a-network\n')
+    const bad = await load('bad.txt')
+    expect(bad.ok ? [] : bad.problems.map((problem) => problem.message)).toEqual([
+      'bad.txt:2: "not-a-network" is not an address or network',
+    ])
+    const missing = await load('missing.txt')
+    expect(missing.ok ? '' : missing.problems[0]?.message).toMatch(/^cannot read missing\.txt \(ENOENT\)$/)
   })
 })
