@@ -185,14 +185,13 @@ export class UpstreamPools {
     const timer = setInterval(async () => {
       let ok = false
       try {
+        // Not through the target's pool: a probe must not wait behind traffic for one of its connections.
         const answer = await undiciRequest(`${target.origin}${check.path}`, {
-          dispatcher: target.pool,
           headersTimeout: check.timeout,
           bodyTimeout: check.timeout,
           signal: AbortSignal.timeout(check.timeout),
         })
-        await answer.body.dump()
-        ok = answer.statusCode >= 200 && answer.statusCode < 400
+        ok = await meetsExpectations(answer, check.expect)
       } catch {}
       target.checkStreak = ok === target.healthy ? 0 : target.checkStreak + 1
       const threshold = ok ? check.healthyThreshold : check.unhealthyThreshold
@@ -210,6 +209,48 @@ export class UpstreamPools {
     timer.unref()
     return timer
   }
+}
+
+type HealthExpectations = NonNullable<App['upstream']['healthCheck']>['expect']
+
+/** Bodies of health answers are read up to this size; a larger one fails a body or JSON expectation. */
+const maxHealthBody = 64 * 1024
+
+/** Whether a health answer is healthy: its status, then any text or JSON fields the policy expects. */
+async function meetsExpectations(
+  answer: Awaited<ReturnType<typeof undiciRequest>>,
+  expect: HealthExpectations,
+): Promise<boolean> {
+  const statusOk = expect?.status
+    ? expect.status.includes(answer.statusCode)
+    : answer.statusCode >= 200 && answer.statusCode < 400
+  if (!statusOk || (!expect?.body && !expect?.json)) {
+    await answer.body.dump()
+    return statusOk
+  }
+  let text = ''
+  for await (const chunk of answer.body) {
+    text += chunk
+    if (text.length > maxHealthBody) return false
+  }
+  if (expect.body && !text.includes(expect.body)) return false
+  if (!expect.json) return true
+  let document: unknown
+  try {
+    document = JSON.parse(text)
+  } catch {
+    return false
+  }
+  return Object.entries(expect.json).every(([field, wanted]) => {
+    const value = field
+      .split('.')
+      .reduce<unknown>(
+        (node, key) =>
+          node !== null && typeof node === 'object' ? (node as Record<string, unknown>)[key] : undefined,
+        document,
+      )
+    return value === wanted
+  })
 }
 
 /** Healthy by the active checks and not in a passive cool-down. */

@@ -77,7 +77,9 @@ export const upstreamSchema = z
         path: z
           .string()
           .regex(/^\/[^\s?#]*$/, { error: 'must be a path such as /health' })
-          .describe('Path requested on each target; a 2xx or 3xx answer counts as healthy.'),
+          .describe(
+            'Path requested on each target; a 2xx or 3xx answer counts as healthy unless expect says more.',
+          ),
         interval: duration.default(10_000).describe('Time between checks of one target. Default 10s.'),
         timeout: duration.default(2000).describe('Longest wait for an answer. Default 2s.'),
         healthyThreshold: z
@@ -92,6 +94,23 @@ export const upstreamSchema = z
           .min(1)
           .default(3)
           .describe('Consecutive failures that take a target out. Default 3.'),
+        expect: z
+          .strictObject({
+            status: z
+              .array(z.number().int().min(100).max(599))
+              .min(1)
+              .optional()
+              .describe('Statuses that count as healthy. Default: any 2xx or 3xx.'),
+            body: z.string().min(1).optional().describe('Text the answer body must contain.'),
+            json: z
+              .record(z.string().min(1), z.union([z.string(), z.number(), z.boolean(), z.null()]))
+              .optional()
+              .describe(
+                'Fields of a JSON answer and the values they must have; a dotted name reaches inside objects (db.connected: true).',
+              ),
+          })
+          .optional()
+          .describe('What a healthy answer looks like beyond its status, e.g. json: { pg_connected: true }.'),
       })
       .optional()
       .describe('Active health checks of every target, in the background.'),

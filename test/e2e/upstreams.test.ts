@@ -234,4 +234,34 @@ describe('upstream pools', () => {
     expect((await get(gateway)).status).toBe(200)
     expect((await fetchOnce('http://127.0.0.1/ready', { port: gateway.ports.admin })).status).toBe(200)
   })
+
+  it('health checks with expectations: a 200 whose JSON says the database is down takes the target out', async () => {
+    let connected = true
+    const app = await namedTarget('pgstack', (request, response) => {
+      if (request.url !== '/health') return false
+      response.writeHead(200, { 'content-type': 'application/json' })
+      response.end(JSON.stringify({ status: 'ok', pg_connected: connected, db: { replicas: 2 } }))
+      return true
+    })
+    const gateway = await gatewayFor(
+      [app],
+      [
+        'healthCheck:',
+        '  path: /health',
+        '  interval: 100ms',
+        '  healthyThreshold: 1',
+        '  unhealthyThreshold: 1',
+        '  expect: { status: [200], body: "ok", json: { pg_connected: true, db.replicas: 2 } }',
+      ].join('\n'),
+    )
+    expect((await get(gateway)).status).toBe(200)
+    connected = false
+    await gateway.waitForLog(
+      (line) => line.msg === 'upstream target failed its health checks: out of rotation',
+    )
+    expect((await get(gateway)).status).toBe(503)
+    connected = true
+    await gateway.waitForLog((line) => line.msg === 'upstream target healthy again')
+    expect((await get(gateway)).status).toBe(200)
+  })
 })
