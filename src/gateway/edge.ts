@@ -316,7 +316,7 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
       const upgrade = pendingUpgrades.get(request.raw)
       const files = upgrade ? undefined : staticFor(app, verdict.target ?? request.url)
       if (files) return serveStatic(request, reply, files, (own) => finalHeaders(request, own), reject)
-      const picked = context.pools.pick(app, request.headers.cookie)
+      const picked = context.pools.pick(app, { ip: verdict.identity.ip, headers: request.headers })
       if (!picked) {
         upgrade?.reservation?.release()
         return reject(

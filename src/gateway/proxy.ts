@@ -230,7 +230,7 @@ export function forwardHttp(
           failed.add(upstream)
           const next =
             retriable && neverConnected(error) && failed.size <= app.upstream.retries
-              ? plan.pools.pick(app, undefined, failed)?.upstream
+              ? plan.pools.pick(app, { ip: plan.facts.clientIp, headers: request.headers }, failed)?.upstream
               : undefined
           request.log.warn(
             { err: error, upstream: upstream.origin, retryOn: next?.origin },

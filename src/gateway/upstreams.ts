@@ -1,4 +1,5 @@
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto'
+import type { IncomingHttpHeaders } from 'node:http'
 import type { Logger } from 'pino'
 import { Pool, request as undiciRequest } from 'undici'
 import type { App } from '../policy/compile.js'
@@ -33,6 +34,12 @@ interface AppTargets {
 }
 
 export const stickyCookie = 'pcl_upstream'
+
+/** What balancing may know of the client: its derived IP and its request headers. */
+export interface BalancedClient {
+  ip: string
+  headers: IncomingHttpHeaders
+}
 
 /**
  * Keep-alive connection pools and balancing, one pool per (app, target). Reloading keeps the pools and
@@ -80,14 +87,15 @@ export class UpstreamPools {
    * A target for the request, or undefined when none is healthy. `avoid` holds targets that already
    * failed this request (retries).
    */
-  pick(app: App, cookieHeader: string | undefined, avoid?: ReadonlySet<Upstream>): Picked | undefined {
+  pick(app: App, client: BalancedClient, avoid?: ReadonlySet<Upstream>): Picked | undefined {
     const entry = this.apps.get(app.id)
     if (!entry) return undefined
     const usable = usableTargets(entry.targets, avoid)
     if (usable.length === 0) return undefined
     const balance = app.upstream.balance
+    if (balance === 'hash') return { upstream: highestRandomWeight(usable, affinityKey(app, client)) }
     if (balance === 'sticky') {
-      const pinned = this.stickyTarget(app, cookieHeader, usable)
+      const pinned = this.stickyTarget(app, client.headers.cookie, usable)
       if (pinned) return { upstream: pinned }
       const chosen = leastConnections(usable, entry)
       return { upstream: chosen, setCookie: this.cookieFor(app, chosen) }
@@ -251,6 +259,45 @@ async function meetsExpectations(
       )
     return value === wanted
   })
+}
+
+/** The value `hashOn` names for this client; a missing header falls back to the client IP. */
+function affinityKey(app: App, client: BalancedClient): string {
+  const { hashOn } = app.upstream
+  if (hashOn === 'ip') return client.ip
+  const value = client.headers[hashOn.slice('header:'.length)]
+  return (Array.isArray(value) ? value[0] : value) || client.ip
+}
+
+/**
+ * Rendezvous (highest random weight) hashing: each target scores hash(key, target) and the highest
+ * wins. A key keeps its target while that target is usable, and when one leaves or returns only the
+ * keys whose best target it is move; the others stay put.
+ */
+function highestRandomWeight(usable: Upstream[], key: string): Upstream {
+  let best = usable[0] as Upstream
+  let bestScore = -1
+  for (const target of usable) {
+    const score = fnv1a(`${target.id}\u0000${key}`)
+    if (score > bestScore) {
+      best = target
+      bestScore = score
+    }
+  }
+  return best
+}
+
+/** FNV-1a, 32 bits, with a final avalanche so close keys spread: cheap, and plenty for balancing. */
+function fnv1a(text: string): number {
+  let hash = 0x811c9dc5
+  for (let index = 0; index < text.length; index++) {
+    hash ^= text.charCodeAt(index)
+    hash = Math.imul(hash, 0x01000193)
+  }
+  hash ^= hash >>> 16
+  hash = Math.imul(hash, 0x85ebca6b)
+  hash ^= hash >>> 13
+  return hash >>> 0
 }
 
 /** Healthy by the active checks and not in a passive cool-down. */

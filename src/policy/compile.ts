@@ -30,6 +30,7 @@ export interface App {
     readonly targets: readonly string[]
     readonly timeouts: Policy['upstream']['timeouts']
     readonly balance: Policy['upstream']['balance']
+    readonly hashOn: Policy['upstream']['hashOn']
     readonly healthCheck: Policy['upstream']['healthCheck']
     readonly passive: Policy['upstream']['passive']
     readonly retries: number
@@ -115,6 +116,7 @@ async function compilePolicy(
       targets: policy.upstream.targets.map((target) => new URL(target).origin),
       timeouts: policy.upstream.timeouts,
       balance: policy.upstream.balance,
+      hashOn: policy.upstream.hashOn,
       healthCheck: policy.upstream.healthCheck,
       passive: policy.upstream.passive,
       retries: policy.upstream.retries,

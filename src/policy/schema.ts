@@ -67,10 +67,17 @@ export const upstreamSchema = z
       .min(1, { error: 'needs at least one target' })
       .describe('Where the app listens, as origins (http://host:port or https://host:port).'),
     balance: z
-      .enum(['round-robin', 'least-connections', 'sticky'])
+      .enum(['round-robin', 'least-connections', 'sticky', 'hash'])
       .default('round-robin')
       .describe(
-        'How requests spread over the targets. sticky: a signed gateway cookie keeps each client on one target (least-connections picks it first).',
+        'How requests spread over the targets. sticky: a signed gateway cookie keeps each client on one target (least-connections picks it first). hash: each client (hashOn) keeps its target without cookies, and only the clients of a target that leaves or returns move.',
+      ),
+    hashOn: z
+      .union([z.literal('ip'), z.string().regex(/^header:[!#$%&'*+.^_`|~0-9A-Za-z-]+$/)])
+      .default('ip')
+      .transform((key) => key.toLowerCase())
+      .describe(
+        'For balance: hash, what identifies a client: ip (the derived client IP) or header:<name> (falls back to the IP).',
       ),
     healthCheck: z
       .strictObject({
