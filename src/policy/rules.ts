@@ -193,10 +193,22 @@ export const productionRules: readonly Rule[] = [
   {
     id: 'PCL-ADMIN-UNRESTRICTED',
     severity: 'warning',
-    fix: 'Add an access rule, e.g. { path: /admin/**, allow: [10.0.0.0/8] }, or { path: /admin/**, deny: all }.',
+    fix: 'Add an access rule, e.g. { path: /admin/**, allow: [10.0.0.0/8] }, or { path: /admin/**, deny: all }, or put the path behind basicAuth.',
     check: (policy) => {
       const patterns = policy.access.map((rule) => compilePathPattern(rule.path, rule.caseInsensitive))
-      const open = adminLookingPaths.filter((path) => !patterns.some((pattern) => pattern.test(path)))
+      // A path behind the edge login is not open to anyone either.
+      const login = policy.basicAuth
+        ? {
+            paths: policy.basicAuth.paths.map((path) => compilePathPattern(path, true)),
+            except: policy.basicAuth.except.map((path) => compilePathPattern(path, true)),
+          }
+        : undefined
+      const behindLogin = (path: string) =>
+        (login?.paths.some((pattern) => pattern.test(path)) ?? false) &&
+        !login?.except.some((pattern) => pattern.test(path))
+      const open = adminLookingPaths.filter(
+        (path) => !patterns.some((pattern) => pattern.test(path)) && !behindLogin(path),
+      )
       return open.length > 0
         ? [{ field: ['access'], reason: `no access rule covers ${open.join(', ')}: anyone could reach them` }]
         : []

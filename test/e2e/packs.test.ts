@@ -237,7 +237,7 @@ describe('policy packs for the five seed apps', () => {
     expect(result.code).toBe(0)
   })
 
-  it('superposition: a login in front of the app, health open, migrations from the admin network only', async () => {
+  it('superposition: a login in front of the app and its /admin UI, health open, migrations from the admin network only', async () => {
     const basic = `Basic ${Buffer.from(`admin:${password}`).toString('base64')}`
     const anonymous = await https('superposition', '/workspaces')
     expect(anonymous.status).toBe(401)
@@ -246,6 +246,11 @@ describe('policy packs for the five seed apps', () => {
       200,
     )
     expect((await https('superposition', '/health')).json()).toEqual({ status: 'ok' })
+    // The app's UI lives under /admin: behind the login, not refused.
+    expect((await https('superposition', '/admin/organisations')).status).toBe(401)
+    expect(
+      (await https('superposition', '/admin/organisations', { headers: { authorization: basic } })).status,
+    ).toBe(200)
     const migrate = '/workspaces/w1/db/migrate'
     expect(
       (await https('superposition', migrate, { method: 'POST', headers: { authorization: basic } })).status,
@@ -258,7 +263,7 @@ describe('policy packs for the five seed apps', () => {
     expect(standIns.get('superposition')?.seen.filter((entry) => entry === `POST ${migrate}`)).toHaveLength(1)
   })
 
-  it('pgstack: Studio from trusted IPs only, /sql and the demo endpoint unreachable, WebSocket Origin checked, gzip', async () => {
+  it('pgstack: Studio from trusted IPs only, /sql and the demo endpoint unreachable, browser Origins checked, its clients pass, gzip', async () => {
     expect((await https('pgstack', '/studio/')).status).toBe(403)
     expect((await viaBalancer('pgstack', '/studio/', '10.0.0.7')).status).toBe(200)
     for (const blocked of ['/sql', '/sql/run', '/demo', '/SQL'])
@@ -282,8 +287,31 @@ describe('policy packs for the five seed apps', () => {
         socket.once('error', () => {})
       })
     expect(await open('https://app.example.com')).toBe('open')
+    expect(await open(`https://${hostOf.pgstack}`)).toBe('open')
     expect(await open('https://evil.example')).toBe(403)
-    expect(await open(undefined)).toBe(403)
+    // Server SDKs send no Origin: the checklist checks a browser's Origin, it does not refuse them.
+    expect(await open(undefined)).toBe('open')
+
+    // Supabase-style clients: their headers pass the preflight, Content-Range is readable, and
+    // Studio's same-origin writes reach the app although its origin is not in cors.origins.
+    const preflight = await https('pgstack', '/rest/v1/items', {
+      method: 'OPTIONS',
+      headers: {
+        origin: 'https://app.example.com',
+        'access-control-request-method': 'PATCH',
+        'access-control-request-headers':
+          'apikey, x-client-info, prefer, range, accept-profile, content-type',
+      },
+    })
+    expect(preflight.status).toBe(204)
+    const read = await https('pgstack', '/rest/v1/items', { headers: { origin: 'https://app.example.com' } })
+    expect(read.headers['access-control-expose-headers']).toContain('content-range')
+    const studioWrite = await https('pgstack', '/rest/v1/items', {
+      method: 'POST',
+      headers: { origin: `https://${hostOf.pgstack}`, 'content-type': 'application/json' },
+      body: '{}',
+    })
+    expect(studioWrite.status).toBe(200)
 
     const compressed = await new Promise<{ encoding: string | undefined; body: Buffer }>(
       (resolve, reject) => {
