@@ -340,7 +340,7 @@ describe('policy packs for the five seed apps', () => {
     expect(JSON.parse(gunzipSync(compressed.body).toString()).rows).toHaveLength(400)
   })
 
-  it('appstrate: one trusted hop, per-org limits keyed by the API key, manifest size cap', async () => {
+  it('appstrate: one trusted hop, per-org limits on run starts keyed by the API key, inline-run size cap', async () => {
     // hops: 1 as TRUST_PROXY=1: the address the balancer saw is the client; what the client wrote in
     // front of it is not. The app gets the verified chain (set its TRUST_PROXY to 2: balancer and gateway).
     const echoed = await viaBalancer('appstrate', '/api/whoami', '198.51.100.1, 203.0.113.9')
@@ -348,26 +348,45 @@ describe('policy packs for the five seed apps', () => {
     expect(received['x-real-ip']).toBe('203.0.113.9')
     expect(received['x-forwarded-for']).toBe('203.0.113.9, 127.0.0.2')
 
-    const org = (key: string) =>
-      https('appstrate', '/api/agents', { headers: { authorization: `Bearer ${key}` } })
-    const first = await org('ask_org_one')
-    const second = await org('ask_org_one')
-    const other = await org('ask_org_two')
+    const start = (key: string) =>
+      https('appstrate', '/api/runs/remote', {
+        method: 'POST',
+        body: '{}',
+        headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+      })
+    const first = await start('ask_org_one')
+    const second = await start('ask_org_one')
+    const other = await start('ask_org_two')
     const remaining = (answer: typeof first) =>
       /"per-org";r=(\d+)/.exec(String(answer.headers.ratelimit))?.[1]
     expect(String(first.headers['ratelimit-policy'])).toContain('"per-org";q=200;w=60')
     expect(Number(remaining(second))).toBe(Number(remaining(first)) - 1)
     expect(remaining(other)).toBe(remaining(first))
+    // Dashboard reads and run-event ingestion are not run starts: the per-org limit does not count them.
+    for (const target of ['/api/agents', '/api/runs/r1/events']) {
+      const answer = await https('appstrate', target, {
+        method: target.endsWith('events') ? 'POST' : 'GET',
+        headers: { authorization: 'Bearer ask_org_one' },
+        ...(target.endsWith('events') ? { body: '{}' } : {}),
+      })
+      expect(answer.status).toBe(200)
+      expect(String(answer.headers['ratelimit-policy'])).not.toContain('per-org')
+    }
 
-    const manifest = JSON.stringify({ name: 'agent', prompt: 'x'.repeat(70 * 1024) })
-    const tooBig = await https('appstrate', '/api/agents', {
-      method: 'POST',
-      body: manifest,
-      headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(manifest)) },
-    })
+    // An inline run within the app's own limits (64 KiB manifest + 200,000-character prompt) passes;
+    // one far beyond them is refused at the edge.
+    const inline = (prompt: string) => {
+      const body = JSON.stringify({ manifest: 'm'.repeat(60 * 1024), prompt })
+      return https('appstrate', '/api/runs/inline', {
+        method: 'POST',
+        body,
+        headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)) },
+      })
+    }
+    expect((await inline('é'.repeat(150_000))).status).toBe(200)
+    const tooBig = await inline('x'.repeat(2 * 1024 * 1024))
     expect(tooBig.status).toBe(413)
     expect(tooBig.json()).toMatchObject({ error: { code: 'PCL_BODY_TOO_LARGE' } })
-    expect(standIns.get('appstrate')?.seen).not.toContain('POST /api/agents')
   })
 
   it('horizon: sticky sessions across two replicas, dashboards need an Origin, metrics for the monitoring network', async () => {
