@@ -415,9 +415,15 @@ describe('policy packs for the five seed apps', () => {
     expect((await upgrade('/ws/dashboard/live', 'https://evil.example')).status).toBe(403)
   })
 
-  it('sm: /admin/health from internal networks only, /build/ served immutable by the gateway, cookies hardened', async () => {
+  it('sm: /admin/health and the API docs from internal networks only, the admin UI left to the app, /build/ served immutable, cookies hardened', async () => {
     expect((await https('sm', '/admin/health')).status).toBe(403)
     expect((await viaBalancer('sm', '/admin/health', '10.2.2.2')).status).toBe(200)
+    // The checklist gates the admin UI by the app's permissions: it reaches the app.
+    expect((await https('sm', '/admin/users')).status).toBe(200)
+    for (const docs of ['/docs', '/redoc', '/openapi.json', '/DOCS/']) {
+      expect((await https('sm', docs)).status).toBe(404)
+      expect((await viaBalancer('sm', docs, '10.2.2.2')).status).toBe(200)
+    }
     const built = await https('sm', '/build/app.5d41402a.js')
     expect(built.status).toBe(200)
     expect(built.body).toBe('export const built = true\n')
