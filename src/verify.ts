@@ -35,6 +35,8 @@ export interface CheckResult {
 interface Answer {
   status: number
   headers: IncomingHttpHeaders
+  /** The first 4 KiB of the body, enough to see a gateway error code. */
+  body: string
 }
 
 const foreignOrigin = 'https://portcullis-verify.invalid'
@@ -61,6 +63,21 @@ export async function verify(options: VerifyOptions): Promise<CheckResult[]> {
       'forwarded-for-spoofing',
       'A forged X-Forwarded-For does not change the client',
       () => checkSpoofing(options, url),
+    ],
+    [
+      'same-origin-write',
+      "A POST from the app's own pages is not refused for its Origin",
+      () => checkSameOriginWrite(options, url),
+    ],
+    [
+      'preflight-allowed-headers',
+      'A listed origin may send every allowed header',
+      () => checkPreflight(options, url),
+    ],
+    [
+      'websocket-own-origin',
+      "The app's own pages may open its WebSockets",
+      () => checkOwnWebSocket(options, url),
     ],
     ['restricted-paths', 'Restricted paths answer 403/404 from here', () => checkRestricted(options, url)],
     ['health', 'The health endpoint answers', () => checkHealth(options, url)],
@@ -108,8 +125,13 @@ function fetchHead(
         ...(secure ? { servername: url.hostname, ...(options.ca ? { ca: options.ca } : {}) } : {}),
       },
       (response) => {
-        response.resume()
-        response.once('end', () => resolve({ status: response.statusCode ?? 0, headers: response.headers }))
+        let body = ''
+        response.on('data', (chunk: Buffer) => {
+          if (body.length < 4096) body += chunk.toString('utf8')
+        })
+        response.once('end', () =>
+          resolve({ status: response.statusCode ?? 0, headers: response.headers, body }),
+        )
       },
     )
     request.once('timeout', () => request.destroy(new Error('timed out')))
@@ -199,12 +221,64 @@ async function checkCors(options: VerifyOptions, url: URL): Promise<[CheckStatus
   ]
 }
 
-async function checkWebSocket(options: VerifyOptions, url: URL): Promise<[CheckStatus, string]> {
-  const path =
-    options.policy?.websocket.paths[0]?.path.replace(/\/\*\*$/, '/verify').replace(/\*/g, 'x') ?? '/'
-  const outcome = await new Promise<string>((resolve) => {
+/** What must work: the app's own pages post to it, with an Origin or (no-referrer pages) `null`. */
+async function checkSameOriginWrite(options: VerifyOptions, url: URL): Promise<[CheckStatus, string]> {
+  const seen: string[] = []
+  let ok = true
+  for (const origin of [url.origin, 'null']) {
+    const answer = await fetchHead(options, url, '/', {
+      method: 'POST',
+      headers: { origin, 'sec-fetch-site': 'same-origin', 'content-length': '0' },
+    })
+    const refused = /"code":"PCL_CORS_/.test(answer.body)
+    if (refused) ok = false
+    seen.push(`POST / with Origin ${origin} → ${answer.status}${refused ? ' (refused by CORS)' : ''}`)
+  }
+  return [ok ? 'pass' : 'fail', seen.join(', ')]
+}
+
+async function checkPreflight(options: VerifyOptions, url: URL): Promise<[CheckStatus, string]> {
+  const cors = options.policy?.cors
+  const origin = cors?.origins.find((entry) => !entry.includes('*') && entry !== 'null')
+  if (!cors || !origin) return ['skip', 'no --policy with an exact CORS origin to probe']
+  const headers = cors.allowedHeaders.join(', ')
+  const method = cors.methods.find((entry) => entry !== 'GET' && entry !== 'HEAD') ?? 'POST'
+  const answer = await fetchHead(options, url, '/', {
+    method: 'OPTIONS',
+    headers: {
+      origin,
+      'access-control-request-method': method,
+      'access-control-request-headers': headers,
+    },
+  })
+  return [
+    answer.status === 204 || answer.status === 200 ? 'pass' : 'fail',
+    `preflight from ${origin} for ${method} with ${headers} → ${answer.status}`,
+  ]
+}
+
+async function checkOwnWebSocket(options: VerifyOptions, url: URL): Promise<[CheckStatus, string]> {
+  const paths = (options.policy?.websocket.paths ?? []).map((rule) => websocketProbePath(rule.path))
+  if (paths.length === 0) return ['skip', 'no --policy with WebSocket paths to probe']
+  const seen: string[] = []
+  let ok = true
+  for (const path of paths) {
+    const outcome = await upgrade(options, url, path, url.origin)
+    if (outcome.startsWith('403')) ok = false
+    seen.push(`upgrade to ${path} from ${url.origin} → ${outcome}`)
+  }
+  return [ok ? 'pass' : 'fail', seen.join(', ')]
+}
+
+function websocketProbePath(pattern: string): string {
+  return pattern.replace(/\/\*\*$/, '/verify').replace(/\*/g, 'x')
+}
+
+/** A WebSocket handshake: `101 (opened)`, the refusing status, or the error. */
+function upgrade(options: VerifyOptions, url: URL, path: string, origin: string): Promise<string> {
+  return new Promise<string>((resolve) => {
     const socket = new WebSocket(`wss://${options.connect ?? url.hostname}:${url.port || 443}${path}`, {
-      headers: { host: url.host, origin: foreignOrigin },
+      headers: { host: url.host, origin },
       rejectUnauthorized: false,
       handshakeTimeout: 10_000,
       // ws hands TLS options to https.request; its types leave servername out.
@@ -220,6 +294,11 @@ async function checkWebSocket(options: VerifyOptions, url: URL): Promise<[CheckS
     })
     socket.once('error', (error) => resolve(`error ${error.message}`))
   })
+}
+
+async function checkWebSocket(options: VerifyOptions, url: URL): Promise<[CheckStatus, string]> {
+  const path = websocketProbePath(options.policy?.websocket.paths[0]?.path ?? '/')
+  const outcome = await upgrade(options, url, path, foreignOrigin)
   return [
     outcome.startsWith('101') ? 'fail' : 'pass',
     `upgrade to ${path} from ${foreignOrigin} → ${outcome}`,

@@ -1,3 +1,5 @@
+import { mkdtemp, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type RunningGateway, runCli, startGateway } from '../support/gateway.js'
@@ -19,6 +21,7 @@ describe('portcullis verify', () => {
     'upstream: { targets: ["UPSTREAM"] }',
     'clientIp: { trustedProxies: [10.0.0.0/8] }',
     'cors: { origins: [https://app.example.com] }',
+    'websocket: { paths: [{ path: /live/** }] }',
     'access:',
     '  - { path: /studio/**, allow: [10.0.0.0/8] }',
     '  - { path: /sql, deny: all, respond: 404 }',
@@ -63,11 +66,14 @@ describe('portcullis verify', () => {
     path.join(gateway.stateDir, 'internal/ca.crt'),
   ]
 
-  async function run(host: string): Promise<{ code: number | null; checks: Map<string, Check> }> {
+  async function run(
+    host: string,
+    policy = path.join(gateway.policiesDir, 'good.yaml'),
+  ): Promise<{ code: number | null; checks: Map<string, Check> }> {
     const result = await runCli([
       ...verifyArgs(host),
       '--policy',
-      path.join(gateway.policiesDir, 'good.yaml'),
+      policy,
       '--health',
       '/health',
       '--format',
@@ -101,6 +107,30 @@ describe('portcullis verify', () => {
     ])
     expect(checks.get('hsts')?.evidence).toBe('Strict-Transport-Security: max-age=3600')
     expect(checks.get('https-redirect')?.status).toBe('pass')
+  })
+
+  it("checks what must work too: same-origin writes, the own origin's WebSockets, every allowed header", async () => {
+    const { checks } = await run('good.test')
+    expect(checks.get('same-origin-write')?.evidence).toMatch(
+      /^POST \/ with Origin https:\/\/good\.test:\d+ → 200, POST \/ with Origin null → 200$/,
+    )
+    expect(checks.get('websocket-own-origin')?.evidence).toMatch(/^upgrade to \/live\/verify from .* → 101/)
+    // A policy that means more than the deployment allows: its client's header is refused.
+    const expected = path.join(await mkdtemp(path.join(tmpdir(), 'pcl-verify-')), 'meant.yaml')
+    await writeFile(
+      expected,
+      good
+        .replace('UPSTREAM', echo.url)
+        .replace(
+          'cors: { origins: [https://app.example.com] }',
+          'cors: { origins: [https://app.example.com], allowedHeaders: [content-type, apikey] }',
+        ),
+    )
+    const meant = await run('good.test', expected)
+    expect(meant.checks.get('preflight-allowed-headers')).toMatchObject({
+      status: 'fail',
+      evidence: expect.stringMatching(/with content-type, apikey → 403$/),
+    })
   })
 
   it('prints one line per check', async () => {
