@@ -224,8 +224,16 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
     }
     const app = route.app
     request.gatewayApp = app
+    if (app.healthPath !== undefined && request.url === app.healthPath) {
+      const healthy = context.pools.healthyCount(app.id)
+      return reply
+        .code(healthy > 0 ? 200 : 503)
+        .header('cache-control', 'no-store')
+        .send({ status: healthy > 0 ? 'healthy' : 'unhealthy', app: app.id, healthyTargets: healthy })
+    }
     if (!secure && app.tls.mode === 'off') {
-      // Behind a TLS-terminating balancer that the app trusts, its forwarded protocol is the client's.
+      // Behind a TLS-terminating balancer that the app trusts, its forwarded protocol is the client's
+      // (the health path above answers the balancer's own probes whatever they say).
       const viaProto = app.guards.clientIp.isTrusted(peer) ? forwardedProto(request.headers) : undefined
       const location = redirectBehindTerminator(app, {
         host: request.host,
@@ -234,13 +242,6 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
       })
       if (location) return reply.code(308).header('location', location).send()
       if (viaProto === 'https') overHttps.add(request.raw)
-    }
-    if (app.healthPath !== undefined && request.url === app.healthPath) {
-      const healthy = context.pools.healthyCount(app.id)
-      return reply
-        .code(healthy > 0 ? 200 : 503)
-        .header('cache-control', 'no-store')
-        .send({ status: healthy > 0 ? 'healthy' : 'unhealthy', app: app.id, healthyTargets: healthy })
     }
     const input = {
       method: request.method,

@@ -81,16 +81,6 @@ export async function explain(apps: readonly App[], request: ExplainRequest): Pr
     !secure && app.tls.mode === 'off' && app.guards.clientIp.isTrusted(peer)
       ? forwardedProto(headers)
       : undefined
-  const terminatorRedirect = redirectBehindTerminator(app, { host, url: rawTarget, forwardedProto: viaProto })
-  if (terminatorRedirect) {
-    return {
-      route: `redirect to ${terminatorRedirect}`,
-      steps: [],
-      status: 308,
-      outcome: 'redirected to HTTPS (the trusted balancer in front says the client used HTTP)',
-      responseHeaders: { location: terminatorRedirect },
-    }
-  }
   const clientSecure = secure || viaProto === 'https'
   if (app.healthPath !== undefined && rawTarget === app.healthPath) {
     return {
@@ -102,6 +92,20 @@ export async function explain(apps: readonly App[], request: ExplainRequest): Pr
         'answered by the gateway before any guard (healthPath): 200 while a target is healthy, else 503',
       rule: 'healthPath',
       responseHeaders: {},
+    }
+  }
+  const terminatorRedirect = redirectBehindTerminator(app, {
+    host,
+    url: rawTarget,
+    forwardedProto: viaProto,
+  })
+  if (terminatorRedirect) {
+    return {
+      route: `redirect to ${terminatorRedirect}`,
+      steps: [],
+      status: 308,
+      outcome: 'redirected to HTTPS (the trusted balancer in front says the client used HTTP)',
+      responseHeaders: { location: terminatorRedirect },
     }
   }
   const input = {
