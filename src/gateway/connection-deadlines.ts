@@ -18,7 +18,9 @@ interface Http1State {
   inFlight: number
   /** 'head': a request head is due; 'idle': the connection waits for the next request. */
   phase: 'head' | 'idle' | 'busy'
-  timer: NodeJS.Timeout | undefined
+  /** One timer per deadline and connection, re-armed with refresh(): nothing is allocated per request. */
+  head: NodeJS.Timeout
+  idle: NodeJS.Timeout
 }
 
 const headTimeout = () =>
@@ -48,25 +50,35 @@ export function enforceDeadlines(
   // Node's own keep-alive timer (5 s by default) would close idle connections before ours.
   ;(server as { keepAliveTimeout?: number }).keepAliveTimeout = deadlines.keepAliveTimeout
 
-  const arm = (socket: Socket, state: Http1State, phase: 'head' | 'idle') => {
-    clearTimeout(state.timer)
+  // A timer that fires in another phase than its own does nothing: phases change on every request,
+  // timers are only re-armed when their phase begins.
+  const arm = (state: Http1State, phase: 'head' | 'idle') => {
     state.phase = phase
-    state.timer =
-      phase === 'head'
-        ? setTimeout(() => answer(headTimeout(), socket), deadlines.headersTimeout)
-        : setTimeout(() => socket.destroy(), deadlines.keepAliveTimeout)
+    state[phase].refresh()
   }
 
   const watchHttp1 = (socket: Socket) => {
-    const state: Http1State = { inFlight: 0, phase: 'head', timer: undefined }
-    http1.set(socket, state)
-    arm(socket, state, 'head')
-    // The first byte of the next request starts its head's deadline.
-    const onData = () => {
-      if (state.phase === 'idle') arm(socket, state, 'head')
+    const state: Http1State = {
+      inFlight: 0,
+      phase: 'head',
+      head: setTimeout(() => {
+        if (state.phase === 'head') answer(headTimeout(), socket)
+      }, deadlines.headersTimeout),
+      idle: setTimeout(() => {
+        if (state.phase === 'idle') socket.destroy()
+      }, deadlines.keepAliveTimeout),
     }
-    socket.on('data', onData)
-    socket.once('close', () => clearTimeout(state.timer))
+    state.idle.unref()
+    state.head.unref()
+    http1.set(socket, state)
+    // The first byte of the next request starts its head's deadline.
+    socket.on('data', () => {
+      if (state.phase === 'idle') arm(state, 'head')
+    })
+    socket.once('close', () => {
+      clearTimeout(state.head)
+      clearTimeout(state.idle)
+    })
   }
 
   if (secure) {
@@ -90,11 +102,10 @@ export function enforceDeadlines(
     const state = request.httpVersionMajor === 1 ? http1.get(socket) : undefined
     if (!state) return
     state.inFlight += 1
-    clearTimeout(state.timer)
     state.phase = 'busy'
     response.once('close', () => {
       state.inFlight -= 1
-      if (state.inFlight === 0 && !socket.destroyed) arm(socket, state, 'idle')
+      if (state.inFlight === 0 && !socket.destroyed) arm(state, 'idle')
     })
   }
   server.on('request', started)
@@ -102,8 +113,9 @@ export function enforceDeadlines(
   server.on('upgrade', (request: IncomingMessage) => {
     const state = http1.get(request.socket)
     if (!state) return
-    clearTimeout(state.timer)
     state.phase = 'busy' // for good: the WebSocket relay owns the connection now
+    clearTimeout(state.head)
+    clearTimeout(state.idle)
   })
 }
 

@@ -57,6 +57,9 @@ interface PendingUpgrade {
 
 const pendingUpgrades = new WeakMap<IncomingMessage, PendingUpgrade>()
 
+/** The policy generation's router a request arrived under (a symbol property: cheaper than a WeakMap). */
+const routerOfRequest = Symbol('router')
+
 /** RFC 8555 §8.3: the CA fetches `http://<host>/.well-known/acme-challenge/<token>` on port 80. */
 const acmeChallengePath = '/.well-known/acme-challenge/'
 
@@ -92,14 +95,10 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
   const overHttps = new WeakSet<object>()
   const clientSecure = (request: FastifyRequest) => secure || overHttps.has(request.raw)
   // A request reads the policy generation once, when it arrives: a reload in between cannot split it.
-  const routers = new WeakMap<object, HostRouter>()
   const routerFor = (raw: object): HostRouter => {
-    let router = routers.get(raw)
-    if (!router) {
-      router = context.router()
-      routers.set(raw, router)
-    }
-    return router
+    const held = raw as { [routerOfRequest]?: HostRouter }
+    held[routerOfRequest] ??= context.router()
+    return held[routerOfRequest]
   }
   const common = {
     loggerInstance: context.log,
