@@ -215,14 +215,13 @@ export function forwardHttp(
             refuseMalformed(request, reply, reject, cause)
             return
           }
-          const tooLarge = cause
-          if (tooLarge instanceof BodyTooLarge) {
+          if (cause instanceof BodyTooLarge) {
             ended = true
             reject(
               reply,
               'PCL_BODY_TOO_LARGE',
-              tooLarge.rule,
-              `The request body is larger than ${tooLarge.max} bytes`,
+              cause.rule,
+              `The request body is larger than ${cause.max} bytes`,
             )
             return
           }
@@ -341,7 +340,7 @@ function refuseMalformed(request: FastifyRequest, reply: FastifyReply, reject: R
     reject(reply, 'PCL_BAD_REQUEST', 'request', `Malformed request: ${error.message}`)
     return
   }
-  request.rejection = { code: 'PCL_BAD_REQUEST', rule: 'request' }
+  cut(request, 'PCL_BAD_REQUEST', 'request')
   reply.code(400)
   stream.close(http2Constants.NGHTTP2_PROTOCOL_ERROR)
 }

@@ -13,7 +13,6 @@ import {
 } from './yaml.js'
 
 export type { FieldPath, PolicyProblem } from './yaml.js'
-export { formatFieldPath } from './yaml.js'
 
 /** A validated policy and how to point back into its file. */
 export interface LoadedPolicy {

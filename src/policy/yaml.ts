@@ -28,7 +28,7 @@ export type ParsedYaml =
   | { ok: true; file: string; data: unknown; positions: PositionIndex }
   | { ok: false; problems: PolicyProblem[] }
 
-export function formatFieldPath(field: FieldPath): string {
+function formatFieldPath(field: FieldPath): string {
   let text = ''
   for (const segment of field) {
     text += typeof segment === 'number' ? `[${segment}]` : text ? `.${segment}` : segment

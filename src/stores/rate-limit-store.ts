@@ -82,11 +82,13 @@ export class MemoryStore implements RateLimitStore {
   checkNow(checks: readonly LimitCheck[], now: number): LimitOutcome[] {
     const slots = checks.map((check) => this.slotFor(check, now))
     // Two rules of one rate may share an overflow bucket: the second is counted after the first.
-    const spent = new Map<string, number>()
+    let spent: Map<string, number> | undefined
     const steps = checks.map((check, index) => {
       const { map, key } = slots[index] as Slot
-      const step = gcra(check, map === this.overflow ? (spent.get(key) ?? map.get(key)) : map.get(key), now)
-      if (map === this.overflow) spent.set(key, step.tat)
+      if (map !== this.overflow) return gcra(check, map.get(key), now)
+      spent ??= new Map()
+      const step = gcra(check, spent.get(key) ?? map.get(key), now)
+      spent.set(key, step.tat)
       return step
     })
     // As in the Redis script: one refusal refuses the request for every limit, and nothing is spent.
