@@ -7,21 +7,23 @@ import type { TLSSocket } from 'node:tls'
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, LogController } from 'fastify'
 import type { Logger } from 'pino'
 import { type ErrorCode, errorBody, errorStatus, rawHttpError } from '../errors.js'
-import type { RateLimitStores } from '../guards/rate-limit.js'
 import { canonicalIp } from '../net/ip.js'
 import type { RecentActivity } from '../observe/dashboard.js'
 import type { GatewayMetrics } from '../observe/metrics.js'
+import { decide } from '../pipeline/decide.js'
+import { Exchange } from '../pipeline/exchange.js'
+import type { GuardServices, RateLimitStores } from '../pipeline/guard.js'
 import type { App, PemPair } from '../policy/compile.js'
 import type { Settings } from '../settings.js'
 import type { CertificateStore } from '../tls/certificates.js'
+import { logAccess } from './access-log.js'
 import { enforceDeadlines } from './connection-deadlines.js'
 import type { ConnectionTracker } from './connections.js'
 import { peerAddress } from './front-door.js'
-import { forwardedFacts, forwardedProto } from './headers.js'
-import { answerHeaders, applyMode, runGuards, type Verdict, withAsyncGuards } from './pipeline.js'
 import { awaitsContinue, forwardHttp } from './proxy.js'
-import { decideRoute, type HostRouter, hostnameOf, redirectBehindTerminator } from './routing.js'
-import { serveStatic, staticFor } from './static-files.js'
+import { refuse } from './respond.js'
+import type { HostRouter } from './routing.js'
+import { serveStatic } from './static-files.js'
 import type { UpstreamPools } from './upstreams.js'
 import type { Reservation, WebSocketRelay } from './websocket.js'
 
@@ -55,28 +57,20 @@ interface PendingUpgrade {
   reservation?: Reservation
 }
 
-const pendingUpgrades = new WeakMap<IncomingMessage, PendingUpgrade>()
-
-/** The policy generation's router a request arrived under (a symbol property: cheaper than a WeakMap). */
+/**
+ * What the listener knows of a raw request before Fastify wraps it (symbol properties: cheaper than
+ * WeakMaps): the policy generation's router it arrived under, read once for the request id, the
+ * routing and the guards; and for an upgrade, its socket.
+ */
 const routerOfRequest = Symbol('router')
+const upgradeOfRequest = Symbol('upgrade')
+interface HeldByRaw {
+  [routerOfRequest]?: HostRouter
+  [upgradeOfRequest]?: PendingUpgrade
+}
 
 /** RFC 8555 §8.3: the CA fetches `http://<host>/.well-known/acme-challenge/<token>` on port 80. */
 const acmeChallengePath = '/.well-known/acme-challenge/'
-
-declare module 'fastify' {
-  interface FastifyRequest {
-    gatewayApp: App | null
-    clientIp: string
-    /** What the guards decided, once an app matched. */
-    verdict: Verdict | null
-    /** Headers the guards add to the answer, whatever it is (CORS grant, Vary). */
-    addedHeaders: OutgoingHttpHeaders | undefined
-    /** Set when the gateway itself answered: which code and which policy rule decided. */
-    rejection: { code: ErrorCode; rule: string } | null
-    /** In report-only mode: the refusal that was not enforced. */
-    wouldBlock: { code: ErrorCode; rule: string } | null
-  }
-}
 
 /** What HTTP/1 and HTTP/2 requests both have. */
 type RawRequest = Pick<IncomingMessage, 'headers' | 'socket'>
@@ -91,14 +85,35 @@ const requestIdPattern = /^[A-Za-z0-9._:-]{1,128}$/
  */
 export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInstance {
   const secure = tls !== undefined
-  /** Requests a trusted TLS-terminating balancer says arrived over HTTPS (tls.mode: off apps). */
-  const overHttps = new WeakSet<object>()
-  const clientSecure = (request: FastifyRequest) => secure || overHttps.has(request.raw)
   // A request reads the policy generation once, when it arrives: a reload in between cannot split it.
   const routerFor = (raw: object): HostRouter => {
-    const held = raw as { [routerOfRequest]?: HostRouter }
+    const held = raw as HeldByRaw
     held[routerOfRequest] ??= context.router()
     return held[routerOfRequest]
+  }
+  const services: GuardServices = {
+    rateLimits: context.rateLimits,
+    liveWebSockets: (appId, ip) => context.relay.live(appId, ip),
+  }
+  // The exchange is made when Fastify's first hook runs, or (for a target its router refused) when
+  // the refusal is answered: every request that gets an answer has one.
+  const exchangeOf = (request: FastifyRequest): Exchange => {
+    request.exchange ??= new Exchange(
+      {
+        id: request.id,
+        method: request.method,
+        url: request.url,
+        host: request.host,
+        headers: request.headers,
+        rawHeaders: request.raw.rawHeaders,
+        peer: peerOf(request.raw),
+        upgrade: (request.raw as HeldByRaw)[upgradeOfRequest] !== undefined,
+        ...(secure ? { tls: tlsOf(request.raw.socket as TLSSocket) } : {}),
+      },
+      routerFor(request.raw),
+      services,
+    )
+    return request.exchange
   }
   const common = {
     loggerInstance: context.log,
@@ -109,8 +124,10 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
     forceCloseConnections: false,
     clientErrorHandler: answerClientError(context.log),
     // Fastify's router refuses some targets (bad UTF-8) before any hook runs; answer those like ours.
-    frameworkErrors: ((error: Error, _request: FastifyRequest, reply: FastifyReply) =>
-      reject(reply, 'PCL_BAD_REQUEST', 'path', `Invalid request: ${error.message}`)) as never,
+    frameworkErrors: ((error: Error, request: FastifyRequest, reply: FastifyReply) => {
+      exchangeOf(request)
+      return refuse(reply, 'PCL_BAD_REQUEST', 'path', `Invalid request: ${error.message}`)
+    }) as never,
   }
   // Both servers hand `Expect: 100-continue` requests to the same handler ('checkContinue'): Node would
   // otherwise answer 100 before any guard ran, inviting a body that is then refused (RFC 9110 §10.1.1).
@@ -159,17 +176,12 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
 
   enforceDeadlines(edge.server, secure, context.listener, answerClientError(context.log))
 
-  edge.decorateRequest('gatewayApp', null)
-  edge.decorateRequest('clientIp', '')
-  edge.decorateRequest('verdict', null)
-  edge.decorateRequest('addedHeaders', undefined)
-  edge.decorateRequest('rejection', null)
-  edge.decorateRequest('wouldBlock', null)
+  edge.decorateRequest('exchange', null)
   context.connections.watch(edge.server)
   edge.server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', () => socket.destroy())
     context.connections.release(socket as never)
-    pendingUpgrades.set(request, { socket, head })
+    ;(request as HeldByRaw)[upgradeOfRequest] = { socket, head }
     const response = new ServerResponse(request)
     response.assignSocket(socket as never)
     response.once('finish', () => socket.destroy())
@@ -181,107 +193,55 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
   edge.addContentTypeParser('*', (_request, _payload, done) => done(null))
 
   edge.addHook('onRequest', async (request, reply) => {
-    const peer = peerOf(request.raw)
-    request.clientIp = peer
-    const upgrade = pendingUpgrades.has(request.raw)
-    if (!upgrade) context.connections.requestStarted(request.raw, reply.raw)
+    const exchange = exchangeOf(request)
+    if (!exchange.upgrade) context.connections.requestStarted(request.raw, reply.raw)
     if (!secure && request.url.startsWith(acmeChallengePath)) {
       const answer = await context
         .acmeHttpChallenge(request.url.slice(acmeChallengePath.length))
         .catch(() => undefined)
       if (answer !== undefined) return reply.code(200).type('text/plain').send(answer)
     }
-    // RFC 9113 §8.3.1: a Host that names another server than :authority makes the request malformed.
-    const authority = request.headers[':authority']
-    if (
-      authority &&
-      request.headers.host &&
-      hostnameOf(String(authority)) !== hostnameOf(request.headers.host)
-    )
-      return reject(
-        reply,
-        'PCL_BAD_REQUEST',
-        'request',
-        'The Host header and :authority name different hosts',
-      )
-    const socket = request.raw.socket as TLSSocket
-    const route = decideRoute(
-      routerFor(request.raw),
-      {
-        host: request.host,
-        url: request.url,
-        ...(secure
-          ? { tls: { servername: socket.servername || undefined, protocol: socket.getProtocol() } }
-          : {}),
-      },
-      context.httpsPort(),
-    )
-    if (route.kind === 'redirect') return reply.code(308).header('location', route.location).send()
-    if (route.kind === 'reject') {
-      request.gatewayApp = route.app ?? null
-      return reject(reply, route.code, route.rule, route.message)
-    }
-    const app = route.app
-    request.gatewayApp = app
-    if (app.healthPath !== undefined && request.url === app.healthPath) {
-      const healthy = context.pools.healthyCount(app.id)
-      return reply
-        .code(healthy > 0 ? 200 : 503)
-        .header('cache-control', 'no-store')
-        .send({ status: healthy > 0 ? 'healthy' : 'unhealthy', app: app.id, healthyTargets: healthy })
-    }
-    if (!secure && app.tls.mode === 'off') {
-      // Behind a TLS-terminating balancer that the app trusts, its forwarded protocol is the client's
-      // (the health path above answers the balancer's own probes whatever they say).
-      const viaProto = app.guards.clientIp.isTrusted(peer) ? forwardedProto(request.headers) : undefined
-      const location = redirectBehindTerminator(app, {
-        host: request.host,
-        url: request.url,
-        forwardedProto: viaProto,
-      })
-      if (location) return reply.code(308).header('location', location).send()
-      if (viaProto === 'https') overHttps.add(request.raw)
-    }
-    const input = {
-      method: request.method,
-      url: request.url,
-      headers: request.headers,
-      rawHeaders: request.raw.rawHeaders,
-      peer,
-      upgrade,
-      liveWebSockets: (ip: string) => context.relay.live(app.id, ip),
-    }
-    const verdict = await withAsyncGuards(app, runGuards(app, input), input, context.rateLimits)
-    request.verdict = verdict
-    request.clientIp = verdict.identity.ip
-    const { decision, wouldBlock } = applyMode(app, verdict.decision)
-    request.wouldBlock = wouldBlock ?? null
-    if (decision.kind === 'allow') {
-      request.addedHeaders = decision.responseHeaders
-      const pending = pendingUpgrades.get(request.raw)
-      if (pending) {
-        const room = app.guards.websocket.checkCapacity(context.relay.live(app.id, verdict.identity.ip))
-        if (room.kind === 'deny' && app.mode === 'enforce')
-          return reject(reply, room.code, room.rule, room.message)
-        pending.reservation = context.relay.reserve(app.id, verdict.identity.ip)
+    const outcome = await decide(exchange, context.httpsPort())
+    exchange.outcome = outcome
+    switch (outcome.kind) {
+      case 'redirect':
+        return reply.code(308).header('location', outcome.location).send()
+      case 'health': {
+        const app = exchange.app as App
+        const healthy = context.pools.healthyCount(app.id)
+        return reply
+          .code(healthy > 0 ? 200 : 503)
+          .header('cache-control', 'no-store')
+          .send({ status: healthy > 0 ? 'healthy' : 'unhealthy', app: app.id, healthyTargets: healthy })
       }
-    } else if (decision.kind === 'answer') {
-      request.addedHeaders = decision.headers
-      request.rejection = null
-      return reply.code(decision.status).send()
-    } else {
-      request.addedHeaders = decision.headers
-      return reject(reply, decision.code, decision.rule, decision.message)
+      case 'refuse':
+        return refuse(reply, outcome.code, outcome.rule, outcome.message)
+      case 'answer':
+        return reply.code(outcome.status).send()
+    }
+    const pending = (request.raw as HeldByRaw)[upgradeOfRequest]
+    if (pending) {
+      // Asked again right before the place is taken: guards that wait let other upgrades pass meanwhile.
+      const app = exchange.app as App
+      const room = app.websocket.checkCapacity(context.relay.live(app.id, exchange.identity.ip))
+      if (room.kind === 'deny' && app.mode === 'enforce')
+        return refuse(reply, room.code, room.rule, room.message)
+      pending.reservation = context.relay.reserve(app.id, exchange.identity.ip)
     }
   })
 
   /** Headers of an answer: the app's (none for the gateway's own), edited by the policy, plus the edge's. */
   const finalHeaders = (request: FastifyRequest, fromApp: OutgoingHttpHeaders): OutgoingHttpHeaders => {
-    const app = request.gatewayApp
-    const headers = app ? answerHeaders(app, fromApp, request.addedHeaders, clientSecure(request)) : fromApp
+    const exchange = exchangeOf(request)
+    const headers = exchange.app
+      ? exchange.app.responseEdits.apply(fromApp, exchange.addedHeaders, exchange.secure)
+      : fromApp
     // The id the upstream got and the log line carries, so a user's report can be matched to both.
     headers['x-request-id'] = request.id
-    if (request.raw.httpVersionMajor === 1 && (context.connections.isDraining || awaitsContinue(request)))
+    if (
+      request.raw.httpVersionMajor === 1 &&
+      (context.connections.isDraining || awaitsContinue(request, exchange))
+    )
       headers.connection = 'close'
     return headers
   }
@@ -296,30 +256,33 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
 
   // Fastify routes every method it knows to the proxy below; others (lower case, made up) end here.
   edge.setNotFoundHandler((request, reply) =>
-    reject(reply, 'PCL_BAD_REQUEST', 'request', `The method ${request.method} is not supported`),
+    refuse(reply, 'PCL_BAD_REQUEST', 'request', `The method ${request.method} is not supported`),
   )
 
   edge.setErrorHandler((error: Error & { statusCode?: number }, request, reply) => {
+    exchangeOf(request)
     const clientFault = error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500
     if (!clientFault) request.log.error({ err: error }, 'request failed inside the gateway')
     return clientFault
-      ? reject(reply, 'PCL_BAD_REQUEST', 'request', error.message)
-      : reject(reply, 'PCL_INTERNAL', 'gateway')
+      ? refuse(reply, 'PCL_BAD_REQUEST', 'request', error.message)
+      : refuse(reply, 'PCL_INTERNAL', 'gateway')
   })
 
   edge.route({
     method: edge.supportedMethods,
     url: '/*',
     handler: async (request, reply) => {
-      const app = request.gatewayApp as App
-      const verdict = request.verdict as Verdict
-      const upgrade = pendingUpgrades.get(request.raw)
-      const files = upgrade ? undefined : staticFor(app, verdict.target ?? request.url)
-      if (files) return serveStatic(request, reply, files, (own) => finalHeaders(request, own), reject)
-      const picked = context.pools.pick(app, { ip: verdict.identity.ip, headers: request.headers })
+      const exchange = exchangeOf(request)
+      const app = exchange.app as App
+      const outcome = exchange.outcome
+      if (outcome?.kind === 'static')
+        return serveStatic(request, reply, exchange, outcome, (own) => finalHeaders(request, own))
+      if (outcome?.kind !== 'proxy') return refuse(reply, 'PCL_INTERNAL', 'gateway')
+      const upgrade = (request.raw as HeldByRaw)[upgradeOfRequest]
+      const picked = context.pools.pick(app, { ip: exchange.identity.ip, headers: request.headers })
       if (!picked) {
         upgrade?.reservation?.release()
-        return reject(
+        return refuse(
           reply,
           'PCL_NO_HEALTHY_UPSTREAM',
           'upstream.targets',
@@ -328,30 +291,20 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
       }
       const upstream = picked.upstream
       if (picked.setCookie) {
-        const cookie = clientSecure(request) ? `${picked.setCookie}; Secure` : picked.setCookie
-        request.addedHeaders = { ...request.addedHeaders, 'set-cookie': [cookie] }
+        const cookie = exchange.secure ? `${picked.setCookie}; Secure` : picked.setCookie
+        exchange.addedHeaders = { ...exchange.addedHeaders, 'set-cookie': [cookie] }
       }
-      const facts = forwardedFacts({
-        identity: verdict.identity,
-        headers: request.headers,
-        host: request.host,
-        secure,
-        requestId: request.id,
-      })
-      const target = verdict.target ?? request.url
+      const { facts } = outcome
       if (!upgrade) {
-        return forwardHttp(request, reply, app, upstream, {
-          target,
+        return forwardHttp(request, reply, exchange, upstream, {
           facts,
-          bodyLimit: verdict.bodyLimit,
           responseHeaders: (fromApp) => finalHeaders(request, fromApp),
-          reject,
           pools: context.pools,
         })
       }
       if (!isWebSocketHandshake(request)) {
         upgrade.reservation?.release()
-        return reject(
+        return refuse(
           reply,
           'PCL_BAD_REQUEST',
           'request',
@@ -359,19 +312,19 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
         )
       }
       reply.hijack()
-      request.upstream = upstream.origin
+      exchange.upstream = upstream.origin
       const started = performance.now()
-      const reservation = upgrade.reservation ?? context.relay.reserve(app.id, verdict.identity.ip)
+      const reservation = upgrade.reservation ?? context.relay.reserve(app.id, exchange.identity.ip)
       // An open WebSocket counts on its target for least-connections until the client side closes.
       let unreachable = false
       context.pools.begin(upstream)
       upgrade.socket.once('close', () => context.pools.end(app, upstream, unreachable))
-      const outcome = await context.relay.relay(
+      const relayed = await context.relay.relay(
         {
           request: request.raw,
           socket: upgrade.socket,
           head: upgrade.head,
-          target,
+          target: exchange.target,
           reservation,
           responseHeaders: (fromApp) => finalHeaders(request, fromApp),
         },
@@ -380,9 +333,9 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
         facts,
       )
       unreachable =
-        outcome.code === 'PCL_UPSTREAM_UNREACHABLE' || outcome.code === 'PCL_UPSTREAM_CONNECT_TIMEOUT'
-      if (outcome.code) request.rejection = { code: outcome.code, rule: 'upstream' }
-      logAccess(request, reply, outcome.status, performance.now() - started, context)
+        relayed.code === 'PCL_UPSTREAM_UNREACHABLE' || relayed.code === 'PCL_UPSTREAM_CONNECT_TIMEOUT'
+      if (relayed.code) exchange.refuse(relayed.code, 'upstream')
+      logAccess(request, reply, relayed.status, performance.now() - started, context)
     },
   })
 
@@ -433,7 +386,7 @@ function trustedRequestId(router: HostRouter, raw: RawRequest): string | undefin
   if (typeof id !== 'string' || !requestIdPattern.test(id)) return undefined
   const host = raw.headers.host ?? (raw.headers[':authority'] as string | undefined)
   const app = router.find(host)
-  return app?.guards.clientIp.isTrusted(peerOf(raw)) ? id : undefined
+  return app?.clientIp.isTrusted(peerOf(raw)) ? id : undefined
 }
 
 /** The connection's peer; for HTTP/2, through the session's socket (the request's is a proxy object). */
@@ -442,90 +395,7 @@ function peerOf(raw: RawRequest): string {
   return peerAddress(session?.socket ?? raw.socket)
 }
 
-/** Answers with the JSON error body and remembers which rule decided, for the access log. */
-export function reject(
-  reply: FastifyReply,
-  code: ErrorCode,
-  rule = 'upstream',
-  message?: string,
-): FastifyReply {
-  reply.request.rejection = { code, rule }
-  return reply
-    .code(errorStatus(code))
-    .type('application/json; charset=utf-8')
-    .send(errorBody(code, reply.request.id, message))
-}
-
-/** One line per request; fields are documented in the README and stable. */
-function logAccess(
-  request: FastifyRequest,
-  reply: FastifyReply,
-  status: number,
-  durationMs: number,
-  context: Pick<EdgeContext, 'metrics' | 'listener' | 'activity'>,
-): void {
-  const refusal = request.rejection ?? request.wouldBlock
-  const path = request.url.split('?', 1)[0] ?? '/'
-  context.activity.record(
-    request.gatewayApp?.id,
-    refusal
-      ? {
-          status,
-          code: refusal.code,
-          rule: refusal.rule,
-          enforced: request.rejection !== null,
-          method: request.method,
-          path: path.length > 200 ? `${path.slice(0, 200)}…` : path,
-          clientIp: request.clientIp,
-        }
-      : undefined,
-  )
-  context.metrics.observeRequest(
-    request.gatewayApp?.id,
-    status,
-    durationMs / 1000,
-    request.rejection ?? undefined,
-    request.wouldBlock ?? undefined,
-    request.upstreamMs === undefined ? undefined : request.upstreamMs / 1000,
-  )
-  const queryStart = request.url.indexOf('?')
-  const declaredLength = request.raw.method === 'HEAD' ? undefined : Number(reply.getHeader('content-length'))
-  request.log.info(
-    {
-      app: request.gatewayApp?.id,
-      host: request.host,
-      method: request.method,
-      path: queryStart >= 0 ? request.url.slice(0, queryStart) : request.url,
-      status,
-      bytes: request.responseBytes ?? (Number.isFinite(declaredLength) ? declaredLength : undefined),
-      durationMs: Math.round(durationMs * 100) / 100,
-      clientIp: request.clientIp,
-      clientIpVia: request.verdict?.identity.via,
-      upstream: request.upstream,
-      upstreamMs: request.upstreamMs,
-      httpVersion: request.raw.httpVersion,
-      tlsVersion: (request.raw.socket as TLSSocket).getProtocol?.() ?? undefined,
-      headers: loggedHeaders(request.headers, context.listener),
-      websocket: pendingUpgrades.has(request.raw) || undefined,
-      code: request.rejection?.code,
-      rule: request.rejection?.rule,
-      wouldBlock: request.wouldBlock ?? undefined,
-    },
-    'request',
-  )
-}
-
-/** The request headers `--log-headers` names, with the `--log-redact` ones masked; undefined when none. */
-function loggedHeaders(
-  headers: FastifyRequest['headers'],
-  settings: Pick<Settings, 'logHeaders' | 'logRedact'>,
-): Record<string, string> | undefined {
-  if (settings.logHeaders.length === 0) return undefined
-  const logged: Record<string, string> = {}
-  for (const name of settings.logHeaders) {
-    const value = headers[name]
-    if (value === undefined) continue
-    logged[name] = settings.logRedact.includes(name) ? '[redacted]' : String(value)
-  }
-  return logged
+/** The TLS facts routing needs: the SNI name the connection was made for, and its protocol version. */
+function tlsOf(socket: TLSSocket): { servername: string | undefined; protocol: string | null } {
+  return { servername: socket.servername || undefined, protocol: socket.getProtocol() }
 }

@@ -1,13 +1,14 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
 import { errorStatus } from '../errors.js'
 import { canonicalIp } from '../net/ip.js'
+import { decide } from '../pipeline/decide.js'
+import { Exchange, type Outcome } from '../pipeline/exchange.js'
+import type { TraceStep } from '../pipeline/guard.js'
 import type { App } from '../policy/compile.js'
 import { MemoryStore } from '../stores/rate-limit-store.js'
 import { ResilientRateLimitStore } from '../stores/resilient-store.js'
-import { forwardedFacts, forwardedProto, upstreamRequestHeaders } from './headers.js'
-import { answerHeaders, applyMode, runGuards, type TraceStep, withAsyncGuards } from './pipeline.js'
-import { decideRoute, HostRouter, redirectBehindTerminator } from './routing.js'
-import { staticFor } from './static-files.js'
+import { upstreamRequestHeaders } from './headers.js'
+import { HostRouter } from './routing.js'
 
 export interface ExplainRequest {
   method: string
@@ -33,156 +34,130 @@ export interface Explanation {
 }
 
 /**
- * The decision trace of one request, computed by the server's own functions (decideRoute, runGuards,
- * withAsyncGuards, answerHeaders), not a copy of them. Rate limits are checked against a fresh
- * in-memory budget: explaining a request never spends anyone's.
+ * The decision trace of one request: the listeners' own `decide()` over an exchange built from the
+ * request, formatted. Rate limits are checked against a fresh in-memory budget and no WebSocket is
+ * open: explaining a request never spends anyone's budget.
  */
 export async function explain(apps: readonly App[], request: ExplainRequest): Promise<Explanation> {
   const url = new URL(request.url)
   const secure = url.protocol === 'https:'
   const host = url.host
-  // The target exactly as written: WHATWG URL parsing would resolve dots and drop a fragment first.
-  const rawTarget = rawTargetOf(request.url)
-  const route = decideRoute(
-    new HostRouter(apps),
-    {
-      host,
-      url: rawTarget,
-      ...(secure ? { tls: { servername: url.hostname, protocol: request.tlsVersion } } : {}),
-    },
-    secure ? Number(url.port || 443) : 443,
-  )
-  if (route.kind === 'redirect') {
-    return {
-      route: `redirect to ${route.location}`,
-      steps: [],
-      status: 308,
-      outcome: 'redirected to HTTPS',
-      responseHeaders: { location: route.location },
-    }
-  }
-  if (route.kind === 'reject') {
-    return {
-      route: `no route: ${route.message}`,
-      steps: [],
-      status: errorStatus(route.code),
-      outcome: 'refused',
-      code: route.code,
-      rule: route.rule,
-      responseHeaders: {},
-    }
-  }
-  const app = route.app
   const headers: IncomingHttpHeaders = { host }
   for (const [name, value] of Object.entries(request.headers)) headers[name.toLowerCase()] = value
-  const peer = canonicalIp(request.ip)
-  // As the listener does: a trusted TLS-terminating balancer's forwarded protocol is the client's.
-  const viaProto =
-    !secure && app.tls.mode === 'off' && app.guards.clientIp.isTrusted(peer)
-      ? forwardedProto(headers)
-      : undefined
-  const clientSecure = secure || viaProto === 'https'
-  if (app.healthPath !== undefined && rawTarget === app.healthPath) {
+  const store = new ResilientRateLimitStore({ local: new MemoryStore(), replicas: 1 })
+  const exchange = new Exchange(
+    {
+      id: '(generated per request)',
+      method: request.method.toUpperCase(),
+      // The target exactly as written: WHATWG URL parsing would resolve dots and drop a fragment first.
+      url: rawTargetOf(request.url),
+      host,
+      headers,
+      rawHeaders: Object.entries(headers).flatMap(([name, value]) => [name, String(value)]),
+      peer: canonicalIp(request.ip),
+      upgrade: headers.upgrade?.toLowerCase() === 'websocket',
+      ...(secure ? { tls: { servername: url.hostname, protocol: request.tlsVersion } } : {}),
+    },
+    new HostRouter(apps),
+    { rateLimits: { store }, liveWebSockets: () => ({ app: 0, ip: 0 }) },
+  )
+  const steps: TraceStep[] = []
+  try {
+    return describe(exchange, await decide(exchange, secure ? Number(url.port || 443) : 443, steps), steps)
+  } finally {
+    store.close()
+  }
+}
+
+/** An outcome as the report says it: what the client gets and, when proxied, what the upstream gets. */
+function describe(exchange: Exchange, outcome: Outcome, steps: TraceStep[]): Explanation {
+  const { app } = exchange
+  if (outcome.kind === 'redirect') {
     return {
-      route: `app ${app.id}`,
-      app: { id: app.id, file: app.file, mode: app.mode },
+      route: `redirect to ${outcome.location}`,
       steps: [],
-      status: 200,
+      status: 308,
       outcome:
-        'answered by the gateway before any guard (healthPath): 200 while a target is healthy, else 503',
-      rule: 'healthPath',
+        outcome.reason === 'https'
+          ? 'redirected to HTTPS'
+          : 'redirected to HTTPS (the trusted balancer in front says the client used HTTP)',
+      responseHeaders: { location: outcome.location },
+    }
+  }
+  if (!app) {
+    const refused = outcome as Outcome & { kind: 'refuse' }
+    return {
+      route: `no route: ${refused.message ?? refused.code}`,
+      steps: [],
+      status: errorStatus(refused.code),
+      outcome: 'refused',
+      code: refused.code,
+      rule: refused.rule,
       responseHeaders: {},
     }
   }
-  const terminatorRedirect = redirectBehindTerminator(app, {
-    host,
-    url: rawTarget,
-    forwardedProto: viaProto,
-  })
-  if (terminatorRedirect) {
-    return {
-      route: `redirect to ${terminatorRedirect}`,
-      steps: [],
-      status: 308,
-      outcome: 'redirected to HTTPS (the trusted balancer in front says the client used HTTP)',
-      responseHeaders: { location: terminatorRedirect },
-    }
-  }
-  const input = {
-    method: request.method.toUpperCase(),
-    url: rawTarget,
-    headers,
-    rawHeaders: Object.entries(headers).flatMap(([name, value]) => [name, String(value)]),
-    peer,
-    upgrade: headers.upgrade?.toLowerCase() === 'websocket',
-    liveWebSockets: () => ({ app: 0, ip: 0 }),
-  }
-  const steps: TraceStep[] = []
-  const stores = { store: new ResilientRateLimitStore({ local: new MemoryStore(), replicas: 1 }) }
-  const verdict = await withAsyncGuards(app, runGuards(app, input, steps), input, stores, steps)
-  stores.store.close()
   const base = { route: `app ${app.id}`, app: { id: app.id, file: app.file, mode: app.mode }, steps }
-  const { decision, wouldBlock } = applyMode(app, verdict.decision)
-  if (decision.kind === 'answer') {
-    return {
-      ...base,
-      status: decision.status,
-      outcome: 'answered by the gateway',
-      rule: decision.rule,
-      responseHeaders: answerHeaders(app, {}, decision.headers, clientSecure),
+  const responseHeaders = (fromApp: OutgoingHttpHeaders = {}) =>
+    app.responseEdits.apply(fromApp, exchange.addedHeaders, exchange.secure)
+  switch (outcome.kind) {
+    case 'health':
+      return {
+        ...base,
+        status: 200,
+        outcome:
+          'answered by the gateway before any guard (healthPath): 200 while a target is healthy, else 503',
+        rule: 'healthPath',
+        responseHeaders: {},
+      }
+    case 'answer':
+      return {
+        ...base,
+        status: outcome.status,
+        outcome: 'answered by the gateway',
+        rule: outcome.rule,
+        responseHeaders: responseHeaders(),
+      }
+    case 'refuse':
+      return {
+        ...base,
+        status: errorStatus(outcome.code),
+        outcome: 'refused',
+        code: outcome.code,
+        rule: outcome.rule,
+        responseHeaders: responseHeaders(),
+      }
+    case 'static':
+      return {
+        ...base,
+        status: 200,
+        outcome: `${reportOnly(exchange)}served by the gateway from ${outcome.root}${outcome.file} (404 if there is no such file)`,
+        rule: 'static',
+        responseHeaders: responseHeaders({ 'cache-control': outcome.cacheControl }),
+      }
+    case 'proxy': {
+      const target = app.upstream.targets[0] ?? ''
+      return {
+        ...base,
+        status: 0,
+        outcome: `${reportOnly(exchange)}proxied to ${target} as ${exchange.method} ${exchange.target}`,
+        ...exchange.wouldBlock,
+        responseHeaders: responseHeaders(),
+        upstream: {
+          target,
+          requestTarget: exchange.target,
+          headers: upstreamRequestHeaders(exchange.headers, outcome.facts, { websocket: exchange.upgrade }),
+        },
+      }
     }
   }
-  if (decision.kind === 'deny') {
-    return {
-      ...base,
-      status: errorStatus(decision.code),
-      outcome: 'refused',
-      code: decision.code,
-      rule: decision.rule,
-      responseHeaders: answerHeaders(app, {}, decision.headers, clientSecure),
-    }
-  }
-  const target = app.upstream.targets[0] ?? ''
-  const requestTarget = verdict.target ?? input.url
-  const files = input.upgrade ? undefined : staticFor(app, requestTarget)
-  if (files && !wouldBlock) {
-    return {
-      ...base,
-      status: 200,
-      outcome: `served by the gateway from ${files.root}${files.file} (404 if there is no such file)`,
-      rule: 'static',
-      responseHeaders: answerHeaders(
-        app,
-        { 'cache-control': files.cacheControl },
-        decision.responseHeaders,
-        clientSecure,
-      ),
-    }
-  }
-  return {
-    ...base,
-    status: 0,
-    outcome: wouldBlock
-      ? `passes (report-only), would be refused: ${wouldBlock.code} by ${wouldBlock.rule}`
-      : `proxied to ${target} as ${input.method} ${requestTarget}`,
-    ...wouldBlock,
-    responseHeaders: answerHeaders(app, {}, decision.responseHeaders, clientSecure),
-    upstream: {
-      target,
-      requestTarget,
-      headers: upstreamRequestHeaders(
-        headers,
-        forwardedFacts({
-          identity: verdict.identity,
-          headers,
-          host,
-          secure,
-          requestId: '(generated per request)',
-        }),
-        { websocket: input.upgrade },
-      ),
-    },
-  }
+}
+
+/** In report-only mode, the refusal that was not enforced, ahead of what happens instead. */
+function reportOnly(exchange: Exchange): string {
+  const { wouldBlock } = exchange
+  return wouldBlock
+    ? `passes (report-only), would be refused: ${wouldBlock.code} by ${wouldBlock.rule}; `
+    : ''
 }
 
 export function formatExplanation(explanation: Explanation): string {

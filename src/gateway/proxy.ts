@@ -4,9 +4,12 @@ import { Readable, type Transform } from 'node:stream'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { Dispatcher } from 'undici'
 import type { ErrorCode } from '../errors.js'
+import type { Exchange } from '../pipeline/exchange.js'
+import type { BodyLimit } from '../pipeline/guard.js'
 import type { App } from '../policy/compile.js'
 import { createEncoder, decideCompression } from './compression.js'
 import { downstreamResponseHeaders, type ForwardedFacts, upstreamRequestHeaders } from './headers.js'
+import { refuse } from './respond.js'
 import type { Upstream, UpstreamPools } from './upstreams.js'
 
 /** What went wrong talking to the upstream, as the code the client sees. */
@@ -42,17 +45,10 @@ function hasBody(request: FastifyRequest): boolean {
   return headers['transfer-encoding'] !== undefined || (headers['content-length'] ?? '0') !== '0'
 }
 
-export type Reject = (reply: FastifyReply, code: ErrorCode, rule?: string, message?: string) => FastifyReply
-
 export interface ForwardPlan {
-  /** The canonical path and the query, as the upstream receives them. */
-  target: string
   facts: ForwardedFacts
-  /** Enforced while the body streams when its length is not declared (chunked, HTTP/2). */
-  bodyLimit: { max: number; rule: string } | undefined
   /** The headers sent to the client, from the app's (already stripped of hop-by-hop ones). */
   responseHeaders(fromApp: OutgoingHttpHeaders): OutgoingHttpHeaders
-  reject: Reject
   /**
    * The app's targets: another one after a connect failure (retries), requests counted while they run
    * (least-connections) and their outcome recorded (passive health: connect errors and 5xx).
@@ -79,12 +75,12 @@ function neverConnected(error: Error): boolean {
 export function forwardHttp(
   request: FastifyRequest,
   reply: FastifyReply,
-  app: App,
+  exchange: Exchange,
   first: Upstream,
   plan: ForwardPlan,
 ): FastifyReply {
+  const app = exchange.app as App
   const { read, write } = app.upstream.timeouts
-  const { reject } = plan
   const response = reply.raw
   let controller: Dispatcher.DispatchController | undefined
   let ended = false
@@ -93,11 +89,11 @@ export function forwardHttp(
   const deadline = setTimeout(() => {
     ended = true
     if (!response.headersSent) {
-      reject(reply, 'PCL_UPSTREAM_TIMEOUT', 'upstream.timeouts.write', `Nothing moved for ${write} ms`)
+      refuse(reply, 'PCL_UPSTREAM_TIMEOUT', 'upstream.timeouts.write', `Nothing moved for ${write} ms`)
       controller?.abort(new DeadlineExceeded())
       return
     }
-    cut(request, 'PCL_UPSTREAM_TIMEOUT', 'upstream.timeouts.write')
+    exchange.refuse('PCL_UPSTREAM_TIMEOUT', 'upstream.timeouts.write')
     controller?.abort(new DeadlineExceeded())
     abandon(response, new DeadlineExceeded(`nothing moved for ${write} ms`))
   }, write)
@@ -121,16 +117,16 @@ export function forwardHttp(
   // reset makes the response emit 'finish' before 'close'.
   response.prependOnceListener('finish', leave)
   response.prependOnceListener('close', leave)
-  const body = requestBody(request, response, plan.bodyLimit, moved)
+  const body = requestBody(request, response, exchange, moved)
   const retriable = body === null && idempotent.has(request.method)
   let failed: Set<Upstream> | undefined
 
   const attempt = (upstream: Upstream) => {
-    request.upstream = upstream.origin
+    exchange.upstream = upstream.origin
     if (plan.pools.isSaturated(app, upstream)) {
       ended = true
       clearTimeout(deadline)
-      reject(reply, 'PCL_UPSTREAM_BUSY', 'upstream.maxQueue')
+      refuse(reply, 'PCL_UPSTREAM_BUSY', 'upstream.maxQueue')
       return
     }
     plan.pools.begin(upstream)
@@ -145,7 +141,7 @@ export function forwardHttp(
     let encoder: Transform | undefined
     upstream.pool.dispatch(
       {
-        path: plan.target,
+        path: exchange.target,
         method: request.method as Dispatcher.HttpMethod,
         headers: upstreamRequestHeaders(request.headers, plan.facts, { websocket: false }),
         body,
@@ -159,7 +155,7 @@ export function forwardHttp(
         },
         onResponseStart(_controller, statusCode, headers) {
           serverError = statusCode >= 500
-          request.upstreamMs = Math.round((performance.now() - sentAt) * 100) / 100
+          exchange.upstreamMs = Math.round((performance.now() - sentAt) * 100) / 100
           if (ended) return
           reply.hijack()
           const answer = plan.responseHeaders(downstreamResponseHeaders(headers))
@@ -168,14 +164,14 @@ export function forwardHttp(
             encoder = createEncoder(compression.encoding, app.compression)
             encoder.on('error', () => response.destroy())
             encoder.on('data', (chunk: Buffer) => {
-              request.responseBytes = (request.responseBytes ?? 0) + chunk.length
+              exchange.responseBytes = (exchange.responseBytes ?? 0) + chunk.length
             })
             encoder.pipe(response as unknown as NodeJS.WritableStream)
           }
           response.writeHead(statusCode, compression?.headers ?? answer)
         },
         onResponseData(paused, chunk) {
-          if (!encoder) request.responseBytes = (request.responseBytes ?? 0) + chunk.length
+          if (!encoder) exchange.responseBytes = (exchange.responseBytes ?? 0) + chunk.length
           moved()
           const sink = encoder ?? response
           if (!sink.write(chunk)) {
@@ -204,7 +200,7 @@ export function forwardHttp(
           if (response.headersSent) {
             ended = true
             const code = upstreamErrorCode(error)
-            cut(request, code, ruleFor[code] ?? 'upstream')
+            exchange.refuse(code, ruleFor[code] ?? 'upstream')
             request.log.warn({ err: error, upstream: upstream.origin }, 'upstream response cut short')
             abandon(response, error)
             return
@@ -212,12 +208,12 @@ export function forwardHttp(
           const cause = error instanceof BodyError ? error : (error.cause as unknown)
           if (cause instanceof MalformedBody) {
             ended = true
-            refuseMalformed(request, reply, reject, cause)
+            refuseMalformed(request, reply, exchange, cause)
             return
           }
           if (cause instanceof BodyTooLarge) {
             ended = true
-            reject(
+            refuse(
               reply,
               'PCL_BODY_TOO_LARGE',
               cause.rule,
@@ -240,7 +236,7 @@ export function forwardHttp(
           if (next) return attempt(next)
           ended = true
           const code = upstreamErrorCode(error)
-          reject(reply, code, ruleFor[code] ?? 'upstream')
+          refuse(reply, code, ruleFor[code] ?? 'upstream')
         },
       },
     )
@@ -249,20 +245,12 @@ export function forwardHttp(
   return reply
 }
 
-/** Requests whose `Expect: 100-continue` was answered with 100: their body was asked for. */
-const invitedBodies = new WeakSet<object>()
-
 /**
  * An HTTP/1 client waiting for 100 Continue whose body was never asked for may still send it, or may
  * not: the connection cannot be reused safely after the answer, so it is closed.
  */
-export function awaitsContinue(request: FastifyRequest): boolean {
-  return request.headers.expect?.toLowerCase() === '100-continue' && !invitedBodies.has(request.raw)
-}
-
-/** An answer already under way was cut: the access line says which code and rule did it. */
-function cut(request: FastifyRequest, code: ErrorCode, rule: string): void {
-  request.rejection = { code, rule }
+export function awaitsContinue(request: FastifyRequest, exchange: Exchange): boolean {
+  return request.headers.expect?.toLowerCase() === '100-continue' && !exchange.bodyInvited
 }
 
 /**
@@ -277,15 +265,16 @@ function abandon(response: FastifyReply['raw'], error: Error): void {
 function requestBody(
   request: FastifyRequest,
   response: FastifyReply['raw'],
-  limit: ForwardPlan['bodyLimit'],
+  exchange: Exchange,
   moved: () => void,
 ): Readable | null {
   if (!hasBody(request)) return null
   // Every guard admitted the request, its declared length included: now the client may send the body.
-  if (awaitsContinue(request)) {
-    invitedBodies.add(request.raw)
+  if (awaitsContinue(request, exchange)) {
+    exchange.bodyInvited = true
     response.writeContinue()
   }
+  const limit = exchange.bodyLimit
   const declared = request.headers['content-length']
   // HTTP/1: Node's parser holds a body to its declared length and fails it when the client leaves.
   const held = request.raw.httpVersionMajor === 1 && declared !== undefined
@@ -308,7 +297,7 @@ function requestBody(
  */
 async function* checkedBody(
   source: FastifyRequest['raw'],
-  rules: { declared: number | undefined; limit: ForwardPlan['bodyLimit']; moved(): void },
+  rules: { declared: number | undefined; limit: BodyLimit | undefined; moved(): void },
 ): AsyncGenerator<Buffer> {
   let seen = 0
   for await (const chunk of source as AsyncIterable<Buffer>) {
@@ -333,14 +322,19 @@ function hasLeft(request: { raw: FastifyRequest['raw'] }): boolean {
 }
 
 /** A malformed HTTP/2 request has its stream reset (PROTOCOL_ERROR); HTTP/1 gets a 400 and a closed connection. */
-function refuseMalformed(request: FastifyRequest, reply: FastifyReply, reject: Reject, error: MalformedBody) {
+function refuseMalformed(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  exchange: Exchange,
+  error: MalformedBody,
+) {
   const stream = (request.raw as unknown as Partial<Http2ServerRequest>).stream
   if (!stream) {
     reply.header('connection', 'close')
-    reject(reply, 'PCL_BAD_REQUEST', 'request', `Malformed request: ${error.message}`)
+    refuse(reply, 'PCL_BAD_REQUEST', 'request', `Malformed request: ${error.message}`)
     return
   }
-  cut(request, 'PCL_BAD_REQUEST', 'request')
+  exchange.refuse('PCL_BAD_REQUEST', 'request')
   reply.code(400)
   stream.close(http2Constants.NGHTTP2_PROTOCOL_ERROR)
 }
@@ -360,14 +354,3 @@ class MalformedBody extends BodyError {}
 
 class ClientGone extends BodyError {}
 class DeadlineExceeded extends Error {}
-
-declare module 'fastify' {
-  interface FastifyRequest {
-    /** The upstream origin the request went to, for the access log. */
-    upstream?: string
-    /** Time from sending the request upstream to its response head, in ms. */
-    upstreamMs?: number
-    /** Body bytes sent to the client, when the gateway streamed them itself. */
-    responseBytes?: number
-  }
-}

@@ -6,11 +6,11 @@ import path from 'node:path'
 import { createSecureContext, type Server as TlsServer } from 'node:tls'
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
-import type { RateLimitStores } from '../guards/rate-limit.js'
 import { CidrSet, parseCidr } from '../net/ip.js'
 import { RecentActivity } from '../observe/dashboard.js'
 import { createAdmin, type HealthCheck, type HealthReport, overallStatus } from '../observe/health.js'
 import { GatewayMetrics } from '../observe/metrics.js'
+import type { RateLimitStores } from '../pipeline/guard.js'
 import { type App, compilePolicies, type PemPair } from '../policy/compile.js'
 import {
   formatProblem,
@@ -366,7 +366,7 @@ export class Gateway {
           message: `${finding.rule}: ${finding.message}. Fix: ${finding.fix}`,
         }))
     }
-    const limited = loaded.apps.filter((app) => !app.guards.rateLimits.isEmpty)
+    const limited = loaded.apps.filter((app) => app.rateLimited)
     if (!this.redis && limited.length > 0) {
       this.log.warn(
         { apps: limited.map((app) => app.id) },

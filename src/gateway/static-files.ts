@@ -1,7 +1,8 @@
 import send from '@fastify/send'
 import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { Exchange } from '../pipeline/exchange.js'
 import type { App } from '../policy/compile.js'
-import type { Reject } from './proxy.js'
+import { refuse } from './respond.js'
 
 /** The static directory serving this path, and the path inside it, if any. */
 export function staticFor(
@@ -26,9 +27,9 @@ export function staticFor(
 export async function serveStatic(
   request: FastifyRequest,
   reply: FastifyReply,
+  exchange: Exchange,
   match: { root: string; file: string; cacheControl: string },
   headers: (own: Record<string, string>) => Record<string, string | string[] | number | undefined>,
-  reject: Reject,
 ): Promise<FastifyReply> {
   const result = await send(request.raw, match.file, {
     root: match.root,
@@ -39,12 +40,12 @@ export async function serveStatic(
   if (result.type !== 'file') {
     // Missing, a directory, a dotfile or an escape attempt: all look the same from outside.
     result.stream.destroy()
-    return reject(reply, 'PCL_NOT_FOUND', 'static', 'No such file')
+    return refuse(reply, 'PCL_NOT_FOUND', 'static', 'No such file')
   }
   reply.hijack()
   reply.raw.writeHead(result.statusCode, headers({ ...result.headers, 'cache-control': match.cacheControl }))
   result.stream.on('data', (chunk: Buffer) => {
-    request.responseBytes = (request.responseBytes ?? 0) + chunk.length
+    exchange.responseBytes = (exchange.responseBytes ?? 0) + chunk.length
   })
   result.stream.pipe(reply.raw as unknown as NodeJS.WritableStream)
   return reply

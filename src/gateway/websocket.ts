@@ -2,7 +2,7 @@ import type { IncomingMessage, OutgoingHttpHeaders } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { type RawData, WebSocket, WebSocketServer } from 'ws'
 import { type ErrorCode, errorStatus, rawHttpError, rawHttpHead } from '../errors.js'
-import type { LiveWebSockets } from '../guards/websocket.js'
+import type { LiveWebSockets } from '../pipeline/guard.js'
 import type { App } from '../policy/compile.js'
 import { downstreamResponseHeaders, type ForwardedFacts, upstreamRequestHeaders } from './headers.js'
 import { upstreamErrorCode } from './proxy.js'
@@ -93,7 +93,7 @@ export class WebSocketRelay {
     facts: ForwardedFacts,
   ): Promise<UpgradeOutcome> {
     const { request, socket, head, reservation } = upgrade
-    const { maxMessageSize, idleTimeout } = app.guards.websocket
+    const { maxMessageSize, idleTimeout } = app.websocket
     return new Promise((resolve) => {
       let settled = false
       const settle = (outcome: UpgradeOutcome) => {
@@ -166,7 +166,7 @@ export class WebSocketRelay {
       autoPong: false,
       perMessageDeflate: false,
       followRedirects: false,
-      maxPayload: app.guards.websocket.maxMessageSize,
+      maxPayload: app.websocket.maxMessageSize,
     })
   }
 

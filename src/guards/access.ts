@@ -1,7 +1,7 @@
 import { CidrSet, parseCidr } from '../net/ip.js'
 import { compilePathPattern } from '../net/path-pattern.js'
+import { allow, type Decision, deny, type Guard, type GuardExchange } from '../pipeline/guard.js'
 import type { Policy } from '../policy/schema.js'
-import { allow, type Decision, deny } from './decision.js'
 
 interface CompiledRule {
   id: string
@@ -18,7 +18,8 @@ interface CompiledRule {
  * IP-restricted and blocked paths. Rules are tried in order on the canonical path and the first that
  * matches path and method decides; a path no rule matches passes.
  */
-export class AccessGuard {
+export class AccessGuard implements Guard {
+  readonly name = 'access'
   private readonly rules: CompiledRule[]
 
   constructor(section: Policy['access']) {
@@ -40,11 +41,11 @@ export class AccessGuard {
     })
   }
 
-  check(request: { method: string; matchPath: string; clientIp: string }): Decision {
+  check(request: Pick<GuardExchange, 'method' | 'path' | 'identity'>): Decision {
     for (const rule of this.rules) {
       if (rule.methods && !rule.methods.has(request.method)) continue
-      if (!rule.pattern.test(request.matchPath)) continue
-      const inNetworks = rule.networks?.has(request.clientIp) ?? true
+      if (!rule.pattern.test(request.path)) continue
+      const inNetworks = rule.networks?.has(request.identity.ip) ?? true
       const passes = rule.allowList ? inNetworks : !inNetworks
       if (passes) return allow
       const decidedBy = `${rule.id} ${rule.path}`

@@ -1,8 +1,8 @@
 import { createHash } from 'node:crypto'
 import { unknownUserHash, verifyPassword } from '../auth/passwords.js'
 import { compilePathPattern } from '../net/path-pattern.js'
+import { allow, type Decision, deny, type Guard, type GuardExchange } from '../pipeline/guard.js'
 import type { Policy } from '../policy/schema.js'
-import { allow, type Decision, deny } from './decision.js'
 
 /** Verified credentials are remembered briefly, so scrypt runs once per user and not on every request. */
 const verifiedForMs = 5 * 60_000
@@ -14,7 +14,8 @@ const verifiedCacheSize = 1000
  * checks) stay open; CORS preflights are answered before this guard, as browsers send no credentials
  * with them.
  */
-export class BasicAuthGuard {
+export class BasicAuthGuard implements Guard {
+  readonly name = 'basicAuth'
   private readonly paths: RegExp[]
   private readonly except: RegExp[]
   private readonly challenge: string
@@ -26,15 +27,16 @@ export class BasicAuthGuard {
     this.challenge = `Basic realm="${section.realm.replace(/["\\]/g, '')}", charset="UTF-8"`
   }
 
-  applies(matchPath: string): boolean {
+  applies(exchange: Pick<GuardExchange, 'path'>): boolean {
     return (
-      this.paths.some((pattern) => pattern.test(matchPath)) &&
-      !this.except.some((pattern) => pattern.test(matchPath))
+      this.paths.some((pattern) => pattern.test(exchange.path)) &&
+      !this.except.some((pattern) => pattern.test(exchange.path))
     )
   }
 
-  /** The credentials alone: the pipeline asks `applies` first, so each path is matched once. */
-  async authenticate(header: string | undefined): Promise<Decision> {
+  /** The credentials alone: the runner asks `applies` first, so each path is matched once. */
+  async check(exchange: Pick<GuardExchange, 'headers'>): Promise<Decision> {
+    const header = exchange.headers.authorization
     const refuse = (message: string) =>
       deny('PCL_AUTH_REQUIRED', 'basicAuth', message, { 'www-authenticate': this.challenge })
     if (!header?.toLowerCase().startsWith('basic ')) return refuse('Authentication is required')

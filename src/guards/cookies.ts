@@ -1,14 +1,21 @@
+import type { OutgoingHttpHeaders } from 'node:http'
+import type { ResponseEdit } from '../pipeline/guard.js'
 import type { Policy } from '../policy/schema.js'
 
 /**
  * Hardens the app's Set-Cookie headers: `Secure` over HTTPS, and `HttpOnly` and `SameSite` where the
  * app set none. Attributes the app did set are left alone, as are cookies listed in `exclude`.
  */
-export class CookieHardener {
+export class CookieHardener implements ResponseEdit {
   private readonly excluded: ReadonlySet<string>
 
   constructor(private readonly section: Policy['cookies']) {
     this.excluded = new Set(section.exclude)
+  }
+
+  edit(headers: OutgoingHttpHeaders, secure: boolean): void {
+    const setCookie = headers['set-cookie']
+    if (setCookie !== undefined) headers['set-cookie'] = this.harden(setCookie as string | string[], secure)
   }
 
   harden(setCookie: string | string[], secure: boolean): string[] {

@@ -1,7 +1,7 @@
-import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
+import type { OutgoingHttpHeaders } from 'node:http'
 import { isSameOrigin, OriginMatcher } from '../net/origin.js'
+import { type Decision, deny, type Guard, type GuardExchange, type ResponseEdit } from '../pipeline/guard.js'
 import type { Policy } from '../policy/schema.js'
-import { type Decision, deny } from './decision.js'
 
 type CorsSection = NonNullable<Policy['cors']>
 
@@ -10,7 +10,8 @@ type CorsSection = NonNullable<Policy['cors']>
  * the app's own Access-Control-* headers are always removed (see `isCorsHeader`), so the app cannot
  * widen the policy. `Vary: Origin` is always sent, so caches never serve one origin's grant to another.
  */
-export class CorsGuard {
+export class CorsGuard implements Guard, ResponseEdit {
+  readonly name = 'cors'
   readonly origins: OriginMatcher
   private readonly credentials: boolean
   private readonly methods: ReadonlySet<string>
@@ -33,7 +34,17 @@ export class CorsGuard {
     }
   }
 
-  check(request: { method: string; headers: IncomingHttpHeaders }): Decision {
+  /** WebSocket handshakes are judged by the WebSocket guard: browsers apply no CORS to them. */
+  applies(exchange: Pick<GuardExchange, 'upgrade'>): boolean {
+    return !exchange.upgrade
+  }
+
+  /** The app's own CORS headers never reach the client: the grant is the gateway's alone. */
+  drops(name: string): boolean {
+    return isCorsHeader(name)
+  }
+
+  check(request: Pick<GuardExchange, 'method' | 'headers'>): Decision {
     const originHeader = request.headers.origin
     const requestedMethod = request.headers['access-control-request-method']
     const isPreflight = request.method === 'OPTIONS' && typeof requestedMethod === 'string'

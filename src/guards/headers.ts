@@ -1,5 +1,6 @@
 import type { IncomingMessage, OutgoingHttpHeaders, ServerResponse } from 'node:http'
 import helmet from 'helmet'
+import type { ResponseEdit } from '../pipeline/guard.js'
 import type { Policy } from '../policy/schema.js'
 
 /** Never sent to clients: they tell attackers what runs behind the gateway. */
@@ -10,7 +11,7 @@ const alwaysRemoved = ['server', 'x-powered-by']
  * they do not depend on the request; each response then gets the ones the app did not set itself.
  * `set` overrides the app, `remove` and Server/X-Powered-By are always removed.
  */
-export class SecurityHeaders {
+export class SecurityHeaders implements ResponseEdit {
   private readonly defaults: [string, string][]
   private readonly overrides: [string, string][]
   private readonly removed: ReadonlySet<string>
@@ -23,13 +24,12 @@ export class SecurityHeaders {
     this.removed = new Set([...alwaysRemoved, ...section.remove])
   }
 
-  /** Whether a header of the app is dropped. */
-  removes(name: string): boolean {
+  drops(name: string): boolean {
     return this.removed.has(name)
   }
 
-  /** Adds the security headers to `headers` (already without the removed ones): defaults where absent, then overrides. */
-  addTo(headers: OutgoingHttpHeaders): void {
+  /** Defaults where the app set none, then the overrides. */
+  edit(headers: OutgoingHttpHeaders): void {
     for (const [name, value] of this.defaults) if (headers[name] === undefined) headers[name] = value
     for (const [name, value] of this.overrides) headers[name] = value
   }
@@ -61,4 +61,13 @@ function helmetHeaders(section: Policy['headers']): Record<string, string> {
     }),
   })({} as IncomingMessage, collector as unknown as ServerResponse, () => {})
   return headers
+}
+
+/** Strict-Transport-Security on every answer over HTTPS, when the policy's `hsts` asks for it. */
+export class StrictTransportSecurity implements ResponseEdit {
+  constructor(private readonly value: string) {}
+
+  edit(headers: OutgoingHttpHeaders, secure: boolean): void {
+    if (secure) headers['strict-transport-security'] = this.value
+  }
 }

@@ -1,31 +1,31 @@
-import type { IncomingHttpHeaders } from 'node:http'
 import { compilePathPattern } from '../net/path-pattern.js'
+import {
+  allow,
+  type BodyLimit,
+  type Decision,
+  deny,
+  type Guard,
+  type GuardExchange,
+} from '../pipeline/guard.js'
 import type { Policy } from '../policy/schema.js'
-import { allow, type Decision, deny } from './decision.js'
 
 /**
- * Request size limits. URL, header and declared body sizes are refused before anything reaches the
- * upstream; a body without a declared length is counted while it streams (see `bodyLimit`).
+ * Request size limits, as two guards of one policy section: the head (URL and header sizes) is judged
+ * first, on the raw request, before the path is even parsed; the declared body size once the path is
+ * known, since body limits are per path. A body without a declared length is counted while it streams
+ * (the `bodyLimit` this guard sets on the exchange).
  */
-export class LimitsGuard {
+export class HeadLimitsGuard implements Guard {
+  readonly name = 'limits: url and headers'
   private readonly maxUrlLength: number
   private readonly maxHeaderSize: number
-  private readonly maxBodySize: number
-  private readonly bodySizes: { pattern: RegExp; max: number; id: string }[]
 
   constructor(section: Policy['limits']) {
     this.maxUrlLength = section.maxUrlLength
     this.maxHeaderSize = section.maxHeaderSize
-    this.maxBodySize = section.maxBodySize
-    this.bodySizes = section.bodySizes.map((entry, index) => ({
-      pattern: compilePathPattern(entry.path, true),
-      max: entry.max,
-      id: `limits.bodySizes[${index}] ${entry.path}`,
-    }))
   }
 
-  /** Checks that need no parsing of the path: run first, on the raw request. */
-  checkHead(request: { url: string; rawHeaders: readonly string[] }): Decision {
+  check(request: Pick<GuardExchange, 'url' | 'rawHeaders'>): Decision {
     if (request.url.length > this.maxUrlLength) {
       return deny(
         'PCL_URL_TOO_LONG',
@@ -44,19 +44,35 @@ export class LimitsGuard {
     }
     return allow
   }
+}
+
+export class BodyLimitsGuard implements Guard {
+  readonly name = 'limits: body'
+  private readonly maxBodySize: number
+  private readonly bodySizes: { pattern: RegExp; max: number; id: string }[]
+
+  constructor(section: Policy['limits']) {
+    this.maxBodySize = section.maxBodySize
+    this.bodySizes = section.bodySizes.map((entry, index) => ({
+      pattern: compilePathPattern(entry.path, true),
+      max: entry.max,
+      id: `limits.bodySizes[${index}] ${entry.path}`,
+    }))
+  }
 
   /** The body limit for a path and the rule it comes from. */
-  bodyLimit(matchPath: string): { max: number; rule: string } {
-    const entry = this.bodySizes.find((candidate) => candidate.pattern.test(matchPath))
+  limitFor(path: string): BodyLimit {
+    const entry = this.bodySizes.find((candidate) => candidate.pattern.test(path))
     return entry ? { max: entry.max, rule: entry.id } : { max: this.maxBodySize, rule: 'limits.maxBodySize' }
   }
 
-  checkDeclaredBody(matchPath: string, headers: IncomingHttpHeaders): Decision {
-    const declared = headers['content-length']
+  check(exchange: Pick<GuardExchange, 'path' | 'headers' | 'bodyLimit'>): Decision {
+    const limit = this.limitFor(exchange.path)
+    exchange.bodyLimit = limit
+    const declared = exchange.headers['content-length']
     if (declared === undefined) return allow
-    const { max, rule } = this.bodyLimit(matchPath)
-    return Number(declared) > max
-      ? deny('PCL_BODY_TOO_LARGE', rule, `The request body is larger than ${max} bytes`)
+    return Number(declared) > limit.max
+      ? deny('PCL_BODY_TOO_LARGE', limit.rule, `The request body is larger than ${limit.max} bytes`)
       : allow
   }
 }

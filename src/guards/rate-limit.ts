@@ -1,11 +1,18 @@
 import { createHash } from 'node:crypto'
-import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
+import type { OutgoingHttpHeaders } from 'node:http'
 import { ipv6Network } from '../net/ip.js'
 import { compilePathPattern } from '../net/path-pattern.js'
+import {
+  allow,
+  type Decision,
+  deny,
+  type Guard,
+  type GuardExchange,
+  type RateLimitStores,
+} from '../pipeline/guard.js'
 import type { Policy } from '../policy/schema.js'
 import type { LimitOutcome } from '../stores/rate-limit-store.js'
-import type { ResilientOutcome, ResilientRateLimitStore } from '../stores/resilient-store.js'
-import { allow, type Decision, deny } from './decision.js'
+import type { ResilientOutcome } from '../stores/resilient-store.js'
 
 type RuleSection = Policy['rateLimits'][number]
 
@@ -28,19 +35,7 @@ interface Matched {
   key: string
 }
 
-/** Where limits are counted: the guard neither knows nor cares whether Redis is behind the store. */
-export interface RateLimitStores {
-  store: ResilientRateLimitStore
-  /** Told of every rate-limited request's outcome (metrics). */
-  onDecision?(appId: string, allowed: boolean): void
-}
-
-export interface RateLimitRequest {
-  method: string
-  matchPath: string
-  clientIp: string
-  headers: IncomingHttpHeaders
-}
+type RateLimitRequest = Pick<GuardExchange, 'method' | 'path' | 'identity' | 'headers' | 'services'>
 
 /** Header values used as keys are capped and hashed: no client-chosen bytes or lengths reach Redis. */
 const maxKeyMaterial = 256
@@ -50,7 +45,8 @@ const maxKeyMaterial = 256
  * hash slot on Redis Cluster), and the strictest answer wins. When Redis
  * cannot answer, each rule does what its `onStoreError` says.
  */
-export class RateLimitGuard {
+export class RateLimitGuard implements Guard {
+  readonly name = 'rateLimits'
   private readonly rules: CompiledRule[]
 
   constructor(
@@ -74,16 +70,12 @@ export class RateLimitGuard {
     })
   }
 
-  get isEmpty(): boolean {
-    return this.rules.length === 0
-  }
-
   /** A promise only when a rule matches: most paths of most apps have nothing to wait for. */
-  check(request: RateLimitRequest, stores: RateLimitStores): Decision | Promise<Decision> {
+  check(request: RateLimitRequest): Decision | Promise<Decision> {
+    const stores = request.services.rateLimits
     let matched: Matched[] | undefined
     for (const rule of this.rules) {
-      if ((rule.methods && !rule.methods.has(request.method)) || !rule.pattern.test(request.matchPath))
-        continue
+      if ((rule.methods && !rule.methods.has(request.method)) || !rule.pattern.test(request.path)) continue
       const key = rule.keyPrefix + this.identity(rule, request) + rule.keySuffix
       if (matched) matched.push({ rule, key })
       else matched = [{ rule, key }]
@@ -105,14 +97,13 @@ export class RateLimitGuard {
   }
 
   private identity(rule: CompiledRule, request: RateLimitRequest): string {
-    const ip = ipv6Network(request.clientIp, rule.section.ipv6Prefix)
+    const ip = ipv6Network(request.identity.ip, rule.section.ipv6Prefix)
     if (rule.headerName) {
       const value = request.headers[rule.headerName]
       const text = Array.isArray(value) ? value[0] : value
       if (text) return `h:${digest(text.slice(0, maxKeyMaterial))}`
     }
-    if (rule.section.key === 'ip+path')
-      return `p:${digest(`${ip} ${request.matchPath.slice(0, maxKeyMaterial)}`)}`
+    if (rule.section.key === 'ip+path') return `p:${digest(`${ip} ${request.path.slice(0, maxKeyMaterial)}`)}`
     return `ip:${ip}`
   }
 

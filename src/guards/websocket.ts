@@ -1,8 +1,15 @@
-import type { IncomingHttpHeaders } from 'node:http'
 import { isSameOrigin, OriginMatcher } from '../net/origin.js'
 import { compilePathPattern } from '../net/path-pattern.js'
+import {
+  allow,
+  type Decision,
+  deny,
+  type Guard,
+  type GuardExchange,
+  type GuardServices,
+  type LiveWebSockets,
+} from '../pipeline/guard.js'
 import type { Policy } from '../policy/schema.js'
-import { allow, type Decision, deny } from './decision.js'
 
 interface PathRule {
   id: string
@@ -11,17 +18,13 @@ interface PathRule {
   requireOrigin: boolean
 }
 
-export interface LiveWebSockets {
-  app: number
-  ip: number
-}
-
 /**
  * Decides WebSocket upgrades before they happen: the Origin must be allowed (per path, defaulting to
  * the CORS origins) and the app's and the client's connection caps must have room. Refusals are plain
  * HTTP answers (403, 429), so the browser never gets an open socket.
  */
-export class WebSocketGuard {
+export class WebSocketGuard implements Guard {
+  readonly name = 'websocket'
   readonly maxMessageSize: number
   readonly idleTimeout: number | undefined
   private readonly rules: PathRule[]
@@ -29,7 +32,11 @@ export class WebSocketGuard {
   private readonly maxConnections: number | undefined
   private readonly maxConnectionsPerIp: number | undefined
 
-  constructor(section: Policy['websocket'], corsOrigins: readonly string[] | undefined) {
+  constructor(
+    private readonly appId: string,
+    section: Policy['websocket'],
+    corsOrigins: readonly string[] | undefined,
+  ) {
     this.maxMessageSize = section.maxMessageSize
     this.idleTimeout = section.idleTimeout
     this.maxConnections = section.maxConnections
@@ -43,8 +50,17 @@ export class WebSocketGuard {
     }))
   }
 
-  check(request: { matchPath: string; headers: IncomingHttpHeaders }, live: LiveWebSockets): Decision {
-    const rule = this.rules.find((candidate) => candidate.pattern.test(request.matchPath))
+  /** Browsers apply no CORS to WebSocket handshakes: this guard judges their Origin, per path. */
+  applies(exchange: Pick<GuardExchange, 'upgrade'>): boolean {
+    return exchange.upgrade
+  }
+
+  check(
+    request: Pick<GuardExchange, 'path' | 'headers' | 'identity'> & {
+      services: Pick<GuardServices, 'liveWebSockets'>
+    },
+  ): Decision {
+    const rule = this.rules.find((candidate) => candidate.pattern.test(request.path))
     const origins = rule?.origins ?? this.defaultOrigins
     const origin = request.headers.origin
     const ruleId = rule?.id ?? 'cors.origins'
@@ -54,7 +70,7 @@ export class WebSocketGuard {
     } else if (!origins.isEmpty && !origins.match(origin) && !isSameOrigin(request.headers)) {
       return deny('PCL_WS_ORIGIN_DENIED', ruleId, `WebSocket connections from ${origin} are not allowed`)
     }
-    return this.checkCapacity(live)
+    return this.checkCapacity(request.services.liveWebSockets(this.appId, request.identity.ip))
   }
 
   /**

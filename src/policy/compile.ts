@@ -6,11 +6,14 @@ import { BasicAuthGuard } from '../guards/basic-auth.js'
 import { ClientIpResolver } from '../guards/client-ip.js'
 import { CookieHardener } from '../guards/cookies.js'
 import { CorsGuard } from '../guards/cors.js'
-import { SecurityHeaders } from '../guards/headers.js'
-import { LimitsGuard } from '../guards/limits.js'
+import { SecurityHeaders, StrictTransportSecurity } from '../guards/headers.js'
+import { BodyLimitsGuard, HeadLimitsGuard } from '../guards/limits.js'
+import { PathGuard } from '../guards/path.js'
 import { RateLimitGuard } from '../guards/rate-limit.js'
 import { WebSocketGuard } from '../guards/websocket.js'
 import { parseCidr } from '../net/ip.js'
+import type { Guard, ResponseEdit } from '../pipeline/guard.js'
+import { ResponseEdits } from '../pipeline/run.js'
 import type { LoadedPolicy, PolicyProblem } from './load.js'
 import { acmeDirectories, type Policy } from './schema.js'
 
@@ -50,8 +53,16 @@ export interface App {
   readonly static: readonly { readonly path: string; readonly root: string; readonly cacheControl: string }[]
   /** The Strict-Transport-Security value, or undefined when HSTS is off (max-age 0). */
   readonly hstsHeader: string | undefined
-  /** Each guard built once from its policy section; the pipeline runs them in order. */
-  readonly guards: Guards
+  /** Who the client is: resolved before any guard runs, from the peer and the proxies it trusts. */
+  readonly clientIp: ClientIpResolver
+  /** The request guards, each built once from its policy section, in the order they run. */
+  readonly chain: readonly Guard[]
+  /** The edits every answer's headers go through. */
+  readonly responseEdits: ResponseEdits
+  /** The WebSocket settings the relay applies, and the caps it asks again right before it admits. */
+  readonly websocket: WebSocketGuard
+  /** Whether any rate limit applies: apps that have one need a store (Redis for several replicas). */
+  readonly rateLimited: boolean
 }
 
 export interface AcmeSettings {
@@ -61,30 +72,37 @@ export interface AcmeSettings {
   readonly eab?: { readonly kid: string; readonly hmacKey: string }
 }
 
-export interface Guards {
-  readonly clientIp: ClientIpResolver
-  readonly limits: LimitsGuard
-  readonly access: AccessGuard
-  readonly cors: CorsGuard | undefined
-  readonly websocket: WebSocketGuard
-  readonly headers: SecurityHeaders
-  readonly cookies: CookieHardener
-  readonly rateLimits: RateLimitGuard
-  readonly basicAuth: BasicAuthGuard | undefined
+/**
+ * The one place where guard order is written. Head limits come first (no parsing yet), then the
+ * canonical path every later rule matches, access rules, the WebSocket guard (upgrades) or CORS (the
+ * rest), the declared body size, then rate limits, so that only requests every other guard admits
+ * spend budget, then Basic authentication: after the rate limits on purpose, so a limit on the path
+ * also bounds password guessing. Adding a guard is a file and one line here.
+ */
+function requestChain(policy: Policy, websocket: WebSocketGuard, cors: CorsGuard | undefined): Guard[] {
+  const chain: (Guard | undefined)[] = [
+    new HeadLimitsGuard(policy.limits),
+    new PathGuard(),
+    new AccessGuard(policy.access),
+    websocket,
+    cors,
+    new BodyLimitsGuard(policy.limits),
+    policy.rateLimits.length > 0 ? new RateLimitGuard(policy.app, policy.rateLimits) : undefined,
+    policy.basicAuth ? new BasicAuthGuard(policy.basicAuth) : undefined,
+  ]
+  return chain.filter((guard) => guard !== undefined)
 }
 
-function buildGuards(policy: Policy): Guards {
-  return {
-    clientIp: new ClientIpResolver(policy.clientIp),
-    limits: new LimitsGuard(policy.limits),
-    access: new AccessGuard(policy.access),
-    cors: policy.cors ? new CorsGuard(policy.cors) : undefined,
-    websocket: new WebSocketGuard(policy.websocket, policy.cors?.origins),
-    headers: new SecurityHeaders(policy.headers),
-    cookies: new CookieHardener(policy.cookies),
-    rateLimits: new RateLimitGuard(policy.app, policy.rateLimits),
-    basicAuth: policy.basicAuth ? new BasicAuthGuard(policy.basicAuth) : undefined,
-  }
+/** The response side, in order: the app's CORS headers dropped, security headers, cookies, HSTS. */
+function responseEdits(policy: Policy, cors: CorsGuard | undefined): ResponseEdits {
+  const hsts = hstsHeader(policy.hsts)
+  const edits: (ResponseEdit | undefined)[] = [
+    cors,
+    new SecurityHeaders(policy.headers),
+    new CookieHardener(policy.cookies),
+    hsts ? new StrictTransportSecurity(hsts) : undefined,
+  ]
+  return new ResponseEdits(edits.filter((edit) => edit !== undefined))
 }
 
 export type CompileResult = { ok: true; apps: App[] } | { ok: false; problems: PolicyProblem[] }
@@ -108,6 +126,8 @@ async function compilePolicy(
     if (!result.ok) return result
     manual = result.pair
   }
+  const cors = policy.cors ? new CorsGuard(policy.cors) : undefined
+  const websocket = new WebSocketGuard(policy.app, policy.websocket, policy.cors?.origins)
   const app: App = Object.freeze({
     id: policy.app,
     file,
@@ -140,15 +160,14 @@ async function compilePolicy(
       })),
     ),
     hstsHeader: hstsHeader(policy.hsts),
-    guards: Object.freeze(
-      buildGuards({
-        ...policy,
-        clientIp: {
-          ...policy.clientIp,
-          trustedProxies: [...policy.clientIp.trustedProxies, ...trustedFromFile.networks],
-        },
-      }),
-    ),
+    clientIp: new ClientIpResolver({
+      ...policy.clientIp,
+      trustedProxies: [...policy.clientIp.trustedProxies, ...trustedFromFile.networks],
+    }),
+    chain: Object.freeze(requestChain(policy, websocket, cors)),
+    responseEdits: responseEdits(policy, cors),
+    websocket,
+    rateLimited: policy.rateLimits.length > 0,
   })
   return { ok: true, app }
 }

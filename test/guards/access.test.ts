@@ -16,7 +16,11 @@ const guard = new AccessGuard(
 function check(method: string, rawPath: string, clientIp: string) {
   const canonical = canonicalPath(rawPath)
   if (!canonical.ok) throw new Error(canonical.reason)
-  return guard.check({ method, matchPath: canonical.path, clientIp })
+  return guard.check({
+    method,
+    path: canonical.path,
+    identity: { ip: clientIp, via: 'peer', chain: [clientIp], peerTrusted: false },
+  })
 }
 
 describe('access rules', () => {

@@ -26,7 +26,8 @@ describe('BasicAuthGuard', async () => {
     paths: ['/**'],
     except: ['/health'],
   })
-  const check = (authorization: string | undefined) => guard.authenticate(authorization)
+  const check = (authorization: string | undefined) =>
+    guard.check({ headers: authorization === undefined ? {} : { authorization } })
 
   it('asks for credentials with a 401 challenge, and lets the right ones through', async () => {
     expect(await check(undefined)).toMatchObject({
@@ -44,8 +45,8 @@ describe('BasicAuthGuard', async () => {
   })
 
   it('leaves the excepted paths open', async () => {
-    expect(guard.applies('/workspaces')).toBe(true)
-    expect(guard.applies('/health')).toBe(false)
+    expect(guard.applies({ path: '/workspaces' })).toBe(true)
+    expect(guard.applies({ path: '/health' })).toBe(false)
   })
 
   it('the schema refuses plain passwords and user names with a colon', () => {

@@ -220,7 +220,7 @@ describe('a header of one address (CF-Connecting-IP), and trusted networks from 
     }
     const compiled = await load('cdn.txt')
     if (!compiled.ok) throw new Error(JSON.stringify(compiled.problems))
-    const guard = compiled.apps[0]?.guards.clientIp
+    const guard = compiled.apps[0]?.clientIp
     expect(guard?.resolve('2400:cb00::1', { 'cf-connecting-ip': '198.51.100.4' }).ip).toBe('198.51.100.4')
     expect(guard?.isTrusted('173.245.50.1')).toBe(true)
 

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest'
 import { CookieHardener } from '../../src/guards/cookies.js'
 import { SecurityHeaders } from '../../src/guards/headers.js'
-import { LimitsGuard } from '../../src/guards/limits.js'
+import { BodyLimitsGuard, HeadLimitsGuard } from '../../src/guards/limits.js'
 import { WebSocketGuard } from '../../src/guards/websocket.js'
 import { compilePathPattern, isPathPattern } from '../../src/net/path-pattern.js'
 import { cookiesSchema, headersSchema, limitsSchema, websocketSchema } from '../../src/policy/schema.js'
@@ -18,8 +18,8 @@ describe('security headers', () => {
       'x-frame-options': 'DENY',
       'content-type': 'text/html',
     }
-    const kept = Object.fromEntries(Object.entries(edited).filter(([name]) => !headers.removes(name)))
-    headers.addTo(kept)
+    const kept = Object.fromEntries(Object.entries(edited).filter(([name]) => !headers.drops(name)))
+    headers.edit(kept)
     expect(kept).toMatchObject({
       'x-frame-options': 'DENY',
       'x-content-type-options': 'nosniff',
@@ -45,7 +45,7 @@ describe('security headers', () => {
       }),
     )
     const edited: Record<string, string> = {}
-    headers.addTo(edited)
+    headers.edit(edited)
     expect(edited['content-security-policy']).toBe("default-src 'self'")
     expect(edited).not.toHaveProperty('x-frame-options')
     expect(edited).not.toHaveProperty('cross-origin-resource-policy')
@@ -76,40 +76,41 @@ describe('cookie hardening', () => {
 })
 
 describe('limits', () => {
-  const limits = new LimitsGuard(
-    limitsSchema.parse({
-      maxBodySize: '1kb',
-      bodySizes: [{ path: '/api/manifests/**', max: '64kb' }],
-      maxUrlLength: 64,
-      maxHeaderSize: '1kb',
-    }),
-  )
+  const section = limitsSchema.parse({
+    maxBodySize: '1kb',
+    bodySizes: [{ path: '/api/manifests/**', max: '64kb' }],
+    maxUrlLength: 64,
+    maxHeaderSize: '1kb',
+  })
+  const head = new HeadLimitsGuard(section)
+  const body = new BodyLimitsGuard(section)
+  const declaring = (path: string, length: string) => ({
+    path,
+    headers: { 'content-length': length },
+    bodyLimit: undefined,
+  })
   it('refuses long targets and large headers before anything else', () => {
-    expect(limits.checkHead({ url: `/${'a'.repeat(64)}`, rawHeaders: [] })).toMatchObject({
+    expect(head.check({ url: `/${'a'.repeat(64)}`, rawHeaders: [] })).toMatchObject({
       code: 'PCL_URL_TOO_LONG',
     })
-    expect(limits.checkHead({ url: '/', rawHeaders: ['x-big', 'a'.repeat(1100)] })).toMatchObject({
+    expect(head.check({ url: '/', rawHeaders: ['x-big', 'a'.repeat(1100)] })).toMatchObject({
       code: 'PCL_HEADERS_TOO_LARGE',
     })
-    expect(limits.checkHead({ url: '/', rawHeaders: ['x', 'y'] })).toEqual({ kind: 'allow' })
+    expect(head.check({ url: '/', rawHeaders: ['x', 'y'] })).toEqual({ kind: 'allow' })
   })
   it('applies the first matching per-path body limit, else the global one', () => {
-    expect(limits.bodyLimit('/api/manifests/x')).toEqual({
-      max: 65_536,
-      rule: 'limits.bodySizes[0] /api/manifests/**',
-    })
-    expect(limits.bodyLimit('/other')).toEqual({ max: 1024, rule: 'limits.maxBodySize' })
-    expect(limits.checkDeclaredBody('/other', { 'content-length': '1025' })).toMatchObject({
-      code: 'PCL_BODY_TOO_LARGE',
-    })
-    expect(limits.checkDeclaredBody('/api/manifests/x', { 'content-length': '1025' })).toEqual({
-      kind: 'allow',
-    })
+    const manifest = declaring('/api/manifests/x', '1025')
+    expect(body.check(manifest)).toEqual({ kind: 'allow' })
+    expect(manifest.bodyLimit).toEqual({ max: 65_536, rule: 'limits.bodySizes[0] /api/manifests/**' })
+    const other = declaring('/other', '1025')
+    expect(body.check(other)).toMatchObject({ code: 'PCL_BODY_TOO_LARGE' })
+    expect(other.bodyLimit).toEqual({ max: 1024, rule: 'limits.maxBodySize' })
   })
 })
 
 describe('WebSocket guard', () => {
   const guard = new WebSocketGuard(
+    'app',
     websocketSchema.parse({
       maxConnections: 10,
       maxConnectionsPerIp: 2,
@@ -131,7 +132,12 @@ describe('WebSocket guard', () => {
     ['/other', {}, { app: 10, ip: 0 }, 'PCL_WS_TOO_MANY_CONNECTIONS'],
     ['/other', {}, { app: 3, ip: 2 }, 'PCL_WS_TOO_MANY_CONNECTIONS'],
   ])('%s %j with %j → %s', (matchPath, headers, live, expected) => {
-    const decision = guard.check({ matchPath, headers }, live)
+    const decision = guard.check({
+      path: matchPath,
+      headers,
+      identity: { ip: '192.0.2.1', via: 'peer', chain: ['192.0.2.1'], peerTrusted: false },
+      services: { liveWebSockets: () => live },
+    })
     expect(decision.kind === 'deny' ? decision.code : decision.kind).toBe(expected)
   })
 })

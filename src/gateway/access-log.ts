@@ -1,0 +1,90 @@
+import type { TLSSocket } from 'node:tls'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { RecentActivity } from '../observe/dashboard.js'
+import type { GatewayMetrics } from '../observe/metrics.js'
+import type { Settings } from '../settings.js'
+
+export interface AccessLogContext {
+  readonly metrics: GatewayMetrics
+  readonly listener: Pick<Settings, 'logHeaders' | 'logRedact'>
+  /** The last minutes of traffic, for the dashboard. */
+  readonly activity: RecentActivity
+}
+
+/** One line per request; fields are documented in the README and stable. */
+export function logAccess(
+  request: FastifyRequest,
+  reply: FastifyReply,
+  status: number,
+  durationMs: number,
+  context: AccessLogContext,
+): void {
+  const exchange = request.exchange
+  const app = exchange?.app
+  const refusal = exchange?.refusal ?? exchange?.wouldBlock
+  const path = request.url.split('?', 1)[0] ?? '/'
+  const clientIp = exchange?.identity.ip
+  context.activity.record(
+    app?.id,
+    refusal
+      ? {
+          status,
+          code: refusal.code,
+          rule: refusal.rule,
+          enforced: exchange?.refusal !== undefined,
+          method: request.method,
+          path: path.length > 200 ? `${path.slice(0, 200)}…` : path,
+          clientIp: clientIp ?? '',
+        }
+      : undefined,
+  )
+  const upstreamMs = exchange?.upstreamMs
+  context.metrics.observeRequest(
+    app?.id,
+    status,
+    durationMs / 1000,
+    exchange?.refusal,
+    exchange?.wouldBlock,
+    upstreamMs === undefined ? undefined : upstreamMs / 1000,
+  )
+  const queryStart = request.url.indexOf('?')
+  const declaredLength = request.raw.method === 'HEAD' ? undefined : Number(reply.getHeader('content-length'))
+  request.log.info(
+    {
+      app: app?.id,
+      host: request.host,
+      method: request.method,
+      path: queryStart >= 0 ? request.url.slice(0, queryStart) : request.url,
+      status,
+      bytes: exchange?.responseBytes ?? (Number.isFinite(declaredLength) ? declaredLength : undefined),
+      durationMs: Math.round(durationMs * 100) / 100,
+      clientIp,
+      clientIpVia: app ? exchange?.identity.via : undefined,
+      upstream: exchange?.upstream,
+      upstreamMs,
+      httpVersion: request.raw.httpVersion,
+      tlsVersion: (request.raw.socket as TLSSocket).getProtocol?.() ?? undefined,
+      headers: loggedHeaders(request.headers, context.listener),
+      websocket: exchange?.upgrade || undefined,
+      code: exchange?.refusal?.code,
+      rule: exchange?.refusal?.rule,
+      wouldBlock: exchange?.wouldBlock,
+    },
+    'request',
+  )
+}
+
+/** The request headers `--log-headers` names, with the `--log-redact` ones masked; undefined when none. */
+function loggedHeaders(
+  headers: FastifyRequest['headers'],
+  settings: Pick<Settings, 'logHeaders' | 'logRedact'>,
+): Record<string, string> | undefined {
+  if (settings.logHeaders.length === 0) return undefined
+  const logged: Record<string, string> = {}
+  for (const name of settings.logHeaders) {
+    const value = headers[name]
+    if (value === undefined) continue
+    logged[name] = settings.logRedact.includes(name) ? '[redacted]' : String(value)
+  }
+  return logged
+}

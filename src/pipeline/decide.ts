@@ -1,0 +1,96 @@
+import type { ErrorCode } from '../errors.js'
+import { forwardedFacts, forwardedProto } from '../gateway/headers.js'
+import { decideRoute, hostnameOf, redirectBehindTerminator } from '../gateway/routing.js'
+import { staticFor } from '../gateway/static-files.js'
+import type { App } from '../policy/compile.js'
+import type { Exchange, Outcome } from './exchange.js'
+import type { Decision, TraceStep } from './guard.js'
+import { applyMode, runGuards } from './run.js'
+
+/**
+ * What happens to a request: redirected, answered from health, refused, answered by a guard, served
+ * from a static directory, or proxied with the forwarding facts the upstream receives. Both listeners
+ * and `explain` call this; it reads the exchange's arrival and generation, records on the exchange
+ * what the answer needs (app, identity, canonical target, added headers, refusal), and touches
+ * nothing else: no socket, no pool. A promise only when a guard waits.
+ */
+export function decide(
+  exchange: Exchange,
+  httpsPort: number,
+  trace?: TraceStep[],
+): Outcome | Promise<Outcome> {
+  const { headers } = exchange
+  // RFC 9113 §8.3.1: a Host that names another server than :authority makes the request malformed.
+  const authority = headers[':authority']
+  if (authority && headers.host && hostnameOf(String(authority)) !== hostnameOf(headers.host))
+    return refuse(
+      exchange,
+      'PCL_BAD_REQUEST',
+      'request',
+      'The Host header and :authority name different hosts',
+    )
+  const route = decideRoute(exchange.router, exchange, httpsPort)
+  if (route.kind === 'redirect') return { kind: 'redirect', location: route.location, reason: 'https' }
+  if (route.kind === 'reject') {
+    exchange.app = route.app
+    return refuse(exchange, route.code, route.rule, route.message)
+  }
+  const app = route.app
+  exchange.app = app
+  if (app.healthPath !== undefined && exchange.url === app.healthPath) return { kind: 'health' }
+  if (!exchange.tls && app.tls.mode === 'off') {
+    // Behind a TLS-terminating balancer that the app trusts, its forwarded protocol is the client's
+    // (the health path above answers the balancer's own probes whatever they say).
+    const viaProto = app.clientIp.isTrusted(exchange.peer) ? forwardedProto(headers) : undefined
+    const location = redirectBehindTerminator(app, {
+      host: exchange.host,
+      url: exchange.url,
+      forwardedProto: viaProto,
+    })
+    if (location) return { kind: 'redirect', location, reason: 'terminator' }
+    if (viaProto === 'https') exchange.secure = true
+  }
+  const identity = app.clientIp.resolve(exchange.peer, headers)
+  exchange.identity = identity
+  trace?.push({
+    guard: 'clientIp',
+    decision: { kind: 'allow' },
+    detail: `${identity.ip} (from ${identity.via}; forwarded chain: ${identity.chain.join(', ')})`,
+  })
+  const decision = runGuards(app.chain, exchange, trace)
+  return decision instanceof Promise
+    ? decision.then((settled) => conclude(app, exchange, settled))
+    : conclude(app, exchange, decision)
+}
+
+/** The chain's decision under the app's mode, and where an admitted request goes. */
+function conclude(app: App, exchange: Exchange, chainDecision: Decision): Outcome {
+  const { decision, wouldBlock } = applyMode(app.mode, chainDecision)
+  exchange.wouldBlock = wouldBlock
+  if (decision.kind === 'deny') {
+    exchange.addedHeaders = decision.headers
+    return refuse(exchange, decision.code, decision.rule, decision.message)
+  }
+  if (decision.kind === 'answer') {
+    exchange.addedHeaders = decision.headers
+    return { kind: 'answer', status: decision.status, rule: decision.rule }
+  }
+  exchange.addedHeaders = decision.responseHeaders
+  const files = exchange.upgrade ? undefined : staticFor(app, exchange.target)
+  if (files) return { kind: 'static', ...files }
+  return {
+    kind: 'proxy',
+    facts: forwardedFacts({
+      identity: exchange.identity,
+      headers: exchange.headers,
+      host: exchange.host ?? '',
+      secure: exchange.tls !== undefined,
+      requestId: exchange.id,
+    }),
+  }
+}
+
+function refuse(exchange: Exchange, code: ErrorCode, rule: string, message?: string): Outcome {
+  exchange.refuse(code, rule)
+  return message === undefined ? { kind: 'refuse', code, rule } : { kind: 'refuse', code, rule, message }
+}

@@ -1,0 +1,100 @@
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
+import type { ErrorCode } from '../errors.js'
+import type { ClientIdentity } from '../guards/client-ip.js'
+import type { ResilientRateLimitStore } from '../stores/resilient-store.js'
+
+/**
+ * What a guard says about a request. Guards never throw or write responses: the runner acts on the
+ * decision, so enforcement, report-only mode and `explain` all run the same code.
+ */
+export type Decision =
+  /** Pass on; `responseHeaders` are added to whatever answer the client gets. */
+  | { kind: 'allow'; responseHeaders?: OutgoingHttpHeaders }
+  /** The gateway answers itself without an error (a CORS preflight). */
+  | { kind: 'answer'; status: number; headers: OutgoingHttpHeaders; rule: string }
+  /** Refused, with the code, the policy rule that decided and a message for the client. */
+  | { kind: 'deny'; code: ErrorCode; rule: string; message: string; headers?: OutgoingHttpHeaders }
+
+export const allow: Decision = { kind: 'allow' }
+
+export function deny(
+  code: ErrorCode,
+  rule: string,
+  message: string,
+  headers?: OutgoingHttpHeaders,
+): Decision {
+  return headers ? { kind: 'deny', code, rule, message, headers } : { kind: 'deny', code, rule, message }
+}
+
+/** Open WebSockets of an app and of one client IP, for the connection caps. */
+export interface LiveWebSockets {
+  app: number
+  ip: number
+}
+
+/** Where limits are counted: the guard neither knows nor cares whether Redis is behind the store. */
+export interface RateLimitStores {
+  store: ResilientRateLimitStore
+  /** Told of every rate-limited request's outcome (metrics). */
+  onDecision?(appId: string, allowed: boolean): void
+}
+
+/** What guards may consult besides the request: the listener's live state, or explain's stand-ins. */
+export interface GuardServices {
+  readonly rateLimits: RateLimitStores
+  liveWebSockets(appId: string, ip: string): LiveWebSockets
+}
+
+/** The body limit that applies to a request, for bodies of undeclared length. */
+export interface BodyLimit {
+  max: number
+  rule: string
+}
+
+/**
+ * The request side of an exchange, as guards see it. `identity` is resolved before the chain runs;
+ * the path guard (early in every chain) sets `path` and `target`, which later guards match on.
+ */
+export interface GuardExchange {
+  readonly method: string
+  /** The raw request target: path and query. */
+  readonly url: string
+  readonly headers: IncomingHttpHeaders
+  readonly rawHeaders: readonly string[]
+  readonly upgrade: boolean
+  readonly services: GuardServices
+  identity: ClientIdentity
+  /** The canonical path, as every rule matches it. */
+  path: string
+  /** What the upstream receives: the canonical path and the query as sent. */
+  target: string
+  bodyLimit: BodyLimit | undefined
+}
+
+/**
+ * One request guard, compiled once from its policy section. `check` returns a decision, a promise
+ * only when it must wait (a store, a password hash); `applies` skips it (untraced) for requests it
+ * has no say on; `describe` adds what it found to `explain`'s trace.
+ */
+export interface Guard {
+  readonly name: string
+  applies?(exchange: GuardExchange): boolean
+  check(exchange: GuardExchange): Decision | Promise<Decision>
+  describe?(exchange: GuardExchange): string
+}
+
+/**
+ * One edit of the answer's headers, the app's or the gateway's own: `drops` removes a header of the
+ * app's answer, `edit` adds or rewrites headers once that is done.
+ */
+export interface ResponseEdit {
+  drops?(name: string): boolean
+  edit?(headers: OutgoingHttpHeaders, secure: boolean): void
+}
+
+/** One guard's verdict, recorded for `portcullis explain`. */
+export interface TraceStep {
+  guard: string
+  decision: Decision
+  detail?: string
+}
