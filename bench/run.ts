@@ -13,7 +13,10 @@
  *
  * Environment: BENCH_SECONDS (per measurement, default 5), BENCH_ROUNDS (default 3), BENCH_WARMUP
  * (seconds per case before the rounds, default 3: V8 keeps optimising the gateway for ~20 s),
- * BENCH_CONNECTIONS (default 32), BENCH_LOGS=1 to see the processes' output (slows the gateway).
+ * BENCH_CONNECTIONS (default 32), BENCH_LOGS=1 to see the processes' output (slows the gateway),
+ * BENCH_BASELINE=<checkout> to measure another build (its `dist/cli.js`, e.g. the previous main in a
+ * `git worktree`) beside this one: each gateway case then runs back to back with the same case on the
+ * baseline, and the table gives the paired ratio and both CPU costs per request.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
@@ -26,6 +29,7 @@ const seconds = Number(process.env.BENCH_SECONDS ?? 5)
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3)
 const warmupSeconds = Number(process.env.BENCH_WARMUP ?? 3)
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 32)
+const baselineCheckout = process.env.BENCH_BASELINE ? path.resolve(process.env.BENCH_BASELINE) : undefined
 const root = path.resolve(import.meta.dirname, '..')
 
 const hasTaskset = commandExists('taskset') && cpus().length >= 2
@@ -168,6 +172,9 @@ async function main(): Promise<void> {
     gatewayHttp: await freePort(),
     gatewayHttps: await freePort(),
     gatewayAdmin: await freePort(),
+    baselineHttp: await freePort(),
+    baselineHttps: await freePort(),
+    baselineAdmin: await freePort(),
     redis: await freePort(),
   }
   for (const command of ['redis-server', 'redis-cli']) {
@@ -236,36 +243,58 @@ headers: { contentSecurityPolicy: "default-src 'self'" }
 cookies: { exclude: [csrf] }
 `,
   )
-  const gateway = start(
-    [
-      process.execPath,
-      path.join(root, 'dist/cli.js'),
-      'serve',
-      '--policies',
-      policies,
-      '--state-dir',
-      state,
-      '--listen',
-      '127.0.0.1',
-      '--http-port',
-      String(ports.gatewayHttp),
-      '--https-port',
-      String(ports.gatewayHttps),
-      '--admin-port',
-      String(ports.gatewayAdmin),
-      '--watch',
-      'false',
-      // The bench policies are minimal (internal TLS, no origins): the production rules would refuse them.
-      '--env',
-      'development',
-      '--redis',
-      `redis://127.0.0.1:${ports.redis}`,
-      // Generous: under full load a short timeout fires on a busy event loop and falls back locally.
-      '--redis-timeout',
-      '1s',
-    ],
+  const startGateway = (
+    checkout: string,
+    listen: { http: number; https: number; admin: number },
+    stateDir: string,
+    name: string,
+  ) =>
+    start(
+      [
+        process.execPath,
+        path.join(checkout, 'dist/cli.js'),
+        'serve',
+        '--policies',
+        policies,
+        '--state-dir',
+        stateDir,
+        '--listen',
+        '127.0.0.1',
+        '--http-port',
+        String(listen.http),
+        '--https-port',
+        String(listen.https),
+        '--admin-port',
+        String(listen.admin),
+        '--watch',
+        'false',
+        // The bench policies are minimal (internal TLS, no origins): the production rules would refuse them.
+        '--env',
+        'development',
+        '--redis',
+        `redis://127.0.0.1:${ports.redis}`,
+        // Generous: under full load a short timeout fires on a busy event loop and falls back locally.
+        '--redis-timeout',
+        '1s',
+      ],
+      name,
+    )
+  const gateway = startGateway(
+    root,
+    { http: ports.gatewayHttp, https: ports.gatewayHttps, admin: ports.gatewayAdmin },
+    state,
     'portcullis',
   )
+  const baseline =
+    baselineCheckout === undefined
+      ? undefined
+      : startGateway(
+          baselineCheckout,
+          { http: ports.baselineHttp, https: ports.baselineHttps, admin: ports.baselineAdmin },
+          path.join(work, 'state-baseline'),
+          'baseline',
+        )
+  if (baseline) await waitForPort(ports.baselineHttps)
   await waitForPort(ports.gatewayHttps)
 
   // nginx serves the very certificate Portcullis made, so both do the same TLS work.
@@ -300,9 +329,7 @@ http {
     waitForPort(ports.nginxHttps),
   ])
 
-  const cases: Case[] = [
-    { name: 'direct http', url: `http://127.0.0.1:${ports.upstream}/`, host: 'plain.bench' },
-    { name: 'nginx http', url: `http://127.0.0.1:${ports.nginxHttp}/`, host: 'plain.bench' },
+  const gatewayCases: Case[] = [
     { name: 'portcullis http', url: `http://127.0.0.1:${ports.gatewayHttp}/`, host: 'plain.bench' },
     {
       name: 'portcullis http, rate limited',
@@ -315,8 +342,24 @@ http {
       host: 'guarded.bench',
       headers: ['Origin: https://app.example.com'],
     },
-    { name: 'nginx https', url: `https://127.0.0.1:${ports.nginxHttps}/`, host: 'tls.bench' },
     { name: 'portcullis https', url: `https://127.0.0.1:${ports.gatewayHttps}/`, host: 'tls.bench' },
+  ]
+  /** The same case on the baseline build: its ports in place of this build's. */
+  const onBaseline = (each: Case): Case => ({
+    ...each,
+    name: `baseline ${each.name.slice('portcullis '.length)}`,
+    url: each.url
+      .replace(`:${ports.gatewayHttps}/`, `:${ports.baselineHttps}/`)
+      .replace(`:${ports.gatewayHttp}/`, `:${ports.baselineHttp}/`),
+  })
+  // Each gateway case sits beside its baseline twin, so the pair runs back to back in every round.
+  const withBaseline = (list: Case[]) => (baseline ? list.flatMap((each) => [each, onBaseline(each)]) : list)
+  const cases: Case[] = [
+    { name: 'direct http', url: `http://127.0.0.1:${ports.upstream}/`, host: 'plain.bench' },
+    { name: 'nginx http', url: `http://127.0.0.1:${ports.nginxHttp}/`, host: 'plain.bench' },
+    ...withBaseline(gatewayCases.slice(0, 3)),
+    { name: 'nginx https', url: `https://127.0.0.1:${ports.nginxHttps}/`, host: 'tls.bench' },
+    ...withBaseline(gatewayCases.slice(3)),
   ]
 
   console.log(
@@ -325,7 +368,12 @@ http {
   )
   // Warm-up: JIT, keep-alive pools, TLS session setup.
   let warmupRequests = 0
-  const pidFor = (each: Case) => (each.name.startsWith('portcullis') ? gateway.pid : undefined)
+  const pidFor = (each: Case) =>
+    each.name.startsWith('portcullis')
+      ? gateway.pid
+      : each.name.startsWith('baseline')
+        ? baseline?.pid
+        : undefined
   for (const each of cases) {
     const run = wrk(each, warmupSeconds)
     if (each.host === 'limited.bench') warmupRequests += run.requests
@@ -351,6 +399,8 @@ http {
     return median(runsOf(name).map((run, round) => run.rps / (references[round]?.rps ?? Number.NaN)))
   }
   const nginxFor = (name: string) => (name.includes('https') ? 'nginx https' : 'nginx http')
+  const isGateway = (name: string) => name.startsWith('portcullis') || name.startsWith('baseline')
+  const ownHttp = (name: string) => (name.startsWith('baseline') ? 'baseline http' : 'portcullis http')
   const rows = cases.map((each) => {
     const runs = runsOf(each.name)
     const cpu = runs.flatMap((run) => (run.gatewayCpuUs === undefined ? [] : [run.gatewayCpuUs]))
@@ -363,9 +413,17 @@ http {
       'x nginx (same scheme)': each.name.startsWith('direct')
         ? ''
         : pairedRatio(each.name, nginxFor(each.name)).toFixed(2),
-      'x portcullis http': each.name.startsWith('portcullis http')
-        ? pairedRatio(each.name, 'portcullis http').toFixed(2)
-        : '',
+      'x own gateway http':
+        isGateway(each.name) && /^\S+ http\b/.test(each.name)
+          ? pairedRatio(each.name, ownHttp(each.name)).toFixed(2)
+          : '',
+      ...(baseline
+        ? {
+            'x baseline': each.name.startsWith('portcullis')
+              ? pairedRatio(each.name, onBaseline(each).name).toFixed(2)
+              : '',
+          }
+        : {}),
       'gateway cpu us/req': cpu.length > 0 ? median(cpu).toFixed(0) : '',
     }
   })
