@@ -1,15 +1,15 @@
 #!/usr/bin/env node
-import { readFile, stat } from 'node:fs/promises'
+import { readFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 import { pino } from 'pino'
 import { hashPassword } from './auth/passwords.js'
 import { explain, formatExplanation } from './gateway/explain.js'
-import { Gateway, loadPolicies, PolicyError } from './gateway/server.js'
+import { Gateway, PolicyError } from './gateway/server.js'
 import { canonicalIp } from './net/ip.js'
-import { compilePolicies } from './policy/compile.js'
-import { formatProblem, loadPolicyFile, loadPolicySet, policyFilesIn } from './policy/load.js'
+import { formatProblem, loadPolicyFile } from './policy/load.js'
 import { checkProduction, formatFinding } from './policy/rules.js'
 import type { Policy } from './policy/schema.js'
+import { loadPolicySource } from './policy/source.js'
 import { envName, flagName, resolveSettings, type SettingName, settingsSchema } from './settings.js'
 import { formatResults, verify } from './verify.js'
 
@@ -72,7 +72,7 @@ async function explainCommand(args: string[]): Promise<number> {
     console.error(`explain needs --url <absolute url> and a valid --ip.\n\n${explainUsage}`)
     return 2
   }
-  const loaded = await loadPolicies(values.policies)
+  const loaded = await loadPolicySource([values.policies])
   if (!loaded.ok) {
     for (const problem of loaded.problems) console.error(formatProblem(problem))
     return 2
@@ -240,20 +240,12 @@ async function check(args: string[]): Promise<number> {
     console.log(usage.check)
     return 0
   }
-  const files: string[] = []
-  for (const target of positionals.length > 0 ? positionals : ['./policies']) {
-    const isDirectory = await stat(target).then(
-      (info) => info.isDirectory(),
-      () => false,
-    )
-    files.push(...(isDirectory ? await policyFilesIn(target) : [target]))
-  }
-  const set = await loadPolicySet(files)
-  const compiled = set.problems.length === 0 ? await compilePolicies(set.policies) : undefined
-  const problems = compiled && !compiled.ok ? compiled.problems : set.problems
+  const source = await loadPolicySource(positionals.length > 0 ? positionals : ['./policies'])
+  const { files } = source
+  const problems = source.ok ? [] : source.problems
   const findings =
-    values.production && problems.length === 0
-      ? checkProduction(set.policies, {
+    values.production && source.ok
+      ? checkProduction(source.policies, {
           redis: Boolean(values.redis ?? process.env.PORTCULLIS_REDIS),
           replicas: Math.max(1, Number(values.replicas ?? process.env.PORTCULLIS_REPLICAS ?? 1) || 1),
         })

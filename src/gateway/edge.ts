@@ -16,6 +16,7 @@ import type { GuardServices, RateLimitStores } from '../pipeline/guard.js'
 import type { App, PemPair } from '../policy/compile.js'
 import type { Settings } from '../settings.js'
 import type { CertificateStore } from '../tls/certificates.js'
+import type { UpstreamPools } from '../upstreams/pools.js'
 import { logAccess } from './access-log.js'
 import { enforceDeadlines } from './connection-deadlines.js'
 import type { ConnectionTracker } from './connections.js'
@@ -24,7 +25,6 @@ import { awaitsContinue, forwardHttp } from './proxy.js'
 import { refuse } from './respond.js'
 import type { HostRouter } from './routing.js'
 import { serveStatic } from './static-files.js'
-import type { UpstreamPools } from './upstreams.js'
 import type { Reservation, WebSocketRelay } from './websocket.js'
 
 export interface EdgeContext {
@@ -315,10 +315,6 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
       exchange.upstream = upstream.origin
       const started = performance.now()
       const reservation = upgrade.reservation ?? context.relay.reserve(app.id, exchange.identity.ip)
-      // An open WebSocket counts on its target for least-connections until the client side closes.
-      let unreachable = false
-      context.pools.begin(upstream)
-      upgrade.socket.once('close', () => context.pools.end(app, upstream, unreachable))
       const relayed = await context.relay.relay(
         {
           request: request.raw,
@@ -332,8 +328,6 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
         upstream,
         facts,
       )
-      unreachable =
-        relayed.code === 'PCL_UPSTREAM_UNREACHABLE' || relayed.code === 'PCL_UPSTREAM_CONNECT_TIMEOUT'
       if (relayed.code) exchange.refuse(relayed.code, 'upstream')
       logAccess(request, reply, relayed.status, performance.now() - started, context)
     },

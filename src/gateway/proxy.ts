@@ -7,10 +7,11 @@ import type { ErrorCode } from '../errors.js'
 import type { Exchange } from '../pipeline/exchange.js'
 import type { BodyLimit } from '../pipeline/guard.js'
 import type { App } from '../policy/compile.js'
+import type { UpstreamPools } from '../upstreams/pools.js'
+import type { Upstream } from '../upstreams/target.js'
 import { createEncoder, decideCompression } from './compression.js'
 import { downstreamResponseHeaders, type ForwardedFacts, upstreamRequestHeaders } from './headers.js'
 import { refuse } from './respond.js'
-import type { Upstream, UpstreamPools } from './upstreams.js'
 
 /** What went wrong talking to the upstream, as the code the client sees. */
 export function upstreamErrorCode(error: unknown): ErrorCode {

@@ -11,15 +11,10 @@ import { RecentActivity } from '../observe/dashboard.js'
 import { createAdmin, type HealthCheck, type HealthReport, overallStatus } from '../observe/health.js'
 import { GatewayMetrics } from '../observe/metrics.js'
 import type { RateLimitStores } from '../pipeline/guard.js'
-import { type App, compilePolicies, type PemPair } from '../policy/compile.js'
-import {
-  formatProblem,
-  type LoadedPolicy,
-  loadPolicySet,
-  type PolicyProblem,
-  policyFilesIn,
-} from '../policy/load.js'
+import type { App, PemPair } from '../policy/compile.js'
+import { formatProblem, type LoadedPolicy, type PolicyProblem } from '../policy/load.js'
 import { checkProduction, formatFinding } from '../policy/rules.js'
+import { loadPolicySource } from '../policy/source.js'
 import type { Settings } from '../settings.js'
 import { CircuitBreaker } from '../stores/breaker.js'
 import { MemoryStore } from '../stores/rate-limit-store.js'
@@ -32,36 +27,12 @@ import { FileAcmeStorage, RedisAcmeStorage } from '../tls/acme/storage.js'
 import { CertificateStore } from '../tls/certificates.js'
 import { writeFileAtomic } from '../tls/files.js'
 import { InternalCa, selfSigned } from '../tls/internal-ca.js'
+import { UpstreamPools } from '../upstreams/pools.js'
 import { ConnectionTracker } from './connections.js'
 import { createEdge, type EdgeContext } from './edge.js'
 import { frontDoor } from './front-door.js'
 import { HostRouter } from './routing.js'
-import { UpstreamPools } from './upstreams.js'
 import { WebSocketRelay } from './websocket.js'
-
-export type LoadOutcome =
-  | { ok: true; apps: readonly App[]; policies: readonly LoadedPolicy[] }
-  | { ok: false; problems: PolicyProblem[] }
-
-/** Reads, validates and compiles the policy directory; nothing is applied. */
-export async function loadPolicies(directory: string): Promise<LoadOutcome> {
-  let files: string[]
-  try {
-    files = await policyFilesIn(directory)
-  } catch (error) {
-    const reason = (error as NodeJS.ErrnoException).code ?? String(error)
-    return {
-      ok: false,
-      problems: [
-        { file: directory, line: 1, column: 1, field: '', message: `cannot read directory (${reason})` },
-      ],
-    }
-  }
-  const set = await loadPolicySet(files)
-  if (set.problems.length > 0) return { ok: false, problems: set.problems }
-  const compiled = await compilePolicies(set.policies)
-  return compiled.ok ? { ok: true, apps: compiled.apps, policies: set.policies } : compiled
-}
 
 /** A generation ready to be put in place: nothing left in it can fail. */
 interface Prepared {
@@ -113,7 +84,7 @@ export class Gateway {
   /** Known once listening; redirects need it on every plain-HTTP request. */
   private httpsPort = 0
   private readonly pools: UpstreamPools
-  private readonly relay = new WebSocketRelay()
+  private readonly relay: WebSocketRelay
   private readonly connections = new ConnectionTracker()
   private readonly http: FastifyInstance
   private readonly https: FastifyInstance
@@ -134,6 +105,7 @@ export class Gateway {
     stickySecret: Buffer,
   ) {
     this.pools = new UpstreamPools({ log, stickySecret })
+    this.relay = new WebSocketRelay(this.pools)
     this.generation = { apps: [], router: new HostRouter([]), loadedAt: new Date() }
     this.redis = settings.redis
       ? connectRedis(settings.redis, settings.redisTimeout, [rateLimitCommand])
@@ -314,7 +286,7 @@ export class Gateway {
    * here; start-up and reload refuse on the same problems.
    */
   private async prepare(): Promise<Prepared | Refused> {
-    const loaded = await loadPolicies(this.settings.policies)
+    const loaded = await loadPolicySource([this.settings.policies])
     if (!loaded.ok) return loaded
     const refusal = this.productionProblems(loaded)
     if (refusal.length > 0) return { ok: false, problems: refusal }

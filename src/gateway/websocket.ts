@@ -4,9 +4,10 @@ import { type RawData, WebSocket, WebSocketServer } from 'ws'
 import { type ErrorCode, errorStatus, rawHttpError, rawHttpHead } from '../errors.js'
 import type { LiveWebSockets } from '../pipeline/guard.js'
 import type { App } from '../policy/compile.js'
+import type { UpstreamPools } from '../upstreams/pools.js'
+import type { Upstream } from '../upstreams/target.js'
 import { downstreamResponseHeaders, type ForwardedFacts, upstreamRequestHeaders } from './headers.js'
 import { upstreamErrorCode } from './proxy.js'
-import type { Upstream } from './upstreams.js'
 
 interface Link {
   client: WebSocket
@@ -51,6 +52,8 @@ export class WebSocketRelay {
   private readonly perClient = new Map<string, number>()
   private idleResolvers: (() => void)[] = []
 
+  constructor(private readonly pools: UpstreamPools) {}
+
   get size(): number {
     return this.links.size
   }
@@ -94,11 +97,18 @@ export class WebSocketRelay {
   ): Promise<UpgradeOutcome> {
     const { request, socket, head, reservation } = upgrade
     const { maxMessageSize, idleTimeout } = app.websocket
+    // An open WebSocket counts on its target for least-connections until the client side closes;
+    // passive health hears whether the target could be reached at all.
+    let unreachable = false
+    this.pools.begin(upstream)
+    socket.once('close', () => this.pools.end(app, upstream, unreachable))
     return new Promise((resolve) => {
       let settled = false
       const settle = (outcome: UpgradeOutcome) => {
         settled = true
         if (outcome.status !== 101) reservation.release()
+        unreachable =
+          outcome.code === 'PCL_UPSTREAM_UNREACHABLE' || outcome.code === 'PCL_UPSTREAM_CONNECT_TIMEOUT'
         resolve(outcome)
       }
       let target: WebSocket

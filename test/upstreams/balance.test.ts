@@ -1,6 +1,7 @@
 import { pino } from 'pino'
 import { afterAll, describe, expect, it } from 'vitest'
-import { type Upstream, UpstreamPools } from '../../src/gateway/upstreams.js'
+import { UpstreamPools } from '../../src/upstreams/pools.js'
+import type { Upstream } from '../../src/upstreams/target.js'
 import { compileApp } from '../support/apps.js'
 
 const targets = ['http://127.0.0.1:9101', 'http://127.0.0.1:9102', 'http://127.0.0.1:9103']
