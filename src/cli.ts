@@ -7,7 +7,7 @@ import { explain, formatExplanation } from './gateway/explain.js'
 import { Gateway, PolicyError } from './gateway/server.js'
 import { canonicalIp } from './net/ip.js'
 import { formatProblem, loadPolicyFile } from './policy/load.js'
-import { checkProduction, formatFinding } from './policy/rules.js'
+import { checkAlways, checkProduction, formatFinding } from './policy/rules.js'
 import type { Policy } from './policy/schema.js'
 import { loadPolicySource } from './policy/source.js'
 import { envName, flagName, resolveSettings, type SettingName, settingsSchema } from './settings.js'
@@ -243,13 +243,14 @@ async function check(args: string[]): Promise<number> {
   const source = await loadPolicySource(positionals.length > 0 ? positionals : ['./policies'])
   const { files } = source
   const problems = source.ok ? [] : source.problems
-  const findings =
-    values.production && source.ok
+  const findings = !source.ok
+    ? []
+    : values.production
       ? checkProduction(source.policies, {
           redis: Boolean(values.redis ?? process.env.PORTCULLIS_REDIS),
           replicas: Math.max(1, Number(values.replicas ?? process.env.PORTCULLIS_REPLICAS ?? 1) || 1),
         })
-      : []
+      : checkAlways(source.policies)
   const errors = findings.filter((finding) => finding.severity === 'error')
   const code = problems.length > 0 ? 2 : errors.length > 0 ? 1 : 0
   if (values.format === 'json') {

@@ -41,6 +41,7 @@ export function logAccess(
   const upstreamMs = exchange?.upstreamMs
   context.metrics.observeRequest(
     app?.id,
+    app?.route?.label,
     status,
     durationMs / 1000,
     exchange?.refusal,
@@ -52,6 +53,7 @@ export function logAccess(
   request.log.info(
     {
       app: app?.id,
+      route: app?.route?.label,
       host: request.host,
       method: request.method,
       path: queryStart >= 0 ? request.url.slice(0, queryStart) : request.url,

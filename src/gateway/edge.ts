@@ -93,7 +93,7 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
   }
   const services: GuardServices = {
     rateLimits: context.rateLimits,
-    liveWebSockets: (appId, ip) => context.relay.live(appId, ip),
+    liveWebSockets: (scope, ip) => context.relay.live(scope, ip),
   }
   // The exchange is made when Fastify's first hook runs, or (for a target its router refused) when
   // the refusal is answered: every request that gets an answer has one.
@@ -208,7 +208,7 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
         return reply.code(308).header('location', outcome.location).send()
       case 'health': {
         const app = exchange.app as App
-        const healthy = context.pools.healthyCount(app.id)
+        const healthy = context.pools.healthyCount(app.poolId)
         return reply
           .code(healthy > 0 ? 200 : 503)
           .header('cache-control', 'no-store')
@@ -223,10 +223,10 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
     if (pending) {
       // Asked again right before the place is taken: guards that wait let other upgrades pass meanwhile.
       const app = exchange.app as App
-      const room = app.websocket.checkCapacity(context.relay.live(app.id, exchange.identity.ip))
+      const room = app.websocket.checkCapacity(context.relay.live(app.websocketScope, exchange.identity.ip))
       if (room.kind === 'deny' && app.mode === 'enforce')
         return refuse(reply, room.code, room.rule, room.message)
-      pending.reservation = context.relay.reserve(app.id, exchange.identity.ip)
+      pending.reservation = context.relay.reserve(app.websocketScope, exchange.identity.ip)
     }
   })
 
@@ -314,7 +314,8 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
       reply.hijack()
       exchange.upstream = upstream.origin
       const started = performance.now()
-      const reservation = upgrade.reservation ?? context.relay.reserve(app.id, exchange.identity.ip)
+      const reservation =
+        upgrade.reservation ?? context.relay.reserve(app.websocketScope, exchange.identity.ip)
       const relayed = await context.relay.relay(
         {
           request: request.raw,

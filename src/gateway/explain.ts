@@ -96,7 +96,10 @@ function describe(exchange: Exchange, outcome: Outcome, steps: TraceStep[]): Exp
       responseHeaders: {},
     }
   }
-  const base = { route: `app ${app.id}`, app: { id: app.id, file: app.file, mode: app.mode }, steps }
+  const route = app.route
+    ? `app ${app.id}, route ${app.route.label} (${app.route.path}${app.route.sets.length > 0 ? `; sets ${app.route.sets.join(', ')}` : ''})`
+    : `app ${app.id}`
+  const base = { route, app: { id: app.id, file: app.file, mode: app.mode }, steps }
   const responseHeaders = (fromApp: OutgoingHttpHeaders = {}) =>
     app.responseEdits.apply(fromApp, exchange.addedHeaders, exchange.secure)
   switch (outcome.kind) {

@@ -13,7 +13,7 @@ import { GatewayMetrics } from '../observe/metrics.js'
 import type { RateLimitStores } from '../pipeline/guard.js'
 import type { App, PemPair } from '../policy/compile.js'
 import { formatProblem, type LoadedPolicy, type PolicyProblem } from '../policy/load.js'
-import { checkProduction, formatFinding } from '../policy/rules.js'
+import { checkAlways, checkProduction, formatFinding } from '../policy/rules.js'
 import { loadPolicySource } from '../policy/source.js'
 import type { Settings } from '../settings.js'
 import { CircuitBreaker } from '../stores/breaker.js'
@@ -147,7 +147,7 @@ export class Gateway {
     this.acmeResponder = acmeTlsAlpnResponder(this.acme, log)
     this.metrics = new GatewayMetrics({
       inFlight: () => this.connections.inFlight,
-      websockets: () => this.relay.openByApp(),
+      websockets: () => this.relay.openByScope(),
       storeState: () => this.rateLimits.store.breakerState,
       certificateExpiry: () => certificates.expiries(),
       upstreams: () => this.pools.status(),
@@ -316,8 +316,9 @@ export class Gateway {
 
   /**
    * In production the production rules run on every load, as `check --production` does: errors refuse
-   * the policies (all of them listed), warnings are logged. In development, rate limits without Redis
-   * get a loud warning: they are per process and reset on restart.
+   * the policies (all of them listed), warnings are logged. In development, the rules that hold
+   * everywhere (a route no request reaches) are logged, and rate limits without Redis get a loud
+   * warning: they are per process and reset on restart.
    */
   private productionProblems(loaded: {
     apps: readonly App[]
@@ -338,6 +339,8 @@ export class Gateway {
           message: `${finding.rule}: ${finding.message}. Fix: ${finding.fix}`,
         }))
     }
+    for (const finding of checkAlways(loaded.policies))
+      this.log.warn({ rule: finding.rule, problem: formatFinding(finding) }, formatFinding(finding))
     const limited = loaded.apps.filter((app) => app.rateLimited)
     if (!this.redis && limited.length > 0) {
       this.log.warn(

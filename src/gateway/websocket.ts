@@ -48,7 +48,7 @@ export class WebSocketRelay {
   /** One server per message size limit: ws sets maxPayload per server. */
   private readonly servers = new Map<number, WebSocketServer>()
   private readonly links = new Set<Link>()
-  private readonly perApp = new Map<string, number>()
+  private readonly perScope = new Map<string, number>()
   private readonly perClient = new Map<string, number>()
   private idleResolvers: (() => void)[] = []
 
@@ -58,32 +58,32 @@ export class WebSocketRelay {
     return this.links.size
   }
 
-  /** Open (and just admitted) WebSockets per app. */
-  openByApp(): ReadonlyMap<string, number> {
-    return this.perApp
+  /** Open (and just admitted) WebSockets per cap scope: the app, or `app#route` for a route with caps of its own. */
+  openByScope(): ReadonlyMap<string, number> {
+    return this.perScope
   }
 
-  /** Open and reserved WebSockets of an app and of one of its clients. */
-  live(appId: string, ip: string): LiveWebSockets {
-    return { app: this.perApp.get(appId) ?? 0, ip: this.perClient.get(`${appId} ${ip}`) ?? 0 }
+  /** Open and reserved WebSockets of a cap scope and of one of its clients. */
+  live(scope: string, ip: string): LiveWebSockets {
+    return { app: this.perScope.get(scope) ?? 0, ip: this.perClient.get(`${scope} ${ip}`) ?? 0 }
   }
 
   /** Counts a connection against the caps right when the guard admits it, so concurrent upgrades cannot overshoot. */
-  reserve(appId: string, ip: string): Reservation {
-    const clientKey = `${appId} ${ip}`
+  reserve(scope: string, ip: string): Reservation {
+    const clientKey = `${scope} ${ip}`
     const bump = (map: Map<string, number>, key: string, by: number) => {
       const next = (map.get(key) ?? 0) + by
       if (next > 0) map.set(key, next)
       else map.delete(key)
     }
-    bump(this.perApp, appId, 1)
+    bump(this.perScope, scope, 1)
     bump(this.perClient, clientKey, 1)
     let released = false
     return {
       release: () => {
         if (released) return
         released = true
-        bump(this.perApp, appId, -1)
+        bump(this.perScope, scope, -1)
         bump(this.perClient, clientKey, -1)
       },
     }

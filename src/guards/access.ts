@@ -22,11 +22,12 @@ export class AccessGuard implements Guard {
   readonly name = 'access'
   private readonly rules: CompiledRule[]
 
-  constructor(section: Policy['access']) {
+  /** `field`: where the rules are written, named in refusals (`access`, or a route's `routes[2].access`). */
+  constructor(section: Policy['access'], field = 'access') {
     this.rules = section.map((rule, index) => {
       const cidrs = (list: string[]) => new CidrSet(list.flatMap((text) => parseCidr(text) ?? []))
       return {
-        id: `access[${index}]`,
+        id: `${field}[${index}]`,
         path: rule.path,
         pattern: compilePathPattern(rule.path, rule.caseInsensitive),
         methods: rule.methods ? new Set(rule.methods) : undefined,

@@ -49,25 +49,30 @@ export class RateLimitGuard implements Guard {
   readonly name = 'rateLimits'
   private readonly rules: CompiledRule[]
 
+  /** `groups`: the app's rules, then a route's, each with the policy field it is written under. */
   constructor(
     private readonly appId: string,
-    sections: Policy['rateLimits'],
+    groups: readonly { field: string; rules: Policy['rateLimits'] }[],
   ) {
-    this.rules = sections.map((section, index) => {
-      const intervalMs = section.window / section.limit
-      return {
-        id: `rateLimits[${index}] ${section.name}`,
-        section,
-        pattern: compilePathPattern(section.match.path, true),
-        methods: section.match.methods ? new Set(section.match.methods) : undefined,
-        headerName: section.key.startsWith('header:') ? section.key.slice(7) : undefined,
-        keyPrefix: `pcl:rl:{${appId}:`,
-        keySuffix: `}:${section.name}`,
-        intervalMs,
-        burst: section.burst ?? section.limit,
-        policyItem: `"${section.name}";q=${section.limit};w=${Math.ceil(section.window / 1000)}`,
-      }
-    })
+    this.rules = groups.flatMap(({ field, rules }) =>
+      rules.map((section, index) => this.compile(`${field}[${index}] ${section.name}`, section)),
+    )
+  }
+
+  private compile(id: string, section: RuleSection): CompiledRule {
+    const intervalMs = section.window / section.limit
+    return {
+      id,
+      section,
+      pattern: compilePathPattern(section.match.path, true),
+      methods: section.match.methods ? new Set(section.match.methods) : undefined,
+      headerName: section.key.startsWith('header:') ? section.key.slice(7) : undefined,
+      keyPrefix: `pcl:rl:{${this.appId}:`,
+      keySuffix: `}:${section.name}`,
+      intervalMs,
+      burst: section.burst ?? section.limit,
+      policyItem: `"${section.name}";q=${section.limit};w=${Math.ceil(section.window / 1000)}`,
+    }
   }
 
   /** A promise only when a rule matches: most paths of most apps have nothing to wait for. */

@@ -33,7 +33,8 @@ export class WebSocketGuard implements Guard {
   private readonly maxConnectionsPerIp: number | undefined
 
   constructor(
-    private readonly appId: string,
+    /** Whose connections count against the caps: the app, or a route with caps of its own. */
+    private readonly scope: string,
     section: Policy['websocket'],
     corsOrigins: readonly string[] | undefined,
   ) {
@@ -70,7 +71,7 @@ export class WebSocketGuard implements Guard {
     } else if (!origins.isEmpty && !origins.match(origin) && !isSameOrigin(request.headers)) {
       return deny('PCL_WS_ORIGIN_DENIED', ruleId, `WebSocket connections from ${origin} are not allowed`)
     }
-    return this.checkCapacity(request.services.liveWebSockets(this.appId, request.identity.ip))
+    return this.checkCapacity(request.services.liveWebSockets(this.scope, request.identity.ip))
   }
 
   /**

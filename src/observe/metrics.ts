@@ -35,14 +35,14 @@ export class GatewayMetrics {
     collectDefaultMetrics({ register: this.registry, prefix: 'portcullis_' })
     this.requests = new Counter({
       name: 'portcullis_requests_total',
-      help: 'Requests answered, by app and status class.',
-      labelNames: ['app', 'status_class'],
+      help: 'Requests answered, by app, route (its name or index; no label for the app’s own settings) and status class.',
+      labelNames: ['app', 'route', 'status_class'],
       registers,
     })
     this.duration = new Histogram({
       name: 'portcullis_request_duration_seconds',
       help: 'Time to the end of the answer (to the upgrade for WebSockets).',
-      labelNames: ['app', 'status_class'],
+      labelNames: ['app', 'route', 'status_class'],
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
       registers,
     })
@@ -84,24 +84,26 @@ export class GatewayMetrics {
     })
     new Gauge({
       name: 'portcullis_upstream_healthy',
-      help: 'Whether each upstream target is in rotation (1) or out after failed health checks or errors (0).',
-      labelNames: ['app', 'target'],
+      help: 'Whether each upstream target is in rotation (1) or out after failed health checks or errors (0); route is set for a route’s own pool.',
+      labelNames: ['app', 'route', 'target'],
       registers,
       collect() {
         this.reset()
-        for (const [app, targets] of sources.upstreams())
-          for (const target of targets) this.set({ app, target: target.origin }, target.healthy ? 1 : 0)
+        for (const [pool, targets] of sources.upstreams())
+          for (const target of targets)
+            this.set({ ...scopeLabels(pool), target: target.origin }, target.healthy ? 1 : 0)
       },
     })
     new Gauge({
       name: 'portcullis_upstream_active_requests',
       help: 'Requests in progress on each upstream target (what least-connections balances on).',
-      labelNames: ['app', 'target'],
+      labelNames: ['app', 'route', 'target'],
       registers,
       collect() {
         this.reset()
-        for (const [app, targets] of sources.upstreams())
-          for (const target of targets) this.set({ app, target: target.origin }, target.active)
+        for (const [pool, targets] of sources.upstreams())
+          for (const target of targets)
+            this.set({ ...scopeLabels(pool), target: target.origin }, target.active)
       },
     })
     new Gauge({
@@ -114,12 +116,12 @@ export class GatewayMetrics {
     })
     new Gauge({
       name: 'portcullis_websockets_open',
-      help: 'Open WebSockets, by app.',
-      labelNames: ['app'],
+      help: 'Open WebSockets, by app, and by route for a route with WebSocket caps of its own.',
+      labelNames: ['app', 'route'],
       registers,
       collect() {
         this.reset()
-        for (const [app, open] of sources.websockets()) this.set({ app }, open)
+        for (const [scope, open] of sources.websockets()) this.set(scopeLabels(scope), open)
       },
     })
     new Gauge({
@@ -145,13 +147,19 @@ export class GatewayMetrics {
 
   observeRequest(
     app: string | undefined,
+    route: string | undefined,
     status: number,
     seconds: number,
     refusal: { code: string; rule: string } | undefined,
     wouldBlock: { code: string; rule: string } | undefined,
     upstreamSeconds?: number,
   ): void {
-    const labels = { app: app ?? '(none)', status_class: `${Math.floor(status / 100)}xx` }
+    const statusClass = `${Math.floor(status / 100)}xx`
+    // No route label on requests no route took: the app's series stay what they were without routes.
+    const labels =
+      route === undefined
+        ? { app: app ?? '(none)', status_class: statusClass }
+        : { app: app ?? '(none)', route, status_class: statusClass }
     this.requests.inc(labels)
     this.duration.observe(labels, seconds)
     if (upstreamSeconds !== undefined) this.upstreamDuration.observe({ app: labels.app }, upstreamSeconds)
@@ -201,4 +209,12 @@ export class GatewayMetrics {
   acmeOrdered(app: string, success: boolean): void {
     this.acmeOrders.inc({ app, result: success ? 'success' : 'failure' })
   }
+}
+
+/** A pool or WebSocket scope (`app`, or `app#route` for a route with its own) as metric labels. */
+function scopeLabels(scope: string): { app: string; route?: string } {
+  const separator = scope.indexOf('#')
+  return separator < 0
+    ? { app: scope }
+    : { app: scope.slice(0, separator), route: scope.slice(separator + 1) }
 }

@@ -2,6 +2,7 @@ import type { ErrorCode } from '../errors.js'
 import { forwardedFacts, forwardedProto } from '../gateway/headers.js'
 import { decideRoute, hostnameOf, redirectBehindTerminator } from '../gateway/routing.js'
 import { staticFor } from '../gateway/static-files.js'
+import { canonicalTarget } from '../net/canonical-path.js'
 import type { App } from '../policy/compile.js'
 import type { Exchange, Outcome } from './exchange.js'
 import type { Decision, TraceStep } from './guard.js'
@@ -57,10 +58,55 @@ export function decide(
     decision: { kind: 'allow' },
     detail: `${identity.ip} (from ${identity.via}; forwarded chain: ${identity.chain.join(', ')})`,
   })
-  const decision = runGuards(app.chain, exchange, trace)
+  const settings = routeFor(app, exchange)
+  exchange.app = settings
+  if (trace && app.routes.length > 0) {
+    const { route } = settings
+    trace.push({
+      guard: 'route',
+      decision: { kind: 'allow' },
+      detail: route
+        ? `routes[${route.index}]${route.label === String(route.index) ? '' : ` ${route.label}`} ${route.path}${route.sets.length > 0 ? ` sets ${route.sets.join(', ')}` : ''}`
+        : "no route matches: the app's settings",
+    })
+  }
+  const decision = runGuards(settings.chain, exchange, trace)
   return decision instanceof Promise
-    ? decision.then((settled) => conclude(app, exchange, settled))
-    : conclude(app, exchange, decision)
+    ? decision.then((settled) => conclude(settings, exchange, settled))
+    : conclude(settings, exchange, decision)
+}
+
+/**
+ * The settings a request gets: the first of the app's routes whose path (and methods) it matches,
+ * or the app's own. Routes match the same canonical path every guard judges, so no spelling of a
+ * path can pick a route the guards would not; a path with no canonical form gets the app's settings,
+ * whose path guard refuses it.
+ */
+function routeFor(app: App, exchange: Exchange): App {
+  if (app.routes.length === 0) return app
+  const canonical = canonicalTarget(exchange.url)
+  if (!canonical.ok) return app
+  for (const route of app.routes) {
+    if (route.methods && !route.methods.has(exchange.method)) continue
+    if (route.pattern.test(canonical.path)) return route.app
+  }
+  return app
+}
+
+/** A route's `stripPrefix` and `addPrefix` applied to the target the upstream receives. */
+function rewritten(target: string, route: NonNullable<App['route']>): string {
+  const queryStart = target.indexOf('?')
+  let path = queryStart < 0 ? target : target.slice(0, queryStart)
+  const query = queryStart < 0 ? '' : target.slice(queryStart)
+  const strip = route.stripPrefix
+  if (
+    strip &&
+    path.slice(0, strip.length).toLowerCase() === strip.toLowerCase() &&
+    (path.length === strip.length || path[strip.length] === '/')
+  )
+    path = path.slice(strip.length) || '/'
+  if (route.addPrefix) path = route.addPrefix + path
+  return path + query
 }
 
 /** The chain's decision under the app's mode, and where an admitted request goes. */
@@ -78,6 +124,7 @@ function conclude(app: App, exchange: Exchange, chainDecision: Decision): Outcom
   exchange.addedHeaders = decision.responseHeaders
   const files = exchange.upgrade ? undefined : staticFor(app, exchange.target)
   if (files) return { kind: 'static', ...files }
+  if (app.route?.stripPrefix || app.route?.addPrefix) exchange.target = rewritten(exchange.target, app.route)
   return {
     kind: 'proxy',
     facts: forwardedFacts({

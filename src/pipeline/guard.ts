@@ -26,7 +26,7 @@ export function deny(
   return headers ? { kind: 'deny', code, rule, message, headers } : { kind: 'deny', code, rule, message }
 }
 
-/** Open WebSockets of an app and of one client IP, for the connection caps. */
+/** Open WebSockets of a cap scope (an app, or a route with caps of its own) and of one client IP. */
 export interface LiveWebSockets {
   app: number
   ip: number
@@ -42,7 +42,7 @@ export interface RateLimitStores {
 /** What guards may consult besides the request: the listener's live state, or explain's stand-ins. */
 export interface GuardServices {
   readonly rateLimits: RateLimitStores
-  liveWebSockets(appId: string, ip: string): LiveWebSockets
+  liveWebSockets(scope: string, ip: string): LiveWebSockets
 }
 
 /** The body limit that applies to a request, for bodies of undeclared length. */

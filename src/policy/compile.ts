@@ -12,9 +12,10 @@ import { PathGuard } from '../guards/path.js'
 import { RateLimitGuard } from '../guards/rate-limit.js'
 import { WebSocketGuard } from '../guards/websocket.js'
 import { parseCidr } from '../net/ip.js'
+import { compilePathPattern } from '../net/path-pattern.js'
 import type { Guard, ResponseEdit } from '../pipeline/guard.js'
 import { ResponseEdits } from '../pipeline/run.js'
-import type { LoadedPolicy, PolicyProblem } from './load.js'
+import type { LoadedPolicy, LoadedRoute, PolicyProblem } from './load.js'
 import { acmeDirectories, type Policy } from './schema.js'
 
 export interface PemPair {
@@ -63,6 +64,33 @@ export interface App {
   readonly websocket: WebSocketGuard
   /** Whether any rate limit applies: apps that have one need a store (Redis for several replicas). */
   readonly rateLimited: boolean
+  /** The app's routes, tried in order on the canonical path; none on a route's own settings. */
+  readonly routes: readonly Route[]
+  /** Set on a route's settings: which route, as logs, metrics and explain name it, and its path rewrite. */
+  readonly route: RouteInfo | undefined
+  /** The upstream pool the requests go to: the app's, or a route's own when it sets `upstream`. */
+  readonly poolId: string
+  /** Whose WebSocket caps count the connection: the app's, or a route's own when it sets `websocket`. */
+  readonly websocketScope: string
+}
+
+/** A route: which requests it takes, and the settings they get. */
+export interface Route {
+  readonly pattern: RegExp
+  readonly methods: ReadonlySet<string> | undefined
+  /** The app's settings with the route's merged in, compiled like an app. */
+  readonly app: App
+}
+
+export interface RouteInfo {
+  readonly index: number
+  /** Its name, or its index in `routes`. */
+  readonly label: string
+  readonly path: string
+  readonly stripPrefix: string | undefined
+  readonly addPrefix: string | undefined
+  /** The settings the route sets itself; the rest are the app's. */
+  readonly sets: readonly string[]
 }
 
 export interface AcmeSettings {
@@ -79,15 +107,22 @@ export interface AcmeSettings {
  * spend budget, then Basic authentication: after the rate limits on purpose, so a limit on the path
  * also bounds password guessing. Adding a guard is a file and one line here.
  */
-function requestChain(policy: Policy, websocket: WebSocketGuard, cors: CorsGuard | undefined): Guard[] {
+function requestChain(
+  policy: Policy,
+  websocket: WebSocketGuard,
+  cors: CorsGuard | undefined,
+  rateLimits: RateLimitGuard | undefined,
+  routeAccess: AccessGuard | undefined,
+): Guard[] {
   const chain: (Guard | undefined)[] = [
     new HeadLimitsGuard(policy.limits),
     new PathGuard(),
     new AccessGuard(policy.access),
+    routeAccess,
     websocket,
     cors,
     new BodyLimitsGuard(policy.limits),
-    policy.rateLimits.length > 0 ? new RateLimitGuard(policy.app, policy.rateLimits) : undefined,
+    rateLimits,
     policy.basicAuth ? new BasicAuthGuard(policy.basicAuth) : undefined,
   ]
   return chain.filter((guard) => guard !== undefined)
@@ -126,8 +161,63 @@ async function compilePolicy(
     if (!result.ok) return result
     manual = result.pair
   }
+  const clientIp = new ClientIpResolver({
+    ...policy.clientIp,
+    trustedProxies: [...policy.clientIp.trustedProxies, ...trustedFromFile.networks],
+  })
+  const host = { file, clientIp, manual }
+  const routes = policy.routes.map((route, index): Route => {
+    const label = route.name ?? String(index)
+    const loadedRoute = loaded.routes[index] as LoadedRoute
+    const settings = compileSettings(loadedRoute.policy, host, {
+      label,
+      index,
+      route,
+      sets: loadedRoute.sets,
+      appRateLimits: policy.rateLimits,
+      appAccess: policy.access,
+    })
+    return Object.freeze({
+      pattern: compilePathPattern(route.path, true),
+      methods: route.methods ? new Set(route.methods) : undefined,
+      app: settings,
+    })
+  })
+  const app = compileSettings(policy, host, undefined, routes)
+  return { ok: true, app }
+}
+
+/**
+ * The app's settings compiled once: as the app's own, or (with `route`) for one route, from the
+ * app's policy with the route's settings merged in, where the app's access and rate-limit rules
+ * apply beside the route's.
+ */
+function compileSettings(
+  policy: Policy,
+  host: { file: string; clientIp: ClientIpResolver; manual: PemPair | undefined },
+  route:
+    | {
+        label: string
+        index: number
+        route: Policy['routes'][number]
+        sets: LoadedRoute['sets']
+        appRateLimits: Policy['rateLimits']
+        appAccess: Policy['access']
+      }
+    | undefined,
+  routes: readonly Route[] = [],
+): App {
+  const { file, manual } = host
+  const scope = route ? `${policy.app}#${route.label}` : policy.app
+  const websocketScope = route?.sets.includes('websocket') ? scope : policy.app
   const cors = policy.cors ? new CorsGuard(policy.cors) : undefined
-  const websocket = new WebSocketGuard(policy.app, policy.websocket, policy.cors?.origins)
+  const websocket = new WebSocketGuard(websocketScope, policy.websocket, policy.cors?.origins)
+  const field = route ? `routes[${route.index}].` : ''
+  const rateLimitGroups = [
+    ...(route ? [{ field: 'rateLimits', rules: route.appRateLimits }] : []),
+    { field: `${field}rateLimits`, rules: policy.rateLimits },
+  ]
+  const rateLimited = rateLimitGroups.some((group) => group.rules.length > 0)
   const app: App = Object.freeze({
     id: policy.app,
     file,
@@ -160,16 +250,34 @@ async function compilePolicy(
       })),
     ),
     hstsHeader: hstsHeader(policy.hsts),
-    clientIp: new ClientIpResolver({
-      ...policy.clientIp,
-      trustedProxies: [...policy.clientIp.trustedProxies, ...trustedFromFile.networks],
-    }),
-    chain: Object.freeze(requestChain(policy, websocket, cors)),
+    clientIp: host.clientIp,
+    chain: Object.freeze(
+      requestChain(
+        route ? { ...policy, access: route.appAccess } : policy,
+        websocket,
+        cors,
+        rateLimited ? new RateLimitGuard(policy.app, rateLimitGroups) : undefined,
+        route && policy.access.length > 0 ? new AccessGuard(policy.access, `${field}access`) : undefined,
+      ),
+    ),
     responseEdits: responseEdits(policy, cors),
     websocket,
-    rateLimited: policy.rateLimits.length > 0,
+    rateLimited,
+    routes: Object.freeze([...routes]),
+    route: route
+      ? deepFreeze({
+          index: route.index,
+          label: route.label,
+          path: route.route.path,
+          stripPrefix: route.route.stripPrefix,
+          addPrefix: route.route.addPrefix,
+          sets: route.sets,
+        })
+      : undefined,
+    poolId: route?.sets.includes('upstream') ? scope : policy.app,
+    websocketScope,
   })
-  return { ok: true, app }
+  return app
 }
 
 async function readManualCertificate(

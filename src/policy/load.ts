@@ -1,7 +1,7 @@
 import { readdir, readFile, stat } from 'node:fs/promises'
 import path from 'node:path'
 import type { z } from 'zod'
-import { type Policy, policySchema } from './schema.js'
+import { type Policy, policySchema, routeSettings } from './schema.js'
 import {
   type FieldPath,
   locateIn,
@@ -18,8 +18,20 @@ export type { FieldPath, PolicyProblem } from './yaml.js'
 export interface LoadedPolicy {
   file: string
   policy: Policy
+  /** Per route, in `policy.routes` order: its effective policy and the settings it set itself. */
+  routes: readonly LoadedRoute[]
   /** Position of a field (or of its closest existing parent) in the source file. */
   locate(field: FieldPath, message: string): PolicyProblem
+}
+
+export interface LoadedRoute {
+  /**
+   * The app's policy with the route's settings merged in. Its access and rate-limit rules are the
+   * route's own: the app's apply to the route's requests too.
+   */
+  policy: Policy
+  /** The settings the route's own text sets (the parsed route has every default filled in). */
+  sets: readonly (typeof routeSettings)[number][]
 }
 
 export type LoadResult = { ok: true; loaded: LoadedPolicy } | { ok: false; problems: PolicyProblem[] }
@@ -44,7 +56,77 @@ function validatePolicy(parsed: ParsedYaml): LoadResult {
   if (!result.success) {
     return { ok: false, problems: result.error.issues.flatMap((issue) => describeIssue(issue, locate)) }
   }
-  return { ok: true, loaded: { file, policy: result.data, locate } }
+  const routes: LoadedRoute[] = []
+  const problems: PolicyProblem[] = []
+  for (const index of result.data.routes.keys()) {
+    const merged = policyOfRoute(parsed.data as Record<string, unknown>, index)
+    const effective = policySchema.safeParse(merged.document)
+    if (effective.success) routes.push({ policy: effective.data, sets: merged.sets })
+    else
+      for (const issue of effective.error.issues)
+        problems.push(
+          ...describeIssue(issue, (field, message, pointAtKey) =>
+            locate(merged.origin(field), message, pointAtKey),
+          ),
+        )
+  }
+  if (problems.length > 0) return { ok: false, problems }
+  return { ok: true, loaded: { file, policy: result.data, routes, locate } }
+}
+
+type Document = Record<string, unknown>
+
+/**
+ * A route's effective policy as a document to validate: the app's, with each setting the route
+ * sets merged over it (mappings key by key, the route's value winning; lists replaced), and as
+ * access and rate-limit rules only the route's own. `origin` points a field of the result back to
+ * where it was written: in the route when the route set it, else on the route itself.
+ */
+function policyOfRoute(
+  app: Document,
+  index: number,
+): { document: Document; sets: LoadedRoute['sets']; origin(field: FieldPath): FieldPath } {
+  const route = ((app.routes as unknown[])[index] ?? {}) as Document
+  const document: Document = {
+    ...app,
+    access: route.access ?? [],
+    rateLimits: route.rateLimits ?? [],
+    routes: [],
+  }
+  for (const setting of routeSettings) {
+    if (setting !== 'access' && setting !== 'rateLimits' && route[setting] !== undefined)
+      document[setting] = mergeSetting(app[setting], route[setting])
+  }
+  const set = (field: FieldPath) => {
+    let node: unknown = route
+    for (const key of field) {
+      if (node === null || typeof node !== 'object') return false
+      node = (node as Record<string | number, unknown>)[key]
+    }
+    return node !== undefined
+  }
+  return {
+    document,
+    sets: routeSettings.filter((setting) => route[setting] !== undefined),
+    origin: (field) => {
+      // The deepest part of the field that the route wrote itself.
+      for (let length = field.length; length > 0; length--) {
+        if (set(field.slice(0, length))) return ['routes', index, ...field]
+      }
+      return ['routes', index]
+    },
+  }
+}
+
+function mergeSetting(app: unknown, route: unknown): unknown {
+  if (!isMapping(app) || !isMapping(route)) return route
+  const merged: Document = { ...app }
+  for (const [key, value] of Object.entries(route)) merged[key] = mergeSetting(app[key], value)
+  return merged
+}
+
+function isMapping(value: unknown): value is Document {
+  return value !== null && typeof value === 'object' && !Array.isArray(value)
 }
 
 function describeIssue(

@@ -22,6 +22,8 @@ export interface Finding extends PolicyProblem {
 interface Rule {
   id: string
   severity: Severity
+  /** Checked on every load (serve, check), not only in production: a mistake whatever the environment. */
+  always?: true
   fix: string
   /** Each hit: the field it is about and the one-line reason. */
   check(policy: Policy, context: ProductionContext): { field: FieldPath; reason: string }[]
@@ -55,6 +57,24 @@ const privateNetworks = [
 ]
 
 export const productionRules: readonly Rule[] = [
+  {
+    id: 'PCL-ROUTE-SHADOWED',
+    severity: 'warning',
+    always: true,
+    fix: 'Move the route above the one that takes its requests, or narrow that one’s path or methods.',
+    check: (policy) =>
+      policy.routes.flatMap((route, index) => {
+        const earlier = policy.routes.slice(0, index).findIndex((other) => takesAllOf(other, route))
+        if (earlier < 0) return []
+        const by = policy.routes[earlier]
+        return [
+          {
+            field: ['routes', index, 'path'],
+            reason: `no request can reach this route: routes[${earlier}] (${by?.path}) takes every request it matches`,
+          },
+        ]
+      }),
+  },
   {
     id: 'PCL-CORS-WILDCARD',
     severity: 'error',
@@ -251,8 +271,25 @@ export const productionRules: readonly Rule[] = [
 
 /** Runs every production rule on every policy; findings in file order. */
 export function checkProduction(policies: readonly LoadedPolicy[], context: ProductionContext): Finding[] {
+  return findings(productionRules, policies, context)
+}
+
+/** The rules that hold in every environment (a route no request can reach): for `check` and `serve`. */
+export function checkAlways(policies: readonly LoadedPolicy[]): Finding[] {
+  return findings(
+    productionRules.filter((rule) => rule.always),
+    policies,
+    { redis: true, replicas: 1 },
+  )
+}
+
+function findings(
+  rules: readonly Rule[],
+  policies: readonly LoadedPolicy[],
+  context: ProductionContext,
+): Finding[] {
   return policies.flatMap((loaded) =>
-    productionRules.flatMap((rule) =>
+    rules.flatMap((rule) =>
       rule.check(loaded.policy, context).map(({ field, reason }) => ({
         ...loaded.locate(field, reason),
         rule: rule.id,
@@ -271,4 +308,29 @@ const privateSpace = new CidrSet(privateNetworks.flatMap((text) => parseCidr(tex
 
 function isPrivate(address: string): boolean {
   return privateSpace.has(address)
+}
+
+type RouteSection = Policy['routes'][number]
+
+/**
+ * Whether route `first` takes every request `later` would match: its methods include the later one's,
+ * and its pattern matches every path of the later one's (tried on a path standing for each: a
+ * segment no literal pattern names for `*`, and for a final `/**` the prefix itself and two deeper
+ * segments).
+ */
+function takesAllOf(first: RouteSection, later: RouteSection): boolean {
+  const methods = first.methods
+  if (methods && !(later.methods ?? []).every((method) => methods.includes(method))) return false
+  if (methods && !later.methods) return false
+  const pattern = compilePathPattern(first.path, true)
+  const anySegment = '\u0000any'
+  const standIn = (path: string) =>
+    path
+      .split('/')
+      .map((segment) => (segment === '*' ? anySegment : segment))
+      .join('/')
+  const paths = later.path.endsWith('/**')
+    ? [later.path.slice(0, -3) || '/', `${later.path.slice(0, -3)}/${anySegment}/${anySegment}`]
+    : [later.path]
+  return paths.every((path) => pattern.test(standIn(path)))
 }

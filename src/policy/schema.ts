@@ -639,6 +639,67 @@ export const rateLimitSchema = z
   })
   .describe('A rate limit, counted in Redis across replicas (GCRA).')
 
+const routePrefix = z.string().regex(/^(?:\/[A-Za-z0-9._~!$&'()+,=:@%-]+)+$/, {
+  error: 'must be a path prefix such as /media (no trailing slash, no wildcards)',
+})
+
+/** The settings a route may refine; each is merged over the app's (see `routes`). */
+export const routeSettings = [
+  'upstream',
+  'cors',
+  'websocket',
+  'limits',
+  'access',
+  'rateLimits',
+  'headers',
+  'cookies',
+  'basicAuth',
+  'compression',
+  'static',
+] as const
+
+export const routeSchema = z
+  .strictObject({
+    name: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, {
+        error: 'must be lowercase letters, digits, - or _ (at most 63)',
+      })
+      .optional()
+      .describe('Names the route in logs, metrics and explain; default its index.'),
+    path: pathPattern.describe(
+      'Which paths the route takes, matched on the canonical path (regardless of case): * is one segment, a final /** any depth.',
+    ),
+    methods: z.array(httpMethod).optional().describe('Only these methods; default all.'),
+    stripPrefix: routePrefix
+      .optional()
+      .describe('Removed from the start of the path before it goes upstream (/media/a.png → /a.png).'),
+    addPrefix: routePrefix.optional().describe('Put in front of the path before it goes upstream.'),
+    upstream: upstreamSchema
+      .partial()
+      .optional()
+      .describe('A pool of its own (targets, balance, health) or only other timeouts for the app’s targets.'),
+    cors: corsSchema.optional(),
+    websocket: websocketSchema.optional(),
+    limits: limitsSchema.optional(),
+    access: z
+      .array(accessRuleSchema)
+      .optional()
+      .describe("More access rules for this route's requests; the app's rules apply too."),
+    rateLimits: z
+      .array(rateLimitSchema)
+      .optional()
+      .describe("More rate limits for this route's requests; the app's rules apply too."),
+    headers: headersSchema.optional(),
+    cookies: cookiesSchema.optional(),
+    basicAuth: basicAuthSchema.partial().optional(),
+    compression: compressionSchema.optional(),
+    static: z.array(staticSchema).optional().describe('Replaces the app’s static directories here.'),
+  })
+  .describe(
+    "Settings for the requests a route matches. First match wins, in file order; a request that matches no route uses the app's settings. Mappings merge field by field over the app's (the route's value wins), lists replace the app's, except access and rateLimits, where the app's rules and the route's both apply.",
+  )
+
 export const policySchema = z
   .strictObject({
     app: z
@@ -701,6 +762,37 @@ export const policySchema = z
         }
       })
       .describe('Rate limits; every rule that matches a request is checked, and the strictest answer wins.'),
+    routes: z
+      .array(routeSchema)
+      .default([])
+      .describe(
+        'Parts of the app with settings of their own: per-path upstreams, timeouts, CORS, WebSocket caps, limits and rules.',
+      ),
+  })
+  .superRefine((policy, context) => {
+    const ruleNames = new Set(policy.rateLimits.map((rule) => rule.name))
+    const routeNames = new Set<string>()
+    for (const [index, route] of policy.routes.entries()) {
+      if (route.name !== undefined) {
+        if (routeNames.has(route.name))
+          context.addIssue({
+            code: 'custom',
+            path: ['routes', index, 'name'],
+            message: `"${route.name}" is used twice`,
+          })
+        routeNames.add(route.name)
+      }
+      // Rate-limit keys are per app and rule name: one name, one budget.
+      for (const [ruleIndex, rule] of (route.rateLimits ?? []).entries()) {
+        if (ruleNames.has(rule.name))
+          context.addIssue({
+            code: 'custom',
+            path: ['routes', index, 'rateLimits', ruleIndex, 'name'],
+            message: `"${rule.name}" is already the name of another rate limit of this app`,
+          })
+        ruleNames.add(rule.name)
+      }
+    }
   })
   .superRefine((policy, context) => {
     if (policy.tls.mode !== 'acme') return
@@ -715,6 +807,8 @@ export const policySchema = z
     }
   })
   .describe('One app fronted by Portcullis.')
+
+export type Route = z.output<typeof routeSchema>
 
 /** A policy file as the user writes it (before defaults). */
 export type PolicyInput = z.input<typeof policySchema>

@@ -40,7 +40,7 @@ export class UpstreamPools {
     }
     const next = new Map<string, AppTargets>()
     const kept = new Set<Upstream>()
-    for (const app of apps) {
+    for (const app of apps.flatMap(withOwnPools)) {
       const targets = app.upstream.targets.map((origin) => {
         const reused = previous.get(poolKey(app, origin))
         if (reused) {
@@ -54,7 +54,7 @@ export class UpstreamPools {
         entry.timers = targets.map((target) =>
           watchHealth(app, target, this.options.log, this.options.onHealthChange),
         )
-      next.set(app.id, entry)
+      next.set(app.poolId, entry)
     }
     for (const target of previous.values()) if (!kept.has(target)) void target.pool.close()
     this.apps = next
@@ -65,7 +65,7 @@ export class UpstreamPools {
    * failed this request (retries).
    */
   pick(app: App, client: BalancedClient, avoid?: ReadonlySet<Upstream>): Picked | undefined {
-    const entry = this.apps.get(app.id)
+    const entry = this.apps.get(app.poolId)
     if (!entry) return undefined
     const usable = usableTargets(entry.targets, avoid)
     return usable.length === 0 ? undefined : this.balancer.choose(app, usable, entry, client)
@@ -88,17 +88,17 @@ export class UpstreamPools {
   }
 
   /** How many of the app's targets are in rotation now. */
-  healthyCount(appId: string): number {
+  healthyCount(poolId: string): number {
     const now = Date.now()
-    return (this.apps.get(appId)?.targets ?? []).filter((target) => inRotation(target, now)).length
+    return (this.apps.get(poolId)?.targets ?? []).filter((target) => inRotation(target, now)).length
   }
 
   /** Per app: each target's state, for readiness, metrics and the dashboard. */
   status(): Map<string, { origin: string; healthy: boolean; active: number }[]> {
     const now = Date.now()
     return new Map(
-      [...this.apps].map(([appId, entry]) => [
-        appId,
+      [...this.apps].map(([poolId, entry]) => [
+        poolId,
         entry.targets.map((target) => ({
           origin: target.origin,
           healthy: inRotation(target, now),
@@ -117,8 +117,13 @@ export class UpstreamPools {
   }
 }
 
+/** The app's pool, then each of its routes' own. */
+function withOwnPools(app: App): App[] {
+  return [app, ...app.routes.map((route) => route.app).filter((settings) => settings.poolId !== app.poolId)]
+}
+
 function poolKey(app: App, origin: string): string {
-  return `${app.id} ${origin} ${app.upstream.timeouts.connect} ${app.upstream.maxConnections}`
+  return `${app.poolId} ${origin} ${app.upstream.timeouts.connect} ${app.upstream.maxConnections}`
 }
 
 function newUpstream(app: App, origin: string): Upstream {

@@ -413,6 +413,33 @@ describe('policy packs for the five seed apps', () => {
       })
     expect((await upgrade('/ws/dashboard/live')).status).toBe(403)
     expect((await upgrade('/ws/dashboard/live', 'https://evil.example')).status).toBe(403)
+
+    // Two caps, counted apart: 25 sensors behind one address all connect (one app-wide cap of 20 per
+    // IP refused 5 of them), while the dashboard route admits its 10 per IP and no more.
+    const open = (target: string, origin?: string) =>
+      new Promise<WebSocket>((resolve, reject) => {
+        // SNI for the pack's host (ws hands TLS options on to https.request, which knows servername).
+        const tls = {
+          ca: rootPem,
+          servername: hostOf.horizon,
+          headers: { host: hostOf.horizon, ...(origin ? { origin } : {}) },
+        }
+        const socket = new WebSocket(`wss://127.0.0.1:${gateway.ports.https}${target}`, tls)
+        socket.once('open', () => resolve(socket))
+        socket.once('error', reject)
+        socket.once('unexpected-response', (_request, response) =>
+          reject(new Error(`HTTP ${response.statusCode}`)),
+        )
+      })
+    const opened: WebSocket[] = []
+    try {
+      for (let index = 0; index < 25; index++) opened.push(await open(`/ws/sensors/${index}`))
+      const dashboard = 'https://horizon.example.com'
+      for (let index = 0; index < 10; index++) opened.push(await open('/ws/dashboard/live', dashboard))
+      await expect(open('/ws/dashboard/live', dashboard)).rejects.toThrow('HTTP 429')
+    } finally {
+      for (const socket of opened) socket.terminate()
+    }
   })
 
   it('sm: /admin/health and the API docs from internal networks only, the admin UI left to the app, /build/ served immutable, cookies hardened', async () => {
