@@ -289,14 +289,28 @@ function findings(
   context: ProductionContext,
 ): Finding[] {
   return policies.flatMap((loaded) =>
-    rules.flatMap((rule) =>
-      rule.check(loaded.policy, context).map(({ field, reason }) => ({
+    rules.flatMap((rule) => {
+      const finding = (field: FieldPath, reason: string): Finding => ({
         ...loaded.locate(field, reason),
         rule: rule.id,
         severity: rule.severity,
         fix: rule.fix,
-      })),
-    ),
+      })
+      const own = rule.check(loaded.policy, context).map(({ field, reason }) => finding(field, reason))
+      // A route's merged settings are held to the same rules, for what the route itself sets (the
+      // rest is the app's, checked above). Its access and rate-limit rules add to the app's, so rules
+      // about those lists are judged on the app's alone.
+      const routes = loaded.routes.flatMap(({ policy, sets }, index) =>
+        rule
+          .check(policy, context)
+          .filter(({ field }) => {
+            const setting = field[0]
+            return setting !== 'access' && setting !== 'rateLimits' && sets.some((name) => name === setting)
+          })
+          .map(({ field, reason }) => finding(['routes', index, ...field], `routes[${index}]: ${reason}`)),
+      )
+      return [...own, ...routes]
+    }),
   )
 }
 

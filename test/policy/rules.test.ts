@@ -123,6 +123,25 @@ describe('production rules', () => {
     expect(finding?.fix).toMatch(/exact origins/)
   })
 
+  it('holds what a route sets to the same rules, located in the route, and leaves the rest to the app', () => {
+    const hits = findings({
+      routes: [
+        { path: '/ws/**', websocket: { paths: [{ path: '/ws/**', allowedOrigins: ['*'] }] } },
+        { path: '/api/**', cors: { origins: ['*'] } },
+        // Sets nothing the rules look at: the app's clean settings are not reported again.
+        {
+          path: '/media/**',
+          limits: { maxBodySize: '100mb' },
+          access: [{ path: '/media/x', allow: ['10.0.0.0/8'] }],
+        },
+      ],
+    })
+    expect(hits.map((hit) => [hit.rule, hit.field])).toEqual([
+      ['PCL-CORS-WILDCARD', 'routes[1].cors.origins[0]'],
+      ['PCL-WEBSOCKET-NO-ORIGIN', 'routes[0].websocket.paths[0]'],
+    ])
+  })
+
   it('every rule has a stable id, a severity and a fix', () => {
     for (const rule of productionRules) {
       expect(rule.id).toMatch(/^PCL-[A-Z-]+$/)
