@@ -24,9 +24,12 @@ function headerList(fallback: string) {
 export const settingsSchema = z.strictObject({
   policies: z.string().default('./policies').describe('Directory of policy files (*.yaml, *.yml).'),
   listen: z.string().default('0.0.0.0').describe('Address the HTTP and HTTPS listeners bind to.'),
-  httpPort: port
+  httpPort: z
+    .union([z.literal('off'), port])
     .default(80)
-    .describe('Plain HTTP: ACME challenges, redirects to HTTPS, apps with tls.mode off.'),
+    .describe(
+      'Plain HTTP: ACME HTTP-01 challenges, redirects to HTTPS, apps with tls.mode off. "off" opens no HTTP listener at all (443 only).',
+    ),
   httpsPort: port.default(443).describe('TLS: HTTP/2 and HTTP/1.1, certificate chosen by SNI.'),
   adminPort: port.default(9090).describe('Admin listener: /health and /metrics.'),
   adminListen: z
@@ -114,8 +117,11 @@ export const settingsSchema = z.strictObject({
   logHeaders: headerList('').describe(
     'Request headers to include in access log lines (comma-separated), e.g. user-agent,referer.',
   ),
+  logResponseHeaders: headerList('').describe(
+    'Response headers to include in access log lines (comma-separated), e.g. content-type,x-synapse-detection-time-us.',
+  ),
   logRedact: headerList('authorization,proxy-authorization,cookie,x-api-key').describe(
-    'Headers whose values are logged as [redacted] even when --log-headers names them.',
+    'Headers whose values are logged as [redacted] even when --log-headers or --log-response-headers names them (set-cookie always is).',
   ),
   watch: z
     .enum(['true', 'false'])

@@ -6,7 +6,7 @@ import type { Settings } from '../settings.js'
 
 export interface AccessLogContext {
   readonly metrics: GatewayMetrics
-  readonly listener: Pick<Settings, 'logHeaders' | 'logRedact'>
+  readonly listener: Pick<Settings, 'logHeaders' | 'logResponseHeaders' | 'logRedact'>
   /** The last minutes of traffic, for the dashboard. */
   readonly activity: RecentActivity
 }
@@ -66,7 +66,16 @@ export function logAccess(
       upstreamMs,
       httpVersion: request.raw.httpVersion,
       tlsVersion: (request.raw.socket as TLSSocket).getProtocol?.() ?? undefined,
-      headers: loggedHeaders(request.headers, context.listener),
+      headers: loggedHeaders(request.headers, context.listener.logHeaders, context.listener.logRedact),
+      responseHeaders:
+        context.listener.logResponseHeaders.length === 0
+          ? undefined
+          : loggedHeaders(
+              // The gateway's own answers carry their headers on the reply; streamed ones on the exchange.
+              { ...reply.getHeaders(), ...exchange?.responseHeaders },
+              context.listener.logResponseHeaders,
+              context.listener.logRedact,
+            ),
       websocket: exchange?.upgrade || undefined,
       code: exchange?.refusal?.code,
       rule: exchange?.refusal?.rule,
@@ -76,17 +85,21 @@ export function logAccess(
   )
 }
 
-/** The request headers `--log-headers` names, with the `--log-redact` ones masked; undefined when none. */
+/** Cookies being set are secrets whatever the settings say. */
+const alwaysRedacted = new Set(['set-cookie'])
+
+/** The headers a `--log-headers` list names, those in `--log-redact` masked; undefined when none. */
 function loggedHeaders(
-  headers: FastifyRequest['headers'],
-  settings: Pick<Settings, 'logHeaders' | 'logRedact'>,
+  headers: Record<string, string | string[] | number | undefined>,
+  names: readonly string[],
+  redacted: readonly string[],
 ): Record<string, string> | undefined {
-  if (settings.logHeaders.length === 0) return undefined
+  if (names.length === 0) return undefined
   const logged: Record<string, string> = {}
-  for (const name of settings.logHeaders) {
+  for (const name of names) {
     const value = headers[name]
     if (value === undefined) continue
-    logged[name] = settings.logRedact.includes(name) ? '[redacted]' : String(value)
+    logged[name] = redacted.includes(name) || alwaysRedacted.has(name) ? '[redacted]' : String(value)
   }
   return logged
 }

@@ -30,7 +30,10 @@ import type { Reservation, WebSocketRelay } from './websocket.js'
 export interface EdgeContext {
   readonly log: Logger
   /** Listener-wide limits: they act before any app is known. */
-  readonly listener: Pick<Settings, 'headersTimeout' | 'keepAliveTimeout' | 'logHeaders' | 'logRedact'>
+  readonly listener: Pick<
+    Settings,
+    'headersTimeout' | 'keepAliveTimeout' | 'logHeaders' | 'logResponseHeaders' | 'logRedact'
+  >
   readonly rateLimits: RateLimitStores
   readonly metrics: GatewayMetrics
   router(): HostRouter
@@ -243,6 +246,7 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
       (context.connections.isDraining || awaitsContinue(request, exchange))
     )
       headers.connection = 'close'
+    exchange.responseHeaders = headers
     return headers
   }
 

@@ -169,6 +169,7 @@ export function forwardHttp(
             })
             encoder.pipe(response as unknown as NodeJS.WritableStream)
           }
+          if (compression) exchange.responseHeaders = compression.headers
           response.writeHead(statusCode, compression?.headers ?? answer)
         },
         onResponseData(paused, chunk) {

@@ -78,7 +78,7 @@ export class Gateway {
   private reloading: Promise<boolean> = Promise.resolve(true)
   private watcher: FSWatcher | undefined
   private renewTimer: NodeJS.Timeout | undefined
-  private fronts: { http: NetServer; https: NetServer } | undefined
+  private fronts: { http: NetServer | undefined; https: NetServer } | undefined
   private shuttingDown: Promise<void> | undefined
   private readonly startedAt = Date.now()
   /** Known once listening; redirects need it on every plain-HTTP request. */
@@ -227,13 +227,14 @@ export class Gateway {
     }
     await Promise.all([this.http.ready(), this.https.ready()])
     this.fronts = {
-      http: frontDoor(this.http.server, options),
+      http: settings.httpPort === 'off' ? undefined : frontDoor(this.http.server, options),
       https: frontDoor(this.https.server, {
         ...options,
         acmeTlsAlpn: { active: () => this.acme.answersTlsAlpn, server: this.acmeResponder },
       }),
     }
-    await listen(this.fronts.http, settings.httpPort, settings.listen)
+    if (this.fronts.http && settings.httpPort !== 'off')
+      await listen(this.fronts.http, settings.httpPort, settings.listen)
     await listen(this.fronts.https, settings.httpsPort, settings.listen)
     this.httpsPort = this.addresses().https
   }
@@ -288,7 +289,7 @@ export class Gateway {
   private async prepare(): Promise<Prepared | Refused> {
     const loaded = await loadPolicySource([this.settings.policies])
     if (!loaded.ok) return loaded
-    const refusal = this.productionProblems(loaded)
+    const refusal = [...this.listenerProblems(loaded.policies), ...this.productionProblems(loaded)]
     if (refusal.length > 0) return { ok: false, problems: refusal }
     const leaves = new Map<string, PemPair>()
     for (const app of loaded.apps) {
@@ -312,6 +313,23 @@ export class Gateway {
     this.certificates.retain(new Set(apps.map((app) => app.id)))
     this.pools.update(apps)
     this.generation = { apps, router: new HostRouter(apps), loadedAt: new Date() }
+  }
+
+  /** Apps that need the plain-HTTP listener cannot be served when `--http-port off` closes it. */
+  private listenerProblems(policies: readonly LoadedPolicy[]): PolicyProblem[] {
+    if (this.settings.httpPort !== 'off') return []
+    return policies.flatMap(({ policy, locate }) => {
+      if (policy.tls.mode === 'off')
+        return [locate(['tls', 'mode'], 'tls.mode off needs the HTTP listener, which --http-port off closes')]
+      if (policy.tls.acme?.challenge === 'http-01')
+        return [
+          locate(
+            ['tls', 'acme', 'challenge'],
+            'http-01 needs the HTTP listener, which --http-port off closes: use tls-alpn-01',
+          ),
+        ]
+      return []
+    })
   }
 
   /**
@@ -471,7 +489,7 @@ export class Gateway {
     this.watcher?.close()
     clearInterval(this.renewTimer)
     this.acme.close()
-    this.fronts?.http.close()
+    this.fronts?.http?.close()
     this.fronts?.https.close()
     // Logged once the listeners are closed: the line is written synchronously, and whoever reads it may
     // connect at once and must be refused, not accepted and then reset.

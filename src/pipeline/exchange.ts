@@ -74,6 +74,8 @@ export class Exchange implements GuardExchange {
   upstream: string | undefined = undefined
   /** From sending the request upstream to its response head, in ms. */
   upstreamMs: number | undefined = undefined
+  /** The headers the answer went out with, for `--log-response-headers`. */
+  responseHeaders: OutgoingHttpHeaders | undefined = undefined
   /** Body bytes sent to the client, when the gateway streamed them itself. */
   responseBytes: number | undefined = undefined
   /** An `Expect: 100-continue` request whose body the gateway asked for. */

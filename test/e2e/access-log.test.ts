@@ -14,7 +14,12 @@ describe('access log lines', () => {
     echo = await echoUpstream()
     gateway = await startGateway({
       policies: { 'api.yaml': policyYaml({ app: 'api', hosts: ['api.test'], target: echo.url }) },
-      args: ['--log-headers', 'User-Agent,authorization,x-api-key'],
+      args: [
+        '--log-headers',
+        'User-Agent,authorization,x-api-key',
+        '--log-response-headers',
+        'content-type,strict-transport-security,x-absent',
+      ],
     })
     ca = await readFile(path.join(gateway.stateDir, 'internal/ca.crt'), 'utf8')
   })
@@ -49,6 +54,11 @@ describe('access log lines', () => {
       httpVersion: '1.1',
       tlsVersion: 'TLSv1.3',
       headers: { 'user-agent': 'probe/1.0', authorization: '[redacted]', 'x-api-key': '[redacted]' },
+      // As the client got them: the app's content type, the gateway's HSTS; absent ones left out.
+      responseHeaders: {
+        'content-type': String(answer.headers['content-type']),
+        'strict-transport-security': String(answer.headers['strict-transport-security']),
+      },
     })
     expect(line.upstreamMs).toBeGreaterThan(0)
     expect(line.durationMs).toBeGreaterThanOrEqual(Number(line.upstreamMs))
@@ -64,6 +74,38 @@ describe('access log lines', () => {
       code: 'PCL_UNKNOWN_HOST',
       rule: 'hosts',
       bytes: Buffer.byteLength(answer.body),
+      responseHeaders: { 'content-type': 'application/json; charset=utf-8' },
     })
+  })
+})
+
+describe('--http-port off', () => {
+  let gateway: RunningGateway
+  let echo: Upstream
+
+  beforeAll(async () => {
+    echo = await echoUpstream()
+    gateway = await startGateway({
+      policies: { 'api.yaml': policyYaml({ app: 'api', hosts: ['api.test'], target: echo.url }) },
+      args: ['--http-port', 'off'],
+    })
+  })
+  afterAll(async () => {
+    await gateway?.stop()
+    await echo?.close()
+  })
+
+  it('opens no HTTP listener, serves HTTPS, and refuses apps that need plain HTTP', async () => {
+    expect(gateway.ports.http).toBe(0)
+    const ca = await readFile(path.join(gateway.stateDir, 'internal/ca.crt'), 'utf8')
+    expect((await fetchOnce('https://api.test/', { port: gateway.ports.https, ca })).status).toBe(200)
+    await gateway.writePolicy(
+      'plain.yaml',
+      policyYaml({ app: 'plain', hosts: ['plain.test'], target: echo.url, tls: '  mode: "off"' }),
+    )
+    const refused = await gateway.waitForLog((line) => String(line.msg).startsWith('policy reload refused: '))
+    expect(String(refused.msg)).toMatch(
+      /plain\.yaml:\d+:\d+ tls\.mode: tls\.mode off needs the HTTP listener/,
+    )
   })
 })
