@@ -134,6 +134,11 @@ describe('policy packs for the five seed apps', () => {
         extra: (doc) => {
           if (pack === 'superposition') doc.setIn(['basicAuth', 'users'], { admin: hash })
           if (pack === 'sm') doc.setIn(['static', 0, 'dir'], assets)
+          if (pack === 'horizon') {
+            // The per-replica metrics routes name each replica.
+            doc.setIn(['routes', 2, 'upstream', 'targets'], [targets[0]])
+            doc.setIn(['routes', 3, 'upstream', 'targets'], [targets[1]])
+          }
         },
       })
     }
@@ -400,6 +405,15 @@ describe('policy packs for the five seed apps', () => {
 
     expect((await https('horizon', '/metrics')).status).toBe(403)
     expect((await viaBalancer('horizon', '/metrics', '10.9.9.9')).status).toBe(200)
+    // Each replica scraped at its own address, as /metrics on that replica.
+    expect((await https('horizon', '/replicas/b/metrics')).status).toBe(403)
+    for (const [replica, name] of [
+      ['a', 'horizon'],
+      ['b', 'horizon-2'],
+    ]) {
+      const scraped = await viaBalancer('horizon', `/replicas/${replica}/metrics`, '10.9.9.9')
+      expect(scraped.json()).toMatchObject({ name, url: '/metrics' })
+    }
 
     const upgrade = (target: string, origin?: string) =>
       https('horizon', target, {
