@@ -32,11 +32,16 @@ export function upstreamErrorCode(error: unknown): ErrorCode {
   }
 }
 
-/** The policy setting behind each upstream failure, named in the log line. */
-const ruleFor: Partial<Record<ErrorCode, string>> = {
-  PCL_UPSTREAM_CONNECT_TIMEOUT: 'upstream.timeouts.connect',
-  PCL_UPSTREAM_TIMEOUT: 'upstream.timeouts.read',
-  PCL_UPSTREAM_UNREACHABLE: 'upstream.targets',
+/** The policy setting behind an upstream failure, named in the log line. */
+function ruleOf(error: unknown, code: ErrorCode): string {
+  switch ((error as { code?: string }).code) {
+    case 'UND_ERR_HEADERS_TIMEOUT':
+      return 'upstream.timeouts.headers'
+    case 'UND_ERR_BODY_TIMEOUT':
+      return 'upstream.timeouts.idle'
+  }
+  if (code === 'PCL_UPSTREAM_CONNECT_TIMEOUT') return 'upstream.timeouts.connect'
+  return code === 'PCL_UPSTREAM_UNREACHABLE' ? 'upstream.targets' : 'upstream'
 }
 
 function hasBody(request: FastifyRequest): boolean {
@@ -81,29 +86,40 @@ export function forwardHttp(
   plan: ForwardPlan,
 ): FastifyReply {
   const app = exchange.app as App
-  const { read, write } = app.upstream.timeouts
+  const { headers: headersTimeout, idle, upload } = app.upstream.timeouts
   const response = reply.raw
   let controller: Dispatcher.DispatchController | undefined
   let ended = false
-  // `write` bounds silence, not the exchange: every chunk of the request body or of the answer that
-  // moves starts it over, so streams (SSE, long downloads, uploads) live as long as bytes move.
-  const deadline = setTimeout(() => {
+  let uploading: NodeJS.Timeout | undefined
+  /** A timeout ends the exchange: with a JSON answer if nothing was sent yet, else by cutting it. */
+  const expire = (code: ErrorCode, rule: string, message: string) => {
     ended = true
-    if (!response.headersSent) {
-      refuse(reply, 'PCL_UPSTREAM_TIMEOUT', 'upstream.timeouts.write', `Nothing moved for ${write} ms`)
-      controller?.abort(new DeadlineExceeded())
+    clearTimeout(deadline)
+    clearTimeout(uploading)
+    controller?.abort(new DeadlineExceeded())
+    if (response.headersSent) {
+      exchange.refuse(code, rule)
+      abandon(response, new DeadlineExceeded(message))
       return
     }
-    exchange.refuse('PCL_UPSTREAM_TIMEOUT', 'upstream.timeouts.write')
-    controller?.abort(new DeadlineExceeded())
-    abandon(response, new DeadlineExceeded(`nothing moved for ${write} ms`))
-  }, write)
+    // The rest of an unread body would be taken for the next request.
+    if (request.raw.httpVersionMajor === 1 && !bodyRead) reply.header('connection', 'close')
+    refuse(reply, code, rule, message)
+  }
+  // `idle` bounds silence, not the exchange: every chunk of the request body or of the answer that
+  // moves starts it over, so streams (SSE, long downloads, uploads) live as long as bytes move.
+  const deadline = setTimeout(
+    () => expire('PCL_UPSTREAM_TIMEOUT', 'upstream.timeouts.idle', `Nothing moved for ${idle} ms`),
+    idle,
+  )
   const moved = () => deadline.refresh()
+  let bodyRead = false
   // A client that leaves (an HTTP/2 stream reset, a closed connection) takes its upstream request with
   // it, whether it leaves before the request went out, while it is being sent, or during the answer.
   let clientGone = false
   const leave = () => {
     clearTimeout(deadline)
+    clearTimeout(uploading)
     if (ended) return
     clientGone = true
     if (!response.headersSent) reply.code(499)
@@ -118,7 +134,24 @@ export function forwardHttp(
   // reset makes the response emit 'finish' before 'close'.
   response.prependOnceListener('finish', leave)
   response.prependOnceListener('close', leave)
-  const body = requestBody(request, response, exchange, moved)
+  const body = requestBody(request, response, exchange, {
+    moved,
+    read: () => {
+      bodyRead = true
+      clearTimeout(uploading)
+    },
+  })
+  if (body === null) bodyRead = true
+  else if (upload !== undefined)
+    uploading = setTimeout(
+      () =>
+        expire(
+          'PCL_REQUEST_TIMEOUT',
+          'upstream.timeouts.upload',
+          `The request body was not received within ${upload} ms`,
+        ),
+      upload,
+    )
   const retriable = body === null && idempotent.has(request.method)
   let failed: Set<Upstream> | undefined
 
@@ -146,8 +179,8 @@ export function forwardHttp(
         method: request.method as Dispatcher.HttpMethod,
         headers: upstreamRequestHeaders(request.headers, plan.facts, { websocket: false }),
         body,
-        headersTimeout: read,
-        bodyTimeout: read,
+        headersTimeout,
+        bodyTimeout: idle,
       },
       {
         onRequestStart(started) {
@@ -202,7 +235,7 @@ export function forwardHttp(
           if (response.headersSent) {
             ended = true
             const code = upstreamErrorCode(error)
-            exchange.refuse(code, ruleFor[code] ?? 'upstream')
+            exchange.refuse(code, ruleOf(error, code))
             request.log.warn({ err: error, upstream: upstream.origin }, 'upstream response cut short')
             abandon(response, error)
             return
@@ -238,7 +271,7 @@ export function forwardHttp(
           if (next) return attempt(next)
           ended = true
           const code = upstreamErrorCode(error)
-          refuse(reply, code, ruleFor[code] ?? 'upstream')
+          refuse(reply, code, ruleOf(error, code))
         },
       },
     )
@@ -268,7 +301,7 @@ function requestBody(
   request: FastifyRequest,
   response: FastifyReply['raw'],
   exchange: Exchange,
-  moved: () => void,
+  progress: { moved(): void; read(): void },
 ): Readable | null {
   if (!hasBody(request)) return null
   // Every guard admitted the request, its declared length included: now the client may send the body.
@@ -284,7 +317,7 @@ function requestBody(
     checkedBody(request.raw, {
       declared: held || declared === undefined ? undefined : Number(declared),
       limit: held ? undefined : limit,
-      moved,
+      ...progress,
     }),
     { objectMode: false },
   )
@@ -299,7 +332,7 @@ function requestBody(
  */
 async function* checkedBody(
   source: FastifyRequest['raw'],
-  rules: { declared: number | undefined; limit: BodyLimit | undefined; moved(): void },
+  rules: { declared: number | undefined; limit: BodyLimit | undefined; moved(): void; read(): void },
 ): AsyncGenerator<Buffer> {
   let seen = 0
   for await (const chunk of source as AsyncIterable<Buffer>) {
@@ -314,6 +347,7 @@ async function* checkedBody(
   if (source.httpVersionMajor === 2 && hasLeft({ raw: source })) throw new ClientGone()
   if (rules.declared !== undefined && seen !== rules.declared)
     throw new MalformedBody('the request body is shorter than its content-length')
+  rules.read()
 }
 
 /** Whether the client has already closed its stream or connection. */

@@ -166,13 +166,13 @@ export class WebSocketRelay {
       .split(',')
       .map((protocol) => protocol.trim())
       .filter(Boolean)
-    const { connect, read } = app.upstream.timeouts
+    const { connect, headers } = app.upstream.timeouts
     return new WebSocket(url, offered, {
       headers: upstreamRequestHeaders(upgrade.request.headers, facts, { websocket: true }) as Record<
         string,
         string
       >,
-      handshakeTimeout: connect + read,
+      handshakeTimeout: connect + headers,
       autoPong: false,
       perMessageDeflate: false,
       followRedirects: false,

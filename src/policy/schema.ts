@@ -163,20 +163,44 @@ export const upstreamSchema = z
         connect: duration
           .default(5000)
           .describe('Time allowed to open a connection to a target. Default 5s.'),
-        read: duration
-          .default(30_000)
+        headers: duration
+          .optional()
+          .describe('Longest wait for the response head once the request went upstream. Default 30s.'),
+        idle: duration
+          .optional()
           .describe(
-            'Longest wait for the response headers and between two chunks of the response body. Default 30s.',
+            "Longest silence in either direction (nginx's proxy_read_timeout): while the client sends its body, the app thinks, or the answer streams. Streams (SSE, long polls, downloads) live as long as bytes move. Default 60s.",
           ),
-        write: duration
-          .default(60_000)
+        upload: duration
+          .optional()
           .describe(
-            'Longest pause allowed while the client sends its request or receives the response. Default 60s.',
+            'Longest time the client may take to send its whole request body, however it trickles; none by default.',
           ),
+        read: duration.optional().describe('Former name of headers, still understood.'),
+        write: duration.optional().describe('Former name of idle, still understood.'),
       })
+      .superRefine((timeouts, context) => {
+        for (const [former, name] of [
+          ['read', 'headers'],
+          ['write', 'idle'],
+        ] as const) {
+          if (timeouts[former] !== undefined && timeouts[name] !== undefined)
+            context.addIssue({
+              code: 'custom',
+              path: [former],
+              message: `is the former name of ${name}: set only ${name}`,
+            })
+        }
+      })
+      .transform(({ connect, headers, idle, upload, read, write }) => ({
+        connect,
+        headers: headers ?? read ?? 30_000,
+        idle: idle ?? write ?? 60_000,
+        upload,
+      }))
       .prefault({})
       .describe(
-        'Upstream timeouts; each ends the request with a 504 or closes the stream instead of hanging.',
+        'Upstream timeouts; each ends the request with a 504 (408 for upload) or closes the stream instead of hanging. None bounds a whole exchange that keeps moving.',
       ),
   })
   .describe('The app behind the gateway.')

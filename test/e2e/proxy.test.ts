@@ -67,17 +67,21 @@ describe('HTTP proxying and upstream failures', () => {
         'echo.yaml': app('echo', upstreams.echo.url),
         'slow.yaml': app('slow', upstreams.slow.url).replace(
           'upstream:\n',
-          'upstream:\n  timeouts: { read: 300ms, write: 5s }\n',
+          'upstream:\n  timeouts: { headers: 300ms, idle: 5s }\n',
         ),
         'trickle.yaml': app('trickle', upstreams.trickle.url).replace(
           'upstream:\n',
-          'upstream:\n  timeouts: { read: 5s, write: 400ms }\n',
+          'upstream:\n  timeouts: { headers: 5s, idle: 400ms }\n',
         ),
         'flood.yaml': app('flood', upstreams.flood.url).replace(
           'upstream:\n',
-          'upstream:\n  timeouts: { read: 5s, write: 400ms }\n',
+          'upstream:\n  timeouts: { headers: 5s, idle: 400ms }\n',
         ),
         'dead.yaml': app('dead', `http://127.0.0.1:${deadPort}`),
+        'upload.yaml': app('upload', upstreams.echo.url).replace(
+          'upstream:\n',
+          'upstream:\n  timeouts: { idle: 5s, upload: 600ms }\n',
+        ),
         'hangup.yaml': app('hangup', upstreams.hangup.url),
         'huge.yaml': app('huge', upstreams.huge.url),
         'hopbyhop.yaml': app('hopbyhop', upstreams.hopByHop.url),
@@ -172,7 +176,7 @@ describe('HTTP proxying and upstream failures', () => {
     expect(answer.status).toBe(504)
     expect(answer.json()).toMatchObject({ error: { code: 'PCL_UPSTREAM_TIMEOUT' } })
     const line = await gateway.waitForLog((l) => l.app === 'slow' && l.status === 504)
-    expect(line.rule).toBe('upstream.timeouts.read')
+    expect(line.rule).toBe('upstream.timeouts.headers')
     expect(Number(line.durationMs)).toBeLessThan(2000)
     const fastEnough = await fetchOnce('http://slow.test/?delay=50', { port: gateway.ports.http })
     expect(fastEnough.body).toBe('late')
@@ -190,8 +194,26 @@ describe('HTTP proxying and upstream failures', () => {
     })
     socket.on('error', () => undefined)
     const line = await gateway.waitForLog((l) => l.msg === 'request' && l.app === 'flood')
-    expect(line).toMatchObject({ status: 200, code: 'PCL_UPSTREAM_TIMEOUT', rule: 'upstream.timeouts.write' })
+    expect(line).toMatchObject({ status: 200, code: 'PCL_UPSTREAM_TIMEOUT', rule: 'upstream.timeouts.idle' })
     socket.destroy()
+  })
+
+  it('bounds a trickled upload with timeouts.upload: 408, connection closed, the rule logged', async () => {
+    const socket = connect(gateway.ports.http, '127.0.0.1')
+    const received: Buffer[] = []
+    socket.on('data', (chunk: Buffer) => received.push(chunk))
+    const closed = new Promise((resolve) => socket.once('close', resolve))
+    socket.write('POST /up HTTP/1.1\r\nHost: upload.test\r\nContent-Length: 100\r\n\r\n')
+    // A byte every 100 ms: never silent for the idle timeout of 5 s, but 10 s for the whole body.
+    const trickle = setInterval(() => socket.writable && socket.write('x'), 100)
+    await closed
+    clearInterval(trickle)
+    const answer = Buffer.concat(received).toString('latin1')
+    expect(answer).toMatch(/^HTTP\/1\.1 408 /)
+    expect(answer).toMatch(/connection: close/i)
+    const line = await gateway.waitForLog((l) => l.msg === 'request' && l.app === 'upload')
+    expect(line).toMatchObject({ status: 408, code: 'PCL_REQUEST_TIMEOUT', rule: 'upstream.timeouts.upload' })
+    expect(Number(line.durationMs)).toBeLessThan(3000)
   })
 
   it('answers 502 when the upstream hangs up or sends headers it cannot parse', async () => {

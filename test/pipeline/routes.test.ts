@@ -91,7 +91,7 @@ describe('routes', () => {
     expect(sensors.upstream.targets).toEqual(['http://10.0.0.6:9000'])
     expect(sensors.upstream.timeouts).toEqual(app.upstream.timeouts)
     expect(events.upstream.targets).toEqual(app.upstream.targets)
-    expect(events.upstream.timeouts).toMatchObject({ read: 300_000, connect: 2_000 })
+    expect(events.upstream.timeouts).toMatchObject({ headers: 300_000, connect: 2_000 })
     expect(sensors.poolId).toBe('horizon#sensors')
     expect(events.poolId).toBe('horizon#1')
     expect(media.route?.sets).toEqual(['upstream', 'limits', 'access', 'rateLimits'])

@@ -2,7 +2,7 @@ import { readdir, readFile } from 'node:fs/promises'
 import path from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { compilePolicies } from '../../src/policy/compile.js'
-import { formatProblem, loadPolicySet } from '../../src/policy/load.js'
+import { formatProblem, loadPolicySet, parsePolicy } from '../../src/policy/load.js'
 
 const invalidDir = 'test/fixtures/invalid'
 
@@ -40,9 +40,31 @@ describe('valid policies', () => {
     expect(set.problems).toEqual([])
     expect(set.policies[0]?.policy).toMatchObject({
       app: 'demo',
-      upstream: { timeouts: { connect: 2000, read: 30_000, write: 60_000 } },
+      upstream: { timeouts: { connect: 2000, headers: 30_000, idle: 60_000 } },
       tls: { mode: 'internal', minVersion: 'TLSv1.2' },
       hsts: { maxAge: 31_536_000, includeSubDomains: false, preload: false },
+    })
+  })
+
+  it('understands the former names of the headers and idle timeouts, but not both names at once', () => {
+    const timeouts = (given: Record<string, string>) =>
+      parsePolicy(
+        't.yaml',
+        JSON.stringify({
+          app: 't',
+          hosts: ['t.test'],
+          upstream: { targets: ['http://127.0.0.1:1'], timeouts: given },
+        }),
+      )
+    expect(timeouts({ read: '5s', write: '2m' })).toMatchObject({
+      ok: true,
+      loaded: { policy: { upstream: { timeouts: { headers: 5000, idle: 120_000 } } } },
+    })
+    expect(timeouts({ read: '5s', headers: '6s' })).toMatchObject({
+      ok: false,
+      problems: [
+        { field: 'upstream.timeouts.read', message: 'is the former name of headers: set only headers' },
+      ],
     })
   })
 
@@ -54,7 +76,7 @@ describe('valid policies', () => {
       hosts: ['minimal.example.com', '*.minimal.example.com'],
       upstream: {
         targets: ['http://127.0.0.1:8080'],
-        timeouts: { connect: 5000, read: 30_000, write: 60_000 },
+        timeouts: { connect: 5000, headers: 30_000, idle: 60_000 },
       },
       tls: { mode: 'internal', minVersion: 'TLSv1.2' },
       hsts: { maxAge: 31_536_000, includeSubDomains: false, preload: false },
