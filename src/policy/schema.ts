@@ -357,35 +357,37 @@ export const clientIpSchema = z
   })
   .describe('Who the client is: one derivation used by every guard, the logs and the headers sent upstream.')
 
+const corsFields = {
+  origins: z
+    .array(origin)
+    .min(1, { error: 'needs at least one origin' })
+    .describe(
+      'Allowed origins: exact (https://app.example.com), subdomain patterns (https://*.example.com), "null" or "*".',
+    ),
+  credentials: z
+    .boolean()
+    .default(false)
+    .describe('Send Access-Control-Allow-Credentials: true. Never with "*".'),
+  methods: z
+    .array(httpMethod)
+    .default(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'])
+    .describe('Methods allowed in preflights.'),
+  allowedHeaders: z
+    .array(headerName)
+    .default(['content-type', 'authorization', 'x-requested-with'])
+    .describe('Request headers allowed in preflights.'),
+  exposedHeaders: z.array(headerName).default([]).describe('Response headers scripts may read.'),
+  maxAge: duration.default(600_000).describe('How long browsers may cache a preflight. Default 10m.'),
+  onDisallowed: z
+    .enum(['reject', 'omit'])
+    .default('reject')
+    .describe(
+      'A request from an origin not allowed: reject (403) or omit (pass it on without CORS headers).',
+    ),
+}
+
 export const corsSchema = z
-  .strictObject({
-    origins: z
-      .array(origin)
-      .min(1, { error: 'needs at least one origin' })
-      .describe(
-        'Allowed origins: exact (https://app.example.com), subdomain patterns (https://*.example.com), "null" or "*".',
-      ),
-    credentials: z
-      .boolean()
-      .default(false)
-      .describe('Send Access-Control-Allow-Credentials: true. Never with "*".'),
-    methods: z
-      .array(httpMethod)
-      .default(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'])
-      .describe('Methods allowed in preflights.'),
-    allowedHeaders: z
-      .array(headerName)
-      .default(['content-type', 'authorization', 'x-requested-with'])
-      .describe('Request headers allowed in preflights.'),
-    exposedHeaders: z.array(headerName).default([]).describe('Response headers scripts may read.'),
-    maxAge: duration.default(600_000).describe('How long browsers may cache a preflight. Default 10m.'),
-    onDisallowed: z
-      .enum(['reject', 'omit'])
-      .default('reject')
-      .describe(
-        'A request from an origin not allowed: reject (403) or omit (pass it on without CORS headers).',
-      ),
-  })
+  .strictObject(corsFields)
   .superRefine((section, context) => {
     const wildcard = section.origins.indexOf('*')
     if (wildcard >= 0 && section.credentials) {
@@ -703,7 +705,13 @@ export const routeSchema = z
       .partial()
       .optional()
       .describe('A pool of its own (targets, balance, health) or only other timeouts for the app’s targets.'),
-    cors: corsSchema.optional(),
+    cors: z
+      .strictObject(corsFields)
+      .partial()
+      .optional()
+      .describe(
+        "Merged over the app's CORS; a route may set only onDisallowed, say, and keep the app's origins.",
+      ),
     websocket: websocketSchema.optional(),
     limits: limitsSchema.optional(),
     access: z

@@ -144,7 +144,14 @@ describe('in a real browser (Chromium)', () => {
           target,
           extra: `cors:\n  origins: ["https://partner.example"]\n${extra}`,
         })
-      await gateway.writePolicy('site.yaml', policy('site'))
+      // The callback an identity provider posts to from its own site: open to cross-site posts alone.
+      await gateway.writePolicy(
+        'site.yaml',
+        policy(
+          'site',
+          'routes:\n  - { path: /auth/callback, methods: [POST], cors: { onDisallowed: omit } }\n',
+        ),
+      )
       await gateway.writePolicy('strict.yaml', policy('strict', 'headers: { referrerPolicy: no-referrer }\n'))
       gateway.process.kill('SIGHUP')
       await gateway.waitForLog(
@@ -192,6 +199,17 @@ describe('in a real browser (Chromium)', () => {
       await Promise.all([page.waitForURL(/\/submit$/), page.click('button')])
       expect(await page.textContent('body')).toContain('PCL_CORS_ORIGIN_DENIED')
       expect(posts()).toBe(before)
+      await page.close()
+    })
+
+    it('a route lets a cross-site post reach its callback path alone (OIDC form_post)', async () => {
+      const page = await pageOn('idp.test')
+      await page.setContent(
+        `<form method="post" action="https://site.test:${gateway.ports.https}/auth/callback"><input name="code" value="c0de"><button>go</button></form>`,
+      )
+      await Promise.all([page.waitForURL(/\/auth\/callback$/), page.click('button')])
+      expect(await page.textContent('body')).toBe('received code=c0de')
+      expect(received).toContain(`POST /auth/callback origin=http://idp.test:${pagePort} code=c0de`)
       await page.close()
     })
   })
