@@ -6,33 +6,14 @@ import path from 'node:path'
 import { gunzipSync } from 'node:zlib'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import WebSocket, { WebSocketServer } from 'ws'
-import { parseDocument } from 'yaml'
 import { hashPassword } from '../../src/auth/passwords.js'
 import { listen } from '../../src/demo/echo-app.js'
 import { fetchOnce } from '../support/clients.js'
 import { type RunningGateway, runCli, startGateway } from '../support/gateway.js'
+import { deployable, healthOf, hostOf, type Pack, packs, packsDir } from '../support/packs.js'
 import { type Pebble, startPebble } from '../support/pebble.js'
 import { type RedisServer, startRedis } from '../support/redis.js'
 import { closedPort } from '../support/upstreams.js'
-
-const packsDir = path.resolve(import.meta.dirname, '../../policies/packs')
-const packs = ['superposition', 'pgstack', 'appstrate', 'horizon', 'sm'] as const
-type Pack = (typeof packs)[number]
-const hostOf: Record<Pack, string> = {
-  superposition: 'superposition.example.com',
-  pgstack: 'db.example.com',
-  appstrate: 'appstrate.example.com',
-  horizon: 'horizon.example.com',
-  sm: 'sm.example.com',
-}
-/** What each app's own /health answers, as its checklist describes it. */
-const healthOf: Record<Pack, unknown> = {
-  superposition: { status: 'ok' },
-  pgstack: { status: 'ok', pg_connected: true },
-  appstrate: { status: 'healthy', uptime_ms: 1, checks: {} },
-  horizon: { status: 'ok' },
-  sm: { status: 'ok' },
-}
 
 interface StandIn {
   url: string
@@ -81,24 +62,6 @@ async function standIn(app: Pack, name: string = app): Promise<StandIn> {
 }
 const json = { 'content-type': 'application/json' }
 
-/**
- * Each shipped pack, with only what a deployment changes: upstream addresses, the CA (pebble instead of
- * Let's Encrypt), a load balancer at 127.0.0.2 added to the trusted proxies, a known basicAuth user and
- * the static directory. Comments and every other setting are kept.
- */
-async function deployable(
-  pack: Pack,
-  changes: { targets: string[]; directory: string; extra?: (doc: ReturnType<typeof parseDocument>) => void },
-): Promise<string> {
-  const doc = parseDocument(await readFile(path.join(packsDir, `${pack}.yaml`), 'utf8'))
-  doc.setIn(['upstream', 'targets'], changes.targets)
-  doc.setIn(['tls', 'acme', 'directory'], changes.directory)
-  const trusted = (doc.getIn(['clientIp', 'trustedProxies']) as { toJSON(): string[] }).toJSON()
-  doc.setIn(['clientIp', 'trustedProxies'], [...trusted, '127.0.0.2'])
-  changes.extra?.(doc)
-  return doc.toString()
-}
-
 describe('policy packs for the five seed apps', () => {
   let pebble: Pebble
   let redis: RedisServer
@@ -128,18 +91,16 @@ describe('policy packs for the five seed apps', () => {
         pack === 'horizon'
           ? [standIns.get('horizon')?.url ?? '', standIns.get('horizon-2')?.url ?? '']
           : [standIns.get(pack)?.url ?? '']
-      policies[`${pack}.yaml`] = await deployable(pack, {
-        targets,
-        directory: pebble.directory,
-        extra: (doc) => {
-          if (pack === 'superposition') doc.setIn(['basicAuth', 'users'], { admin: hash })
-          if (pack === 'sm') doc.setIn(['static', 0, 'dir'], assets)
-          if (pack === 'horizon') {
-            // The per-replica metrics routes name each replica.
-            doc.setIn(['routes', 2, 'upstream', 'targets'], [targets[0]])
-            doc.setIn(['routes', 3, 'upstream', 'targets'], [targets[1]])
-          }
-        },
+      policies[`${pack}.yaml`] = await deployable(pack, targets, (doc) => {
+        // pebble stands for Let's Encrypt.
+        doc.setIn(['tls', 'acme', 'directory'], pebble.directory)
+        if (pack === 'superposition') doc.setIn(['basicAuth', 'users'], { admin: hash })
+        if (pack === 'sm') doc.setIn(['static', 0, 'dir'], assets)
+        if (pack === 'horizon') {
+          // The per-replica metrics routes name each replica.
+          doc.setIn(['routes', 2, 'upstream', 'targets'], [targets[0]])
+          doc.setIn(['routes', 3, 'upstream', 'targets'], [targets[1]])
+        }
       })
     }
     gateway = await startGateway({
