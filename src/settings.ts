@@ -25,7 +25,7 @@ export const settingsSchema = z.strictObject({
   policies: z.string().default('./policies').describe('Directory of policy files (*.yaml, *.yml).'),
   listen: z.string().default('0.0.0.0').describe('Address the HTTP and HTTPS listeners bind to.'),
   httpPort: z
-    .union([z.literal('off'), port])
+    .union([z.literal('off'), port], { error: 'must be a port number (0 to 65535) or off' })
     .default(80)
     .describe(
       'Plain HTTP: ACME HTTP-01 challenges, redirects to HTTPS, apps with tls.mode off. "off" opens no HTTP listener at all (443 only).',

@@ -32,6 +32,7 @@ describe('gateway settings', () => {
         proxyProtocolFrom: [],
         logLevel: 'info',
         logHeaders: [],
+        logResponseHeaders: [],
         logRedact: ['authorization', 'proxy-authorization', 'cookie', 'x-api-key'],
         watch: true,
       },
@@ -56,11 +57,18 @@ describe('gateway settings', () => {
     })
   })
 
+  it('takes off for the HTTP port: no plain-HTTP listener', () => {
+    expect(resolveSettings({ httpPort: 'off' }, {})).toMatchObject({
+      ok: true,
+      settings: { httpPort: 'off' },
+    })
+  })
+
   it('names the flag and the variable of a bad value', () => {
     expect(resolveSettings({ httpPort: 'eighty', env: 'prod' }, {})).toEqual({
       ok: false,
       problems: [
-        '--http-port (PORTCULLIS_HTTP_PORT): expected number, received NaN',
+        '--http-port (PORTCULLIS_HTTP_PORT): must be a port number (0 to 65535) or off',
         '--env (PORTCULLIS_ENV): Invalid option: expected one of "production"|"development"',
       ],
     })
