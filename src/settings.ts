@@ -36,6 +36,16 @@ export const settingsSchema = z.strictObject({
     .string()
     .default('127.0.0.1')
     .describe('Address of the admin listener; loopback keeps it private.'),
+  adminTokenFile: z
+    .string()
+    .optional()
+    .describe(
+      'A file whose content (one line) /metrics and /dashboard then require, as a bearer token or a Basic password.',
+    ),
+  probePort: port
+    .optional()
+    .describe('A listener with /health and /ready alone, for orchestrator probes on the pod network.'),
+  probeListen: z.string().default('0.0.0.0').describe('Address of the probe listener.'),
   redis: z
     .string()
     .regex(/^(rediss?|redis-sentinel|redis-cluster):\/\//, {

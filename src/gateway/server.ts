@@ -8,7 +8,13 @@ import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import { CidrSet, parseCidr } from '../net/ip.js'
 import { RecentActivity } from '../observe/dashboard.js'
-import { createAdmin, type HealthCheck, type HealthReport, overallStatus } from '../observe/health.js'
+import {
+  createAdmin,
+  createProbes,
+  type HealthCheck,
+  type HealthReport,
+  overallStatus,
+} from '../observe/health.js'
 import { GatewayMetrics } from '../observe/metrics.js'
 import type { RateLimitStores } from '../pipeline/guard.js'
 import type { App, PemPair } from '../policy/compile.js'
@@ -65,6 +71,7 @@ export interface ListeningAddresses {
   http: number
   https: number
   admin: number
+  probe?: number
 }
 
 /**
@@ -89,6 +96,8 @@ export class Gateway {
   private readonly http: FastifyInstance
   private readonly https: FastifyInstance
   private readonly admin: FastifyInstance
+  /** `--probe-port`: /health and /ready apart from the admin page. */
+  private readonly probes: FastifyInstance | undefined
   private readonly rateLimits: RateLimitStores
   private readonly metrics: GatewayMetrics
   private readonly redis: RedisClient | undefined
@@ -103,6 +112,7 @@ export class Gateway {
     private readonly certificates: CertificateStore,
     placeholder: { cert: string; key: string },
     stickySecret: Buffer,
+    adminToken: string | undefined,
   ) {
     this.pools = new UpstreamPools({ log, stickySecret })
     this.relay = new WebSocketRelay(this.pools)
@@ -167,10 +177,10 @@ export class Gateway {
     }
     this.http = createEdge(context)
     this.https = createEdge(context, { certificates, placeholder })
+    const probes = { report: () => this.health(), readiness: () => this.readiness() }
     this.admin = createAdmin(
       log,
-      () => this.health(),
-      () => this.readiness(),
+      probes,
       this.metrics,
       {
         apps: () => this.generation.apps,
@@ -179,7 +189,9 @@ export class Gateway {
         activity: this.activity,
         metrics: this.metrics,
       },
+      adminToken,
     )
+    this.probes = settings.probePort === undefined ? undefined : createProbes(log, probes)
   }
 
   /** Loads the policies (refusing to start on any problem), then opens the listeners. */
@@ -194,7 +206,16 @@ export class Gateway {
     const stickySecret = settings.stickySecret
       ? Buffer.from(settings.stickySecret)
       : await persistentSecret(path.join(settings.stateDir, 'sticky.key'))
-    const gateway = new Gateway(settings, log, internalCa, certificates, placeholder, stickySecret)
+    const adminToken = settings.adminTokenFile ? await readAdminToken(settings.adminTokenFile) : undefined
+    const gateway = new Gateway(
+      settings,
+      log,
+      internalCa,
+      certificates,
+      placeholder,
+      stickySecret,
+      adminToken,
+    )
     const prepared = await gateway.prepare()
     if (!prepared.ok) throw new PolicyError(prepared.problems)
     // Redis first: ACME certificates another replica stored there are served from the start.
@@ -207,6 +228,8 @@ export class Gateway {
     await gateway.commit(prepared)
     await gateway.open()
     await gateway.admin.listen({ port: settings.adminPort, host: settings.adminListen })
+    if (settings.probePort !== undefined)
+      await gateway.probes?.listen({ port: settings.probePort, host: settings.probeListen })
     if (settings.watch) gateway.watchPolicies()
     gateway.renewInternalCertificates()
     log.info(
@@ -245,6 +268,7 @@ export class Gateway {
       http: portOf(this.fronts?.http),
       https: portOf(this.fronts?.https),
       admin: portOf(this.admin.server),
+      ...(this.probes ? { probe: portOf(this.probes.server) } : {}),
     }
   }
 
@@ -532,7 +556,7 @@ export class Gateway {
       this.log.warn({ marginMs: closeMarginMs }, 'listeners did not close within the margin: exiting anyway')
     this.rateLimits.store.close()
     this.redis?.disconnect()
-    await this.admin.close()
+    await Promise.all([this.admin.close(), this.probes?.close()])
     this.log.info({ result }, 'gateway stopped')
   }
 }
@@ -565,4 +589,12 @@ export class PolicyError extends Error {
   constructor(readonly problems: PolicyProblem[]) {
     super(`${problems.length} problem(s) in the policy files:\n${problems.map(formatProblem).join('\n')}`)
   }
+}
+
+/** The admin token: the file's first line; an empty one is refused rather than taken as no token. */
+async function readAdminToken(file: string): Promise<string> {
+  const token = (await readFile(file, 'utf8')).split(/\r?\n/, 1)[0]?.trim() ?? ''
+  if (token.length < 16)
+    throw new Error(`--admin-token-file ${file}: the token must be at least 16 characters`)
+  return token
 }

@@ -1,6 +1,7 @@
 import { readdir, readFile, stat } from 'node:fs/promises'
 import path from 'node:path'
 import type { z } from 'zod'
+import { resolveReferences } from './references.js'
 import { type Policy, policySchema, routeSettings } from './schema.js'
 import {
   type FieldPath,
@@ -52,14 +53,18 @@ function validatePolicy(parsed: ParsedYaml): LoadResult {
   const { file, positions } = parsed
   const locate = (field: FieldPath, message: string, pointAtKey = false) =>
     locateIn(file, positions, field, message, pointAtKey)
-  const result = policySchema.safeParse(parsed.data)
+  const references = resolveReferences(parsed.data, file, process.env)
+  if (!references.ok)
+    return { ok: false, problems: references.problems.map(({ field, message }) => locate(field, message)) }
+  const data = references.data
+  const result = policySchema.safeParse(data)
   if (!result.success) {
     return { ok: false, problems: result.error.issues.flatMap((issue) => describeIssue(issue, locate)) }
   }
   const routes: LoadedRoute[] = []
   const problems: PolicyProblem[] = []
   for (const index of result.data.routes.keys()) {
-    const merged = policyOfRoute(parsed.data as Record<string, unknown>, index)
+    const merged = policyOfRoute(data as Record<string, unknown>, index)
     const effective = policySchema.safeParse(merged.document)
     if (effective.success) routes.push({ policy: effective.data, sets: merged.sets })
     else
