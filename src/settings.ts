@@ -120,6 +120,18 @@ export const settingsSchema = z.strictObject({
     .describe(
       'Load balancers that send a PROXY protocol (v1 or v2) header; their connections must start with one.',
     ),
+  dnsServers: z
+    .string()
+    .default('')
+    .transform((text) =>
+      text
+        .split(',')
+        .map((entry) => entry.trim())
+        .filter(Boolean),
+    )
+    .describe(
+      'DNS servers (host:port, comma-separated) for dns+ and srv+ upstream targets; default the system resolver.',
+    ),
   logLevel: z
     .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace'])
     .default('info')

@@ -138,7 +138,7 @@ function describe(exchange: Exchange, outcome: Outcome, steps: TraceStep[]): Exp
         responseHeaders: responseHeaders({ 'cache-control': outcome.cacheControl }),
       }
     case 'proxy': {
-      const target = app.upstream.targets[0] ?? ''
+      const target = app.upstream.targets[0] ?? app.upstream.discovered[0]?.spec ?? ''
       return {
         ...base,
         status: 0,

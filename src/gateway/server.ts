@@ -33,6 +33,7 @@ import { FileAcmeStorage, RedisAcmeStorage } from '../tls/acme/storage.js'
 import { CertificateStore } from '../tls/certificates.js'
 import { writeFileAtomic } from '../tls/files.js'
 import { InternalCa, selfSigned } from '../tls/internal-ca.js'
+import { TargetResolver } from '../upstreams/discovery.js'
 import { UpstreamPools } from '../upstreams/pools.js'
 import { ConnectionTracker } from './connections.js'
 import { createEdge, type EdgeContext } from './edge.js'
@@ -114,7 +115,12 @@ export class Gateway {
     stickySecret: Buffer,
     adminToken: string | undefined,
   ) {
-    this.pools = new UpstreamPools({ log, stickySecret })
+    this.pools = new UpstreamPools({
+      log,
+      stickySecret,
+      resolver: new TargetResolver(settings.dnsServers),
+      onLookupFailure: (app) => this.metrics.dnsLookupFailed(app),
+    })
     this.relay = new WebSocketRelay(this.pools)
     this.generation = { apps: [], router: new HostRouter([]), loadedAt: new Date() }
     this.redis = settings.redis
@@ -336,6 +342,9 @@ export class Gateway {
     await this.acme.update(apps)
     this.certificates.retain(new Set(apps.map((app) => app.id)))
     this.pools.update(apps)
+    // Targets named in DNS are looked up before the apps are served (a lookup that fails is logged,
+    // retried, and leaves the fixed targets serving), but not for longer than a DNS timeout.
+    await Promise.race([this.pools.settled(), sleep(firstLookupWaitMs)])
     this.generation = { apps, router: new HostRouter(apps), loadedAt: new Date() }
   }
 
@@ -559,6 +568,13 @@ export class Gateway {
     await Promise.all([this.admin.close(), this.probes?.close()])
     this.log.info({ result }, 'gateway stopped')
   }
+}
+
+/** How long a (re)load waits for the first lookups of targets named in DNS. */
+const firstLookupWaitMs = 5000
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms).unref())
 }
 
 /** How long closing the listeners and pools may take after the drain, before the gateway exits anyway. */

@@ -28,6 +28,7 @@ export class GatewayMetrics {
   private readonly acmeOrders: Counter<'app' | 'result'>
   private readonly upstreamDuration: Histogram<'app'>
   private readonly storeErrors: Counter
+  private readonly dnsFailures: Counter<'app'>
   private readonly rateLimitDecisions: Counter<'app' | 'result'>
 
   constructor(sources: MetricSources) {
@@ -51,6 +52,12 @@ export class GatewayMetrics {
       help: 'Time from sending a request to its upstream until the response head arrived.',
       labelNames: ['app'],
       buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30],
+      registers,
+    })
+    this.dnsFailures = new Counter({
+      name: 'portcullis_upstream_dns_failures_total',
+      help: 'Lookups of dns+ and srv+ upstream targets that failed (the last good targets kept serving).',
+      labelNames: ['app'],
       registers,
     })
     this.storeErrors = new Counter({
@@ -204,6 +211,10 @@ export class GatewayMetrics {
       refusals.set(app, list)
     }
     return { requests, refusals }
+  }
+
+  dnsLookupFailed(app: string): void {
+    this.dnsFailures.inc({ app })
   }
 
   acmeOrdered(app: string, success: boolean): void {

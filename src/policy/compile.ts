@@ -15,6 +15,7 @@ import { parseCidr } from '../net/ip.js'
 import { compilePathPattern } from '../net/path-pattern.js'
 import type { Guard, ResponseEdit } from '../pipeline/guard.js'
 import { ResponseEdits } from '../pipeline/run.js'
+import { type DiscoveredTarget, discoveredTarget } from '../upstreams/discovery.js'
 import type { LoadedPolicy, LoadedRoute, PolicyProblem } from './load.js'
 import { acmeDirectories, type Policy } from './schema.js'
 
@@ -30,8 +31,11 @@ export interface App {
   readonly mode: Policy['mode']
   readonly hosts: readonly string[]
   readonly upstream: {
-    /** Origins such as `http://127.0.0.1:8080`. */
+    /** Fixed origins such as `http://127.0.0.1:8080`. */
     readonly targets: readonly string[]
+    /** Targets looked up in DNS (`dns+` and `srv+`), each address becoming a target. */
+    readonly discovered: readonly DiscoveredTarget[]
+    readonly dns: Policy['upstream']['dns']
     readonly timeouts: Policy['upstream']['timeouts']
     readonly balance: Policy['upstream']['balance']
     readonly hashOn: Policy['upstream']['hashOn']
@@ -223,7 +227,11 @@ function compileSettings(
     file,
     mode: policy.mode,
     upstream: deepFreeze({
-      targets: policy.upstream.targets.map((target) => new URL(target).origin),
+      targets: policy.upstream.targets
+        .filter((target) => discoveredTarget(target) === undefined)
+        .map((target) => new URL(target).origin),
+      discovered: policy.upstream.targets.flatMap((target) => discoveredTarget(target) ?? []),
+      dns: policy.upstream.dns,
       timeouts: policy.upstream.timeouts,
       balance: policy.upstream.balance,
       hashOn: policy.upstream.hashOn,

@@ -50,14 +50,15 @@ const upstreamTarget = z.string().refine(
   (text) => {
     if (!URL.canParse(text)) return false
     const url = new URL(text)
-    return (
-      (url.protocol === 'http:' || url.protocol === 'https:') &&
-      url.pathname === '/' &&
-      !url.search &&
-      !url.hash
-    )
+    const scheme = /^(?:(dns|srv)\+)?(https?):$/.exec(url.protocol)
+    if (!scheme || (url.pathname !== '/' && url.pathname !== '') || url.search || url.hash) return false
+    // An SRV name says the port itself; an A/AAAA name needs one unless the scheme's default will do.
+    return scheme[1] !== 'srv' || url.port === ''
   },
-  { error: 'must be an origin like http://127.0.0.1:8080 (http or https, no path)' },
+  {
+    error:
+      'must be an origin like http://127.0.0.1:8080, a name re-resolved as dns+http://app.internal:8080, or an SRV name as srv+http://_http._tcp.app.internal (http or https, no path)',
+  },
 )
 
 export const upstreamSchema = z
@@ -65,7 +66,20 @@ export const upstreamSchema = z
     targets: z
       .array(upstreamTarget)
       .min(1, { error: 'needs at least one target' })
-      .describe('Where the app listens, as origins (http://host:port or https://host:port).'),
+      .describe(
+        'Where the app listens: origins (http://host:port, https://host:port); dns+http://name:port for every A/AAAA address of a name, re-resolved on its TTL (a headless Kubernetes Service); srv+http://_service._tcp.name for the hosts and ports of SRV records.',
+      ),
+    dns: z
+      .strictObject({
+        minTtl: duration
+          .default(1000)
+          .describe('Re-resolve no more often than this, whatever the TTL. Default 1s.'),
+        maxTtl: duration
+          .default(60_000)
+          .describe('Re-resolve at least this often, whatever the TTL. Default 60s.'),
+      })
+      .prefault({})
+      .describe('How dns+ and srv+ targets are re-resolved.'),
     balance: z
       .enum(['round-robin', 'least-connections', 'sticky', 'hash'])
       .default('round-robin')

@@ -3,61 +3,79 @@ import type { Logger } from 'pino'
 import { Pool } from 'undici'
 import type { App } from '../policy/compile.js'
 import { type BalancedClient, Balancer, type Picked, type Rotation } from './balance.js'
+import type { DiscoveredTarget, TargetResolver } from './discovery.js'
 import { type HealthChange, inRotation, recordOutcome, usableTargets, watchHealth } from './health.js'
 import type { Upstream } from './target.js'
 
 interface AppTargets extends Rotation {
   app: App
   targets: Upstream[]
-  timers: NodeJS.Timeout[]
+  /** Active health checks, one per target. */
+  watchers: Map<Upstream, NodeJS.Timeout>
+  /** When each discovered target is looked up again. */
+  lookups: NodeJS.Timeout[]
 }
 
 /**
  * Keep-alive connection pools, one per (app, target), with the accounting balancing and health need.
  * Reloading keeps the pools and health of targets whose settings did not change, so a reload does not
  * cost every upstream connection; pools that are gone close gracefully, letting their in-flight
- * requests finish. Selection is `balance.ts`, health checks `health.ts`.
+ * requests finish. Targets named in DNS (`dns+`, `srv+`) are looked up again on their records' TTL:
+ * a new address becomes a target, one that disappears is drained the same way, and a failed lookup
+ * keeps the last good set. Selection is `balance.ts`, health checks `health.ts`, lookups `discovery.ts`.
  */
 export class UpstreamPools {
   private apps = new Map<string, AppTargets>()
   private readonly balancer: Balancer
+  /** The last good origins of each discovered target, by pool: they outlive reloads. */
+  private readonly discovered = new Map<string, readonly string[]>()
+  private firstLookups: Promise<unknown> = Promise.resolve()
 
   constructor(
     private readonly options: {
       log: Logger
       /** Signs sticky cookies, so a client cannot pin itself to a target of its choosing. */
       stickySecret: Buffer
+      /** Looks up `dns+` and `srv+` targets. */
+      resolver: TargetResolver
       onHealthChange?: HealthChange
+      /** Told of each lookup of a discovered target that failed. */
+      onLookupFailure?(app: string): void
     },
   ) {
     this.balancer = new Balancer(options.stickySecret)
   }
+
   update(apps: readonly App[]): void {
     const previous = new Map<string, Upstream>()
     for (const entry of this.apps.values()) {
-      for (const timer of entry.timers) clearInterval(timer)
+      for (const timer of [...entry.watchers.values(), ...entry.lookups]) clearTimeout(timer)
       for (const target of entry.targets) previous.set(poolKey(entry.app, target.origin), target)
     }
     const next = new Map<string, AppTargets>()
     const kept = new Set<Upstream>()
     for (const app of apps.flatMap(withOwnPools)) {
-      const targets = app.upstream.targets.map((origin) => {
+      const targets = this.originsOf(app).map((origin) => {
         const reused = previous.get(poolKey(app, origin))
-        if (reused) {
-          kept.add(reused)
-          return reused
-        }
-        return newUpstream(app, origin)
+        if (reused) kept.add(reused)
+        return reused ?? newUpstream(app, origin)
       })
-      const entry: AppTargets = { app, targets, turn: 0, timers: [] }
-      if (app.upstream.healthCheck)
-        entry.timers = targets.map((target) =>
-          watchHealth(app, target, this.options.log, this.options.onHealthChange),
-        )
+      const entry: AppTargets = { app, targets, turn: 0, watchers: new Map(), lookups: [] }
+      this.watchAll(entry)
       next.set(app.poolId, entry)
     }
     for (const target of previous.values()) if (!kept.has(target)) void target.pool.close()
     this.apps = next
+    this.firstLookups = Promise.all(
+      [...next.values()].flatMap((entry) =>
+        entry.app.upstream.discovered.map((found) => this.lookUp(entry, found)),
+      ),
+    )
+  }
+
+  /** Resolves once every discovered target has been looked up at least once since the last update. */
+  settled(): Promise<void> {
+    return this.firstLookups.then(() => undefined)
   }
 
   /**
@@ -112,9 +130,87 @@ export class UpstreamPools {
   async close(how: 'close' | 'destroy' = 'close'): Promise<void> {
     const entries = [...this.apps.values()]
     this.apps.clear()
-    for (const entry of entries) for (const timer of entry.timers) clearInterval(timer)
+    for (const entry of entries)
+      for (const timer of [...entry.watchers.values(), ...entry.lookups]) clearTimeout(timer)
     await Promise.all(entries.flatMap((entry) => entry.targets.map((target) => target.pool[how]())))
   }
+
+  /** The fixed origins of a pool, then the last good addresses of each of its discovered targets. */
+  private originsOf(app: App): string[] {
+    const found = app.upstream.discovered.flatMap(
+      (target) => this.discovered.get(discoveryKey(app, target)) ?? [],
+    )
+    return [...new Set([...app.upstream.targets, ...found])]
+  }
+
+  /** An active health check for every target that has none yet. */
+  private watchAll(entry: AppTargets): void {
+    if (!entry.app.upstream.healthCheck) return
+    for (const target of entry.targets) {
+      if (!entry.watchers.has(target))
+        entry.watchers.set(
+          target,
+          watchHealth(entry.app, target, this.options.log, this.options.onHealthChange),
+        )
+    }
+  }
+
+  /** Looks a discovered target up, applies what it found, and schedules the next look on the TTL. */
+  private lookUp(entry: AppTargets, found: DiscoveredTarget): Promise<void> {
+    const { app } = entry
+    const { minTtl, maxTtl } = app.upstream.dns
+    const again = (delayMs: number) => {
+      const timer = setTimeout(
+        () => void this.lookUp(entry, found),
+        Math.min(maxTtl, Math.max(minTtl, delayMs)),
+      )
+      timer.unref()
+      entry.lookups.push(timer)
+    }
+    return this.options.resolver.resolve(found).then(
+      ({ origins, ttlMs }) => {
+        if (this.apps.get(app.poolId) !== entry) return // a reload replaced this pool meanwhile
+        this.discovered.set(discoveryKey(app, found), origins)
+        this.retarget(entry)
+        again(ttlMs)
+      },
+      (error: unknown) => {
+        if (this.apps.get(app.poolId) !== entry) return
+        this.options.log.warn(
+          { err: error, app: app.id, target: found.spec, rule: 'upstream.targets' },
+          'upstream DNS lookup failed: keeping the last good targets',
+        )
+        this.options.onLookupFailure?.(app.id)
+        again(minTtl)
+      },
+    )
+  }
+
+  /**
+   * Puts a pool's targets in line with its origins: new ones join with their own health check, and
+   * ones that are gone leave rotation at once and close once their requests in flight have finished.
+   */
+  private retarget(entry: AppTargets): void {
+    const origins = this.originsOf(entry.app)
+    const current = new Map(entry.targets.map((target) => [target.origin, target]))
+    const next = origins.map((origin) => current.get(origin) ?? newUpstream(entry.app, origin))
+    for (const target of entry.targets) {
+      if (origins.includes(target.origin)) continue
+      clearTimeout(entry.watchers.get(target))
+      entry.watchers.delete(target)
+      void target.pool.close()
+      this.options.log.info(
+        { app: entry.app.id, upstream: target.origin, rule: 'upstream.targets' },
+        'upstream target gone from DNS: draining',
+      )
+    }
+    entry.targets = next
+    this.watchAll(entry)
+  }
+}
+
+function discoveryKey(app: App, target: DiscoveredTarget): string {
+  return `${app.poolId} ${target.spec}`
 }
 
 /** The app's pool, then each of its routes' own. */

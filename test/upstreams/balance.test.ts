@@ -1,5 +1,6 @@
 import { pino } from 'pino'
 import { afterAll, describe, expect, it } from 'vitest'
+import { TargetResolver } from '../../src/upstreams/discovery.js'
 import { UpstreamPools } from '../../src/upstreams/pools.js'
 import type { Upstream } from '../../src/upstreams/target.js'
 import { compileApp } from '../support/apps.js'
@@ -13,7 +14,11 @@ describe('hash balancing (rendezvous): affinity without cookies', async () => {
     hosts: ['byheader.test'],
     upstream: { targets, balance: 'hash', hashOn: 'header:X-Sensor-Id' },
   })
-  const pools = new UpstreamPools({ log: pino({ level: 'silent' }), stickySecret: Buffer.alloc(32) })
+  const pools = new UpstreamPools({
+    log: pino({ level: 'silent' }),
+    stickySecret: Buffer.alloc(32),
+    resolver: new TargetResolver([]),
+  })
   pools.update([byIp, byHeader])
   afterAll(() => pools.close('destroy'))
 
