@@ -8,17 +8,22 @@ const port = z.coerce.number().int().min(0).max(65_535)
  * Gateway settings (not per app): from `serve` flags, else `PORTCULLIS_<NAME>` environment variables,
  * else these defaults. Port 0 picks a free port (tests do this).
  */
-/** A comma-separated list of header names, lower-cased. */
-function headerList(fallback: string) {
+/** A comma-separated list, blanks dropped. */
+function commaList(fallback = '') {
   return z
     .string()
     .default(fallback)
     .transform((text) =>
       text
         .split(',')
-        .map((name) => name.trim().toLowerCase())
+        .map((entry) => entry.trim())
         .filter(Boolean),
     )
+}
+
+/** A comma-separated list of header names, lower-cased. */
+function headerList(fallback: string) {
+  return commaList(fallback).transform((names) => names.map((name) => name.toLowerCase()))
 }
 
 export const settingsSchema = z.strictObject({
@@ -105,33 +110,16 @@ export const settingsSchema = z.strictObject({
     .describe(
       'Most client connections per listener at once; 0 for no limit. Further ones are closed at once.',
     ),
-  proxyProtocolFrom: z
-    .string()
-    .default('')
-    .transform((text) =>
-      text
-        .split(',')
-        .map((entry) => entry.trim())
-        .filter(Boolean),
-    )
+  proxyProtocolFrom: commaList()
     .refine((entries) => entries.every((entry) => parseCidr(entry) !== undefined), {
       error: 'must be a comma-separated list of IP addresses or networks like 10.0.0.0/8',
     })
     .describe(
       'Load balancers that send a PROXY protocol (v1 or v2) header; their connections must start with one.',
     ),
-  dnsServers: z
-    .string()
-    .default('')
-    .transform((text) =>
-      text
-        .split(',')
-        .map((entry) => entry.trim())
-        .filter(Boolean),
-    )
-    .describe(
-      'DNS servers (host:port, comma-separated) for dns+ and srv+ upstream targets; default the system resolver.',
-    ),
+  dnsServers: commaList().describe(
+    'DNS servers (host:port, comma-separated) for dns+ and srv+ upstream targets; default the system resolver.',
+  ),
   logLevel: z
     .enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace'])
     .default('info')

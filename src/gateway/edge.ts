@@ -82,9 +82,10 @@ const requestIdPattern = /^[A-Za-z0-9._:-]{1,128}$/
 
 /**
  * The Fastify app behind one edge listener: plain HTTP (redirects, and apps with `tls.mode: off`) or
- * TLS (HTTP/2 with HTTP/1.1 fallback, certificate chosen by SNI). Both route with `decideRoute`, run
- * the app's guards with `runGuards` and proxy HTTP and WebSocket traffic the same way. WebSocket
- * upgrades go through the same hook as requests, so every guard decides an upgrade before it happens.
+ * TLS (HTTP/2 with HTTP/1.1 fallback, certificate chosen by SNI). Each request gets an exchange,
+ * `decide()` says what happens to it, and this turns the outcome into a response: the same for HTTP
+ * and WebSocket traffic. Upgrades go through the same hook as requests, so every guard decides an
+ * upgrade before it happens.
  */
 export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInstance {
   const secure = tls !== undefined

@@ -7,21 +7,10 @@ import type { App } from '../policy/compile.js'
 import type { BodyLimit, GuardExchange, GuardServices } from './guard.js'
 
 /** What the listener knows of a request when it arrives, before any policy is applied. */
-export interface Arrival {
-  readonly id: string
-  readonly method: string
-  /** The raw request target: path and query. */
-  readonly url: string
-  /** Host header (HTTP/1) or :authority (HTTP/2). */
-  readonly host: string | undefined
-  readonly headers: IncomingHttpHeaders
-  readonly rawHeaders: readonly string[]
-  /** The canonical socket peer (or the PROXY protocol source). */
-  readonly peer: string
-  readonly upgrade: boolean
-  /** Set on TLS connections. */
-  readonly tls?: { servername: string | undefined; protocol: string | null }
-}
+export type Arrival = Pick<
+  Exchange,
+  'id' | 'method' | 'url' | 'host' | 'headers' | 'rawHeaders' | 'peer' | 'upgrade' | 'tls'
+>
 
 /** What `decide()` concluded; the listener turns it into a response, `explain` into a report. */
 export type Outcome =
@@ -48,13 +37,17 @@ export interface Refusal {
 export class Exchange implements GuardExchange {
   readonly id: string
   readonly method: string
+  /** The raw request target: path and query. */
   readonly url: string
+  /** Host header (HTTP/1) or :authority (HTTP/2). */
   readonly host: string | undefined
   readonly headers: IncomingHttpHeaders
   readonly rawHeaders: readonly string[]
+  /** The canonical socket peer (or the PROXY protocol source). */
   readonly peer: string
   readonly upgrade: boolean
-  readonly tls: Arrival['tls']
+  /** Set on TLS connections. */
+  readonly tls?: { servername: string | undefined; protocol: string | null }
   app: App | undefined = undefined
   /** The peer until an app's trusted proxies say otherwise. */
   identity: ClientIdentity

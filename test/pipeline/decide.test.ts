@@ -1,19 +1,10 @@
 import { describe, expect, it } from 'vitest'
-import { HostRouter } from '../../src/gateway/routing.js'
 import { decide } from '../../src/pipeline/decide.js'
-import { type Arrival, Exchange, type Outcome } from '../../src/pipeline/exchange.js'
-import {
-  allow,
-  type Decision,
-  deny,
-  type Guard,
-  type GuardServices,
-  type TraceStep,
-} from '../../src/pipeline/guard.js'
+import type { Arrival, Outcome } from '../../src/pipeline/exchange.js'
+import { allow, type Decision, deny, type Guard, type TraceStep } from '../../src/pipeline/guard.js'
 import { runGuards } from '../../src/pipeline/run.js'
-import { MemoryStore } from '../../src/stores/rate-limit-store.js'
-import { ResilientRateLimitStore } from '../../src/stores/resilient-store.js'
 import { compileApp } from '../support/apps.js'
+import { exchangesFor, freshServices } from '../support/exchanges.js'
 
 const app = await compileApp({
   app: 'shop',
@@ -27,32 +18,8 @@ const app = await compileApp({
   hsts: { maxAge: 31536000 },
   rateLimits: [{ name: 'login', match: { path: '/login' }, limit: 1, window: '1m' }],
 })
-const router = new HostRouter([app])
 
-function exchange(overrides: Partial<Arrival>, services = freshServices()): Exchange {
-  return new Exchange(
-    {
-      id: 'test',
-      method: 'GET',
-      url: '/',
-      host: 'shop.test',
-      headers: { host: 'shop.test' },
-      rawHeaders: [],
-      peer: '203.0.113.5',
-      upgrade: false,
-      ...overrides,
-    },
-    router,
-    services,
-  )
-}
-
-function freshServices(): GuardServices {
-  return {
-    rateLimits: { store: new ResilientRateLimitStore({ local: new MemoryStore(), replicas: 1 }) },
-    liveWebSockets: () => ({ app: 0, ip: 0 }),
-  }
-}
+const exchange = exchangesFor(app)
 
 async function outcomeOf(overrides: Partial<Arrival>): Promise<Outcome> {
   return decide(exchange(overrides), 443)

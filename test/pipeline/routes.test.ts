@@ -1,14 +1,12 @@
 import { describe, expect, it } from 'vitest'
-import { HostRouter } from '../../src/gateway/routing.js'
 import { decide } from '../../src/pipeline/decide.js'
-import { type Arrival, Exchange } from '../../src/pipeline/exchange.js'
+import type { Arrival } from '../../src/pipeline/exchange.js'
 import type { TraceStep } from '../../src/pipeline/guard.js'
 import type { App } from '../../src/policy/compile.js'
 import { parsePolicy } from '../../src/policy/load.js'
 import { checkAlways } from '../../src/policy/rules.js'
-import { MemoryStore } from '../../src/stores/rate-limit-store.js'
-import { ResilientRateLimitStore } from '../../src/stores/resilient-store.js'
 import { compileApp } from '../support/apps.js'
+import { exchangesFor } from '../support/exchanges.js'
 
 const app = await compileApp({
   app: 'horizon',
@@ -41,26 +39,7 @@ const app = await compileApp({
   ],
 })
 
-function exchange(overrides: Partial<Arrival>): Exchange {
-  return new Exchange(
-    {
-      id: 'test',
-      method: 'GET',
-      url: '/',
-      host: 'horizon.test',
-      headers: { host: 'horizon.test' },
-      rawHeaders: [],
-      peer: '203.0.113.5',
-      upgrade: false,
-      ...overrides,
-    },
-    new HostRouter([app]),
-    {
-      rateLimits: { store: new ResilientRateLimitStore({ local: new MemoryStore(), replicas: 1 }) },
-      liveWebSockets: () => ({ app: 0, ip: 0 }),
-    },
-  )
-}
+const exchange = exchangesFor(app)
 
 /** The route a request gets (its label, or `app` for the app's own settings) and its outcome. */
 async function routed(overrides: Partial<Arrival>) {
