@@ -145,8 +145,6 @@ rateLimits:
     gateway = await startGateway({
       policies: Object.fromEntries(apps.map((app) => [`${app.name}.yaml`, policy(app)])),
     })
-    for (const app of apps)
-      sessions.set(app.name, await http2Session(gateway.ports.https, `${app.name}.test`))
   }, 120_000)
 
   afterAll(async () => {
@@ -155,7 +153,25 @@ rateLimits:
     await Promise.all(apps.map((app) => app.close()))
   })
 
-  const throughGateway = (app: FrameworkApp, protocol: 'h1' | 'h2', target: string, method = 'GET') =>
+  /**
+   * The app's HTTP/2 session, opened when first needed and again once the gateway has closed it, as a
+   * browser does: a session that opens no stream within --headers-timeout, or then idles for
+   * --keep-alive-timeout, is closed, which a slow (loaded) run reaches between tests.
+   */
+  async function sessionFor(app: FrameworkApp): Promise<ClientHttp2Session> {
+    const current = sessions.get(app.name)
+    if (current) return current
+    const session = await http2Session(gateway.ports.https, `${app.name}.test`)
+    const forget = () => {
+      if (sessions.get(app.name) === session) sessions.delete(app.name)
+    }
+    session.once('goaway', forget)
+    session.once('close', forget)
+    sessions.set(app.name, session)
+    return session
+  }
+
+  const throughGateway = async (app: FrameworkApp, protocol: 'h1' | 'h2', target: string, method = 'GET') =>
     protocol === 'h1'
       ? rawHttp1(gateway.ports.https, {
           method,
@@ -163,7 +179,7 @@ rateLimits:
           host: `${app.name}.test`,
           servername: `${app.name}.test`,
         })
-      : rawHttp2(sessions.get(app.name) as ClientHttp2Session, { method, target, host: `${app.name}.test` })
+      : rawHttp2(await sessionFor(app), { method, target, host: `${app.name}.test` })
 
   it('the corpus bites: sent straight to the frameworks, it runs their restricted handlers', async () => {
     const ran: Record<string, string[]> = {}
@@ -230,7 +246,7 @@ rateLimits:
 
   it('HTTP/2 requests that could mean something else upstream are refused with a JSON answer', async () => {
     const app = apps[0] as FrameworkApp
-    const session = sessions.get(app.name) as ClientHttp2Session
+    const session = await sessionFor(app)
     const send = (headers: Record<string, string>) =>
       new Promise<{ status: number; body: string }>((resolve) => {
         const stream = session.request(headers, { endStream: true })
