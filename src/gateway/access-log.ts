@@ -62,6 +62,7 @@ export function logAccess(
       durationMs: Math.round(durationMs * 100) / 100,
       clientIp,
       clientIpVia: app ? exchange?.identity.via : undefined,
+      user: exchange?.user,
       upstream: exchange?.upstream,
       upstreamMs,
       httpVersion: request.raw.httpVersion,

@@ -221,7 +221,7 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
       case 'refuse':
         return refuse(reply, outcome.code, outcome.rule, outcome.message)
       case 'answer':
-        return reply.code(outcome.status).send()
+        return reply.code(outcome.status).send(outcome.body)
     }
     const pending = (request.raw as HeldByRaw)[upgradeOfRequest]
     if (pending) {
@@ -252,7 +252,7 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
   }
 
   edge.addHook('onSend', async (request, reply) => {
-    reply.headers(finalHeaders(request, {}))
+    reply.headers(finalHeaders(request, exchangeOf(request).relayedHeaders ?? {}))
   })
 
   edge.addHook('onResponse', async (request, reply) => {

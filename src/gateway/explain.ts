@@ -116,9 +116,9 @@ function describe(exchange: Exchange, outcome: Outcome, steps: TraceStep[]): Exp
       return {
         ...base,
         status: outcome.status,
-        outcome: 'answered by the gateway',
+        outcome: outcome.rule === 'forwardAuth' ? 'answered by the auth service' : 'answered by the gateway',
         rule: outcome.rule,
-        responseHeaders: responseHeaders(),
+        responseHeaders: responseHeaders(exchange.relayedHeaders),
       }
     case 'refuse':
       return {

@@ -51,6 +51,8 @@ export interface ForwardedFacts {
   proto: string
   host: string
   requestId: string
+  /** Identity headers: the client's own of these names dropped, an auth service's added. */
+  identityHeaders?: { drop: ReadonlySet<string>; add: Readonly<Record<string, string>> | undefined }
 }
 
 const hostPattern = /^[A-Za-z0-9.-]+(?::\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::\d{1,5})?$/
@@ -67,6 +69,7 @@ export function forwardedFacts(request: {
   host: string
   secure: boolean
   requestId: string
+  identityHeaders?: ForwardedFacts['identityHeaders']
 }): ForwardedFacts {
   const { identity, headers } = request
   const incomingHost = identity.peerTrusted ? firstOf(headers['x-forwarded-host']) : undefined
@@ -76,6 +79,9 @@ export function forwardedFacts(request: {
     proto: (identity.peerTrusted && forwardedProto(headers)) || (request.secure ? 'https' : 'http'),
     host: incomingHost && hostPattern.test(incomingHost) ? incomingHost : request.host,
     requestId: request.requestId,
+    ...(request.identityHeaders && request.identityHeaders.drop.size > 0
+      ? { identityHeaders: request.identityHeaders }
+      : {}),
   }
 }
 
@@ -101,8 +107,10 @@ export function upstreamRequestHeaders(
     if (value === undefined || name.charCodeAt(0) === 58 /* ':' pseudo-header */) continue
     if (hopByHop.has(name) || forwarding.has(name) || listed?.has(name)) continue
     if (options.websocket && websocketHandshake.has(name)) continue
+    if (facts.identityHeaders?.drop.has(name)) continue
     headers[name] = value
   }
+  if (facts.identityHeaders?.add) Object.assign(headers, facts.identityHeaders.add)
   headers.host = facts.host
   headers['x-forwarded-for'] = facts.chain.join(', ')
   headers['x-real-ip'] = facts.clientIp

@@ -10,6 +10,8 @@ interface CompiledRule {
   methods: ReadonlySet<string> | undefined
   /** true: only `networks` pass; false: `networks` are refused (all when undefined). */
   allowList: boolean
+  /** Set for a rule that wants a verified claim instead of networks. */
+  require: { claim: string; oneOf: ReadonlySet<string> } | undefined
   networks: CidrSet | undefined
   respond: 403 | 404
 }
@@ -38,14 +40,23 @@ export class AccessGuard implements Guard {
             ? undefined
             : cidrs(rule.deny),
         respond: rule.respond,
+        require: rule.require ? { claim: rule.require.claim, oneOf: new Set(rule.require.oneOf) } : undefined,
       }
     })
   }
 
-  check(request: Pick<GuardExchange, 'method' | 'path' | 'identity'>): Decision {
+  check(request: Pick<GuardExchange, 'method' | 'path' | 'identity' | 'claims'>): Decision {
     for (const rule of this.rules) {
       if (rule.methods && !rule.methods.has(request.method)) continue
       if (!rule.pattern.test(request.path)) continue
+      if (rule.require) {
+        if (hasClaim(request.claims, rule.require)) return allow
+        return deny(
+          'PCL_ACCESS_DENIED',
+          `${rule.id} ${rule.path}`,
+          `Access to ${rule.path} needs a verified ${rule.require.claim}`,
+        )
+      }
       const inNetworks = rule.networks?.has(request.identity.ip) ?? true
       const passes = rule.allowList ? inNetworks : !inNetworks
       if (passes) return allow
@@ -56,4 +67,16 @@ export class AccessGuard implements Guard {
     }
     return allow
   }
+}
+
+/** Whether a verified claim (a value, or a list of them) has one of the wanted values. */
+function hasClaim(
+  claims: Readonly<Record<string, unknown>> | undefined,
+  wanted: { claim: string; oneOf: ReadonlySet<string> },
+): boolean {
+  const value = claims?.[wanted.claim]
+  const values = Array.isArray(value) ? value : [value]
+  return values.some(
+    (entry) => (typeof entry === 'string' || typeof entry === 'number') && wanted.oneOf.has(String(entry)),
+  )
 }

@@ -22,6 +22,8 @@ interface CompiledRule {
   pattern: RegExp
   methods: ReadonlySet<string> | undefined
   headerName: string | undefined
+  /** `jwt:<claim>`: the claim of a verified token, never of an unverified one. */
+  claim: string | undefined
   /** The Redis key is `keyPrefix + identity + keySuffix`; the hash tag holds the app and identity. */
   keyPrefix: string
   keySuffix: string
@@ -35,7 +37,10 @@ interface Matched {
   key: string
 }
 
-type RateLimitRequest = Pick<GuardExchange, 'method' | 'path' | 'identity' | 'headers' | 'services'>
+type RateLimitRequest = Pick<
+  GuardExchange,
+  'method' | 'path' | 'identity' | 'headers' | 'services' | 'claims'
+>
 
 /** Header values used as keys are capped and hashed: no client-chosen bytes or lengths reach Redis. */
 const maxKeyMaterial = 256
@@ -67,6 +72,7 @@ export class RateLimitGuard implements Guard {
       pattern: compilePathPattern(section.match.path, true),
       methods: section.match.methods ? new Set(section.match.methods) : undefined,
       headerName: section.key.startsWith('header:') ? section.key.slice(7) : undefined,
+      claim: section.key.startsWith('jwt:') ? section.key.slice(4) : undefined,
       keyPrefix: `pcl:rl:{${this.appId}:`,
       keySuffix: `}:${section.name}`,
       intervalMs,
@@ -103,6 +109,11 @@ export class RateLimitGuard implements Guard {
 
   private identity(rule: CompiledRule, request: RateLimitRequest): string {
     const ip = ipv6Network(request.identity.ip, rule.section.ipv6Prefix)
+    if (rule.claim) {
+      const value = request.claims?.[rule.claim]
+      if (typeof value === 'string' || typeof value === 'number')
+        return `j:${digest(String(value).slice(0, maxKeyMaterial))}`
+    }
     if (rule.headerName) {
       const value = request.headers[rule.headerName]
       const text = Array.isArray(value) ? value[0] : value

@@ -119,7 +119,9 @@ function conclude(app: App, exchange: Exchange, chainDecision: Decision): Outcom
   }
   if (decision.kind === 'answer') {
     exchange.addedHeaders = decision.headers
-    return { kind: 'answer', status: decision.status, rule: decision.rule }
+    exchange.relayedHeaders = decision.relayed
+    const { status, rule, body } = decision
+    return body === undefined ? { kind: 'answer', status, rule } : { kind: 'answer', status, rule, body }
   }
   exchange.addedHeaders = decision.responseHeaders
   const files = exchange.upgrade ? undefined : staticFor(app, exchange.target)
@@ -133,6 +135,7 @@ function conclude(app: App, exchange: Exchange, chainDecision: Decision): Outcom
       host: exchange.host ?? '',
       secure: exchange.tls !== undefined,
       requestId: exchange.id,
+      identityHeaders: { drop: app.identityHeaders, add: exchange.identityHeaders },
     }),
   }
 }

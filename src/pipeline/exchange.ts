@@ -18,8 +18,8 @@ export type Outcome =
   /** The app's `healthPath`: answered from the upstream pool's health. */
   | { kind: 'health' }
   | { kind: 'refuse'; code: ErrorCode; rule: string; message?: string }
-  /** The gateway answers without an error (a CORS preflight). */
-  | { kind: 'answer'; status: number; rule: string }
+  /** The gateway answers without an error (a CORS preflight), or relays an auth service's answer. */
+  | { kind: 'answer'; status: number; rule: string; body?: string }
   | { kind: 'static'; root: string; file: string; cacheControl: string }
   | { kind: 'proxy'; facts: ForwardedFacts }
 
@@ -56,8 +56,13 @@ export class Exchange implements GuardExchange {
   bodyLimit: BodyLimit | undefined = undefined
   /** Whether the client's side is HTTPS: a TLS listener, or a trusted TLS-terminating balancer in front. */
   secure: boolean
+  claims: Readonly<Record<string, unknown>> | undefined = undefined
+  user: string | undefined = undefined
+  identityHeaders: Readonly<Record<string, string>> | undefined = undefined
   /** What the guards (and the edge) add to the answer, whatever it is: CORS grant, Vary, a sticky cookie. */
   addedHeaders: OutgoingHttpHeaders | undefined = undefined
+  /** The headers of another service's answer the gateway relays (an auth service's sign-in redirect). */
+  relayedHeaders: OutgoingHttpHeaders | undefined = undefined
   outcome: Outcome | undefined = undefined
   /** Set when the gateway refused, or cut an answer under way. */
   refusal: Refusal | undefined = undefined

@@ -10,8 +10,18 @@ import type { ResilientRateLimitStore } from '../stores/resilient-store.js'
 export type Decision =
   /** Pass on; `responseHeaders` are added to whatever answer the client gets. */
   | { kind: 'allow'; responseHeaders?: OutgoingHttpHeaders }
-  /** The gateway answers itself without an error (a CORS preflight). */
-  | { kind: 'answer'; status: number; headers: OutgoingHttpHeaders; rule: string }
+  /**
+   * The gateway answers itself without an error (a CORS preflight), or relays another service's
+   * answer: `relayed` are that answer's own headers, edited like an app's (cookies hardened).
+   */
+  | {
+      kind: 'answer'
+      status: number
+      headers: OutgoingHttpHeaders
+      rule: string
+      body?: string
+      relayed?: OutgoingHttpHeaders
+    }
   /** Refused, with the code, the policy rule that decided and a message for the client. */
   | { kind: 'deny'; code: ErrorCode; rule: string; message: string; headers?: OutgoingHttpHeaders }
 
@@ -59,6 +69,8 @@ export interface GuardExchange {
   readonly method: string
   /** The raw request target: path and query. */
   readonly url: string
+  /** Host header (HTTP/1) or :authority (HTTP/2). */
+  readonly host: string | undefined
   readonly headers: IncomingHttpHeaders
   readonly rawHeaders: readonly string[]
   readonly upgrade: boolean
@@ -69,6 +81,14 @@ export interface GuardExchange {
   /** What the upstream receives: the canonical path and the query as sent. */
   target: string
   bodyLimit: BodyLimit | undefined
+  /** Whether the client's side is HTTPS. */
+  readonly secure: boolean
+  /** The claims of a verified bearer token (the jwt guard); unverified claims are never kept. */
+  claims: Readonly<Record<string, unknown>> | undefined
+  /** Who the client is, when an auth step said so (forward auth, a token's sub), for the access log. */
+  user: string | undefined
+  /** Identity headers an auth service named, for the app. */
+  identityHeaders: Readonly<Record<string, string>> | undefined
 }
 
 /**

@@ -6,7 +6,9 @@ import { BasicAuthGuard } from '../guards/basic-auth.js'
 import { ClientIpResolver } from '../guards/client-ip.js'
 import { CookieHardener } from '../guards/cookies.js'
 import { CorsGuard } from '../guards/cors.js'
+import { ForwardAuthGuard } from '../guards/forward-auth.js'
 import { SecurityHeaders, StrictTransportSecurity } from '../guards/headers.js'
+import { JwtGuard } from '../guards/jwt.js'
 import { BodyLimitsGuard, HeadLimitsGuard } from '../guards/limits.js'
 import { PathGuard } from '../guards/path.js'
 import { RateLimitGuard } from '../guards/rate-limit.js'
@@ -68,6 +70,8 @@ export interface App {
   readonly websocket: WebSocketGuard
   /** Whether any rate limit applies: apps that have one need a store (Redis for several replicas). */
   readonly rateLimited: boolean
+  /** Headers only the auth service may set (forwardAuth.copyHeaders): the client's are dropped. */
+  readonly identityHeaders: ReadonlySet<string>
   /** The app's routes, tried in order on the canonical path; none on a route's own settings. */
   readonly routes: readonly Route[]
   /** Set on a route's settings: which route, as logs, metrics and explain name it, and its path rewrite. */
@@ -106,10 +110,12 @@ export interface AcmeSettings {
 
 /**
  * The one place where guard order is written. Head limits come first (no parsing yet), then the
- * canonical path every later rule matches, access rules, the WebSocket guard (upgrades) or CORS (the
- * rest), the declared body size, then rate limits, so that only requests every other guard admits
- * spend budget, then Basic authentication: after the rate limits on purpose, so a limit on the path
- * also bounds password guessing. Adding a guard is a file and one line here.
+ * canonical path every later rule matches, the bearer token (its verified claims feed access rules
+ * and rate-limit keys), access rules, the WebSocket guard (upgrades) or CORS (the rest), the declared
+ * body size, then rate limits, so that only requests every other guard admits spend budget, then
+ * Basic authentication and forward authentication: after the rate limits on purpose, so a limit on
+ * the path also bounds password guessing and the auth service is not flooded. Adding a guard is a
+ * file and one line here.
  */
 function requestChain(
   policy: Policy,
@@ -121,6 +127,7 @@ function requestChain(
   const chain: (Guard | undefined)[] = [
     new HeadLimitsGuard(policy.limits),
     new PathGuard(),
+    policy.jwt ? new JwtGuard(policy.jwt) : undefined,
     new AccessGuard(policy.access),
     routeAccess,
     websocket,
@@ -128,6 +135,7 @@ function requestChain(
     new BodyLimitsGuard(policy.limits),
     rateLimits,
     policy.basicAuth ? new BasicAuthGuard(policy.basicAuth) : undefined,
+    policy.forwardAuth ? new ForwardAuthGuard(policy.forwardAuth) : undefined,
   ]
   return chain.filter((guard) => guard !== undefined)
 }
@@ -271,6 +279,7 @@ function compileSettings(
     responseEdits: responseEdits(policy, cors),
     websocket,
     rateLimited,
+    identityHeaders: new Set(policy.forwardAuth?.copyHeaders ?? []),
     routes: Object.freeze([...routes]),
     route: route
       ? deepFreeze({

@@ -261,6 +261,20 @@ export const productionRules: readonly Rule[] = [
     },
   },
   {
+    id: 'PCL-FORWARDAUTH-PLAINTEXT',
+    severity: 'warning',
+    fix: 'Use https:// for the auth service, or run it beside the gateway on a loopback address.',
+    check: (policy) => {
+      const url = policy.forwardAuth?.url
+      if (!url) return []
+      const { protocol, hostname } = new URL(url)
+      const loopback = hostname === 'localhost' || isLoopback(hostname.replace(/^\[|\]$/g, ''))
+      return protocol === 'http:' && !loopback
+        ? [{ field: ['forwardAuth', 'url'], reason: 'cookies and tokens go to the auth service unencrypted' }]
+        : []
+    },
+  },
+  {
     id: 'PCL-REPORT-ONLY',
     severity: 'error',
     fix: 'Set mode: enforce once the report-only logs show no false positives.',
@@ -347,4 +361,10 @@ function takesAllOf(first: RouteSection, later: RouteSection): boolean {
     ? [later.path.slice(0, -3) || '/', `${later.path.slice(0, -3)}/${anySegment}/${anySegment}`]
     : [later.path]
   return paths.every((path) => pattern.test(standIn(path)))
+}
+
+const loopbackNetworks = new CidrSet(['127.0.0.0/8', '::1/128'].flatMap((text) => parseCidr(text) ?? []))
+
+function isLoopback(host: string): boolean {
+  return loopbackNetworks.has(host)
 }

@@ -426,6 +426,16 @@ export const accessRuleSchema = z
       .union([z.literal('all'), z.array(cidr)])
       .optional()
       .describe('"all", or networks that are refused; everyone else passes.'),
+    require: z
+      .strictObject({
+        claim: z.string().min(1).describe('A claim of the verified JWT (jwt section), e.g. role or org_id.'),
+        oneOf: z
+          .array(z.string())
+          .min(1)
+          .describe('Values that pass; a claim that is a list passes if any of its values does.'),
+      })
+      .optional()
+      .describe('Only requests with a verified JWT whose claim has one of these values pass.'),
     respond: z
       .union([z.literal(403), z.literal(404)])
       .default(403)
@@ -436,8 +446,9 @@ export const accessRuleSchema = z
       .describe('Match regardless of case (default), since many apps route /Admin like /admin.'),
   })
   .superRefine((rule, context) => {
-    if ((rule.allow === undefined) === (rule.deny === undefined)) {
-      context.addIssue({ code: 'custom', path: [], message: 'needs exactly one of allow or deny' })
+    const given = [rule.allow, rule.deny, rule.require].filter((entry) => entry !== undefined).length
+    if (given !== 1) {
+      context.addIssue({ code: 'custom', path: [], message: 'needs exactly one of allow, deny or require' })
     }
   })
 
@@ -613,6 +624,81 @@ export const basicAuthSchema = z
   })
   .describe('HTTP Basic authentication in front of the app (for apps without their own login).')
 
+export const forwardAuthSchema = z
+  .strictObject({
+    url: z
+      .string()
+      .refine((text) => URL.canParse(text) && /^https?:$/.test(new URL(text).protocol), {
+        error: 'must be an http(s) URL, e.g. http://127.0.0.1:4180/oauth2/auth',
+      })
+      .describe('The auth endpoint (oauth2-proxy /oauth2/auth, Authelia /api/authz/forward-auth, ...).'),
+    paths: z.array(pathPattern).default(['/**']).describe('Paths that need it. Default all.'),
+    except: z
+      .array(pathPattern)
+      .default([])
+      .describe('Paths left open (health checks, the sign-in callback).'),
+    requestHeaders: z
+      .array(headerName)
+      .default(['cookie', 'authorization', 'accept'])
+      .describe(
+        'Request headers sent to the auth service, besides X-Forwarded-Method/-Uri/-Host/-Proto/-For (Accept lets it send browsers to sign in and APIs a 401).',
+      ),
+    copyHeaders: z
+      .array(headerName)
+      .default(['x-auth-request-user', 'x-auth-request-email', 'x-auth-request-groups'])
+      .describe(
+        "Headers of the auth service's 2xx answer passed to the app; the client's own headers of these names are always removed.",
+      ),
+    userHeader: headerName
+      .default('x-auth-request-user')
+      .describe('The answer header naming the user, for the access log.'),
+    timeout: duration.default(5000).describe('Longest wait for the auth service; then 504. Default 5s.'),
+    cacheTtl: duration
+      .default(0)
+      .describe(
+        'How long a 2xx answer is reused for the same credentials (cookie and authorization). Default 0: asked every time.',
+      ),
+  })
+  .describe(
+    'Ask an auth service whether each request may pass (forward auth, as Traefik, Caddy and nginx do).',
+  )
+
+export const jwtSchema = z
+  .strictObject({
+    issuer: z.string().min(1).describe('The iss the tokens must carry.'),
+    audiences: z.array(z.string().min(1)).min(1).describe('Accepted aud values.'),
+    jwksUrl: z
+      .string()
+      .refine((text) => URL.canParse(text) && /^https?:$/.test(new URL(text).protocol), {
+        error: 'must be an http(s) URL of a JWKS',
+      })
+      .optional()
+      .describe(
+        "The issuer's JWKS: keys fetched, cached and fetched again for a key id not seen yet (rotation).",
+      ),
+    publicKey: z.string().optional().describe('A PEM public key (SPKI), instead of jwksUrl.'),
+    algorithms: z
+      .array(
+        z.enum(['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA']),
+      )
+      .min(1)
+      .default(['RS256', 'ES256'])
+      .describe('Accepted signature algorithms; none and shared-secret (HS*) ones are never accepted.'),
+    clockSkew: duration.default(30_000).describe('Tolerance for exp and nbf. Default 30s.'),
+    paths: z
+      .array(pathPattern)
+      .default([])
+      .describe(
+        'Paths where a valid token is required (else 401). Elsewhere a token is verified when present.',
+      ),
+    except: z.array(pathPattern).default([]).describe('Paths left out of paths.'),
+  })
+  .superRefine((section, context) => {
+    if ((section.jwksUrl === undefined) === (section.publicKey === undefined))
+      context.addIssue({ code: 'custom', path: [], message: 'needs exactly one of jwksUrl or publicKey' })
+  })
+  .describe('Verify bearer tokens (JWT); verified claims can key rate limits and decide access rules.')
+
 export const cookiesSchema = z
   .strictObject({
     secure: z.boolean().default(true).describe('Add Secure to cookies set over HTTPS.'),
@@ -646,13 +732,13 @@ export const rateLimitSchema = z
       .describe('Which requests count against this limit.'),
     key: z
       .string()
-      .regex(/^(ip|ip\+path|header:[!#$%&'*+.^_`|~0-9A-Za-z-]+)$/, {
-        error: 'must be ip, ip+path or header:<name>',
+      .regex(/^(ip|ip\+path|header:[!#$%&'*+.^_`|~0-9A-Za-z-]+|jwt:[A-Za-z0-9_.:-]+)$/, {
+        error: 'must be ip, ip+path, header:<name> or jwt:<claim>',
       })
       .transform((key) => key.toLowerCase())
       .default('ip')
       .describe(
-        'Whose budget: ip (IPv6 grouped by ipv6Prefix), ip+path, or header:<name> (falls back to ip when absent).',
+        'Whose budget: ip (IPv6 grouped by ipv6Prefix), ip+path, header:<name> (falls back to ip when absent), or jwt:<claim> of a verified token (falls back to ip without one).',
       ),
     limit: z.number().int().min(1).describe('Requests allowed per window, sustained.'),
     window: duration.describe('The window the limit is counted over, like 1m.'),
@@ -694,6 +780,7 @@ export const routeSettings = [
   'headers',
   'cookies',
   'basicAuth',
+  'forwardAuth',
   'compression',
   'static',
 ] as const
@@ -739,6 +826,7 @@ export const routeSchema = z
     headers: headersSchema.optional(),
     cookies: cookiesSchema.optional(),
     basicAuth: basicAuthSchema.partial().optional(),
+    forwardAuth: forwardAuthSchema.partial().optional(),
     compression: compressionSchema.optional(),
     static: z.array(staticSchema).optional().describe('Replaces the app’s static directories here.'),
   })
@@ -787,6 +875,8 @@ export const policySchema = z
     headers: headersSchema,
     cookies: cookiesSchema,
     basicAuth: basicAuthSchema.optional(),
+    forwardAuth: forwardAuthSchema.optional(),
+    jwt: jwtSchema.optional(),
     compression: compressionSchema,
     static: z
       .array(staticSchema)

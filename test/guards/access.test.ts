@@ -18,6 +18,7 @@ function check(method: string, rawPath: string, clientIp: string) {
   if (!canonical.ok) throw new Error(canonical.reason)
   return guard.check({
     method,
+    claims: undefined,
     path: canonical.path,
     identity: { ip: clientIp, via: 'peer', chain: [clientIp], peerTrusted: false },
   })

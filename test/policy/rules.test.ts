@@ -94,6 +94,11 @@ describe('production rules', () => {
       { cors: undefined, websocket: { paths: [{ path: '/ws', allowedOrigins: ['https://a.example.com'] }] } },
     ],
     ['PCL-REPORT-ONLY', { mode: 'report-only' as const }, { mode: 'enforce' as const }],
+    [
+      'PCL-FORWARDAUTH-PLAINTEXT',
+      { forwardAuth: { url: 'http://auth.internal:4180/oauth2/auth' } },
+      { forwardAuth: { url: 'http://127.0.0.1:4180/oauth2/auth' } },
+    ],
   ] as [string, Partial<PolicyInput>, Partial<PolicyInput>][])(
     '%s trips on %j and not on %j',
     (rule, trips, passes) => {
@@ -140,6 +145,24 @@ describe('production rules', () => {
       ['PCL-CORS-WILDCARD', 'routes[1].cors.origins[0]'],
       ['PCL-WEBSOCKET-NO-ORIGIN', 'routes[0].websocket.paths[0]'],
     ])
+  })
+
+  it('refuses JWT algorithms a public key must never verify (none, shared-secret HS*) outright', () => {
+    for (const algorithm of ['none', 'HS256']) {
+      const parsed = parsePolicy(
+        'shop.yaml',
+        JSON.stringify({
+          ...clean,
+          jwt: {
+            issuer: 'https://issuer.test',
+            audiences: ['api'],
+            jwksUrl: 'https://issuer.test/jwks',
+            algorithms: [algorithm],
+          },
+        }),
+      )
+      expect(parsed.ok ? [] : parsed.problems.map((problem) => problem.field)).toEqual(['jwt.algorithms[0]'])
+    }
   })
 
   it('every rule has a stable id, a severity and a fix', () => {

@@ -1,0 +1,143 @@
+import { createHash } from 'node:crypto'
+import { request } from 'undici'
+import { compilePathPattern } from '../net/path-pattern.js'
+import { allow, type Decision, deny, type Guard, type GuardExchange } from '../pipeline/guard.js'
+import type { Policy } from '../policy/schema.js'
+
+type Section = NonNullable<Policy['forwardAuth']>
+
+/** Answers of the auth service are read up to this size (a sign-in page, an error). */
+const maxAnswerBytes = 64 * 1024
+/** Cached answers kept at most; the cache starts over when full. */
+const maxCached = 10_000
+/** Headers of a refusal the client gets from the auth service: where to sign in, and its cookies. */
+const passedBack = ['location', 'set-cookie', 'www-authenticate', 'content-type']
+
+interface Admitted {
+  headers: Record<string, string>
+  user: string | undefined
+  until: number
+}
+
+/**
+ * Forward authentication, as Traefik's forwardAuth, Caddy's forward_auth and nginx's auth_request:
+ * the auth service (oauth2-proxy, Authelia, Authentik, Pomerium) is asked with the request's method,
+ * URI, host, protocol, client address and credentials. A 2xx passes, with the identity headers it
+ * names copied to the app; anything else is its answer to the client (a 302 to the sign-in page, a
+ * 401); no answer is a 502 or 504, never a pass.
+ */
+export class ForwardAuthGuard implements Guard {
+  readonly name = 'forwardAuth'
+  private readonly paths: RegExp[]
+  private readonly except: RegExp[]
+  private readonly cache = new Map<string, Admitted>()
+
+  constructor(private readonly section: Section) {
+    this.paths = section.paths.map((path) => compilePathPattern(path, true))
+    this.except = section.except.map((path) => compilePathPattern(path, true))
+  }
+
+  applies(exchange: Pick<GuardExchange, 'path'>): boolean {
+    return (
+      this.paths.some((pattern) => pattern.test(exchange.path)) &&
+      !this.except.some((pattern) => pattern.test(exchange.path))
+    )
+  }
+
+  async check(exchange: GuardExchange): Promise<Decision> {
+    const { section } = this
+    const credentials = section.cacheTtl > 0 ? credentialKey(exchange) : undefined
+    const cached = credentials === undefined ? undefined : this.cache.get(credentials)
+    if (cached && cached.until > Date.now()) return admit(exchange, cached)
+    const headers: Record<string, string> = {
+      'x-forwarded-method': exchange.method,
+      'x-forwarded-uri': exchange.target,
+      'x-forwarded-host': exchange.host ?? '',
+      'x-forwarded-proto': exchange.secure ? 'https' : 'http',
+      'x-forwarded-for': exchange.identity.ip,
+    }
+    for (const name of section.requestHeaders) {
+      const value = exchange.headers[name]
+      if (value !== undefined) headers[name] = Array.isArray(value) ? value.join(', ') : value
+    }
+    let answer: Awaited<ReturnType<typeof request>>
+    try {
+      answer = await request(section.url, {
+        method: 'GET',
+        headers,
+        headersTimeout: section.timeout,
+        bodyTimeout: section.timeout,
+        signal: AbortSignal.timeout(section.timeout),
+      })
+    } catch (error) {
+      const timedOut = /timeout|abort/i.test(String((error as { name?: string }).name ?? error))
+      return timedOut
+        ? deny(
+            'PCL_AUTH_TIMEOUT',
+            'forwardAuth.timeout',
+            `The auth service did not answer within ${section.timeout} ms`,
+          )
+        : deny('PCL_AUTH_UNAVAILABLE', 'forwardAuth.url', 'The auth service could not be reached')
+    }
+    const body = await boundedText(answer.body).catch(() => '')
+    if (answer.statusCode >= 200 && answer.statusCode < 300) {
+      const copied: Record<string, string> = {}
+      for (const name of section.copyHeaders) {
+        const value = answer.headers[name]
+        if (value !== undefined) copied[name] = Array.isArray(value) ? value.join(', ') : value
+      }
+      const admitted = {
+        headers: copied,
+        user: copied[section.userHeader] ?? single(answer.headers[section.userHeader]),
+        until: Date.now() + section.cacheTtl,
+      }
+      if (credentials !== undefined) {
+        if (this.cache.size >= maxCached) this.cache.clear()
+        this.cache.set(credentials, admitted)
+      }
+      return admit(exchange, admitted)
+    }
+    const back: Record<string, string | string[]> = {}
+    for (const name of passedBack) {
+      const value = answer.headers[name]
+      if (value !== undefined) back[name] = value
+    }
+    return {
+      kind: 'answer',
+      status: answer.statusCode,
+      headers: {},
+      relayed: back,
+      rule: 'forwardAuth',
+      body,
+    }
+  }
+
+  describe(exchange: Pick<GuardExchange, 'user'>): string {
+    return exchange.user ? `user ${exchange.user}` : 'admitted'
+  }
+}
+
+function admit(exchange: GuardExchange, admitted: Admitted): Decision {
+  exchange.identityHeaders = admitted.headers
+  if (admitted.user) exchange.user = admitted.user
+  return allow
+}
+
+/** The credentials an answer may be reused for: the cookies and authorization the client sent. */
+function credentialKey(exchange: Pick<GuardExchange, 'headers'>): string {
+  const { cookie = '', authorization = '' } = exchange.headers
+  return createHash('sha256').update(`${cookie}\u0000${authorization}`).digest('base64url')
+}
+
+function single(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value
+}
+
+async function boundedText(body: AsyncIterable<Buffer>): Promise<string> {
+  let text = ''
+  for await (const chunk of body) {
+    text += chunk
+    if (text.length > maxAnswerBytes) return text.slice(0, maxAnswerBytes)
+  }
+  return text
+}
