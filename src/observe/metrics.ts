@@ -21,8 +21,16 @@ const breakerValue = { closed: 0, 'half-open': 1, open: 2 } as const
  */
 export class GatewayMetrics {
   readonly registry = new Registry()
-  private readonly requests: Counter<'app' | 'status_class'>
-  private readonly duration: Histogram<'app' | 'status_class'>
+  private readonly requests: Counter<'app' | 'route' | 'status_class'>
+  private readonly duration: Histogram<'app' | 'route' | 'status_class'>
+  /**
+   * The request counter's and histogram's children by app, route and status class, bound once:
+   * prom-client otherwise sorts and joins the labels of every call, twice per request.
+   */
+  private readonly perRequest = new Map<
+    string,
+    { requests: { inc(): void }; duration: { observe(value: number): void } }
+  >()
   private readonly refusals: Counter<'app' | 'code' | 'rule' | 'enforced'>
   private readonly reloads: Counter<'result'>
   private readonly acmeOrders: Counter<'app' | 'result'>
@@ -161,19 +169,26 @@ export class GatewayMetrics {
     wouldBlock: { code: string; rule: string } | undefined,
     upstreamSeconds?: number,
   ): void {
-    const statusClass = `${Math.floor(status / 100)}xx`
-    // No route label on requests no route took: the app's series stay what they were without routes.
-    const labels =
-      route === undefined
-        ? { app: app ?? '(none)', status_class: statusClass }
-        : { app: app ?? '(none)', route, status_class: statusClass }
-    this.requests.inc(labels)
-    this.duration.observe(labels, seconds)
-    if (upstreamSeconds !== undefined) this.upstreamDuration.observe({ app: labels.app }, upstreamSeconds)
+    const appLabel = app ?? '(none)'
+    const statusClass = Math.floor(status / 100)
+    const key = `${appLabel}\u0000${route ?? ''}\u0000${statusClass}`
+    let children = this.perRequest.get(key)
+    if (!children) {
+      // No route label on requests no route took: the app's series stay what they were without routes.
+      const labels =
+        route === undefined
+          ? { app: appLabel, status_class: `${statusClass}xx` }
+          : { app: appLabel, route, status_class: `${statusClass}xx` }
+      children = { requests: this.requests.labels(labels), duration: this.duration.labels(labels) }
+      this.perRequest.set(key, children)
+    }
+    children.requests.inc()
+    children.duration.observe(seconds)
+    if (upstreamSeconds !== undefined) this.upstreamDuration.observe({ app: appLabel }, upstreamSeconds)
     if (refusal)
-      this.refusals.inc({ app: labels.app, code: refusal.code, rule: refusal.rule, enforced: 'true' })
+      this.refusals.inc({ app: appLabel, code: refusal.code, rule: refusal.rule, enforced: 'true' })
     if (wouldBlock)
-      this.refusals.inc({ app: labels.app, code: wouldBlock.code, rule: wouldBlock.rule, enforced: 'false' })
+      this.refusals.inc({ app: appLabel, code: wouldBlock.code, rule: wouldBlock.rule, enforced: 'false' })
   }
 
   rateLimited(app: string, allowed: boolean): void {
