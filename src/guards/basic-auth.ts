@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
 import { unknownUserHash, verifyPassword } from '../auth/passwords.js'
-import { compilePathPattern } from '../net/path-pattern.js'
+import { compilePathScope } from '../net/path-pattern.js'
 import { allow, type Decision, deny, type Guard, type GuardExchange } from '../pipeline/guard.js'
 import type { Policy } from '../policy/schema.js'
 
@@ -16,22 +16,17 @@ const verifiedCacheSize = 1000
  */
 export class BasicAuthGuard implements Guard {
   readonly name = 'basicAuth'
-  private readonly paths: RegExp[]
-  private readonly except: RegExp[]
+  private readonly covers: (path: string) => boolean
   private readonly challenge: string
   private readonly verified = new Map<string, number>()
 
   constructor(private readonly section: NonNullable<Policy['basicAuth']>) {
-    this.paths = section.paths.map((path) => compilePathPattern(path, true))
-    this.except = section.except.map((path) => compilePathPattern(path, true))
+    this.covers = compilePathScope(section.paths, section.except)
     this.challenge = `Basic realm="${section.realm.replace(/["\\]/g, '')}", charset="UTF-8"`
   }
 
   applies(exchange: Pick<GuardExchange, 'path'>): boolean {
-    return (
-      this.paths.some((pattern) => pattern.test(exchange.path)) &&
-      !this.except.some((pattern) => pattern.test(exchange.path))
-    )
+    return this.covers(exchange.path)
   }
 
   /** The credentials alone: the runner asks `applies` first, so each path is matched once. */

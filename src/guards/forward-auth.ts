@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto'
 import { request } from 'undici'
-import { compilePathPattern } from '../net/path-pattern.js'
+import { compilePathScope } from '../net/path-pattern.js'
 import { allow, type Decision, deny, type Guard, type GuardExchange } from '../pipeline/guard.js'
 import type { Policy } from '../policy/schema.js'
 
@@ -28,20 +28,15 @@ interface Admitted {
  */
 export class ForwardAuthGuard implements Guard {
   readonly name = 'forwardAuth'
-  private readonly paths: RegExp[]
-  private readonly except: RegExp[]
+  private readonly covers: (path: string) => boolean
   private readonly cache = new Map<string, Admitted>()
 
   constructor(private readonly section: Section) {
-    this.paths = section.paths.map((path) => compilePathPattern(path, true))
-    this.except = section.except.map((path) => compilePathPattern(path, true))
+    this.covers = compilePathScope(section.paths, section.except)
   }
 
   applies(exchange: Pick<GuardExchange, 'path'>): boolean {
-    return (
-      this.paths.some((pattern) => pattern.test(exchange.path)) &&
-      !this.except.some((pattern) => pattern.test(exchange.path))
-    )
+    return this.covers(exchange.path)
   }
 
   async check(exchange: GuardExchange): Promise<Decision> {

@@ -1,6 +1,6 @@
 import { createPublicKey, type KeyObject } from 'node:crypto'
 import { createRemoteJWKSet, type JWTVerifyGetKey, jwtVerify } from 'jose'
-import { compilePathPattern } from '../net/path-pattern.js'
+import { compilePathScope } from '../net/path-pattern.js'
 import { allow, type Decision, deny, type Guard, type GuardExchange } from '../pipeline/guard.js'
 import type { Policy } from '../policy/schema.js'
 
@@ -16,21 +16,18 @@ type Section = NonNullable<Policy['jwt']>
 export class JwtGuard implements Guard {
   readonly name = 'jwt'
   private readonly keys: JWTVerifyGetKey | KeyObject
-  private readonly paths: RegExp[]
-  private readonly except: RegExp[]
+  /** Where a token is required. */
+  private readonly requires: (path: string) => boolean
 
   constructor(private readonly section: Section) {
     this.keys = section.jwksUrl
       ? createRemoteJWKSet(new URL(section.jwksUrl), { cooldownDuration: 5_000, timeoutDuration: 5_000 })
       : createPublicKey(section.publicKey ?? '')
-    this.paths = section.paths.map((path) => compilePathPattern(path, true))
-    this.except = section.except.map((path) => compilePathPattern(path, true))
+    this.requires = compilePathScope(section.paths, section.except)
   }
 
   check(exchange: GuardExchange): Decision | Promise<Decision> {
-    const required =
-      this.paths.some((pattern) => pattern.test(exchange.path)) &&
-      !this.except.some((pattern) => pattern.test(exchange.path))
+    const required = this.requires(exchange.path)
     const token = bearerToken(exchange.headers.authorization)
     if (token === undefined) return required ? refuse('invalid_request', 'A bearer token is required') : allow
     const { issuer, audiences, algorithms, clockSkew } = this.section

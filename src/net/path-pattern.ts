@@ -30,3 +30,14 @@ export function compilePathPattern(pattern: string, caseInsensitive: boolean): R
   if (!source.endsWith('(?:/.*)?')) source += '/?'
   return new RegExp(`^${source}$`, caseInsensitive ? 'i' : '')
 }
+
+/** Whether a path is in `paths` and not in `except`: the scope of a login, compiled once. */
+export function compilePathScope(
+  paths: readonly string[],
+  except: readonly string[],
+): (path: string) => boolean {
+  const included = paths.map((pattern) => compilePathPattern(pattern, true))
+  const excluded = except.map((pattern) => compilePathPattern(pattern, true))
+  return (path) =>
+    included.some((pattern) => pattern.test(path)) && !excluded.some((pattern) => pattern.test(path))
+}

@@ -594,6 +594,14 @@ export const staticSchema = z
   })
   .describe('Files served by the gateway itself, with ETag/304 and ranges; paths never leave the directory.')
 
+/** Where a login applies: `paths` minus `except`. */
+function pathScope(needs: string, leftOpen: string) {
+  return {
+    paths: z.array(pathPattern).default(['/**']).describe(`Paths that need ${needs}. Default all.`),
+    except: z.array(pathPattern).default([]).describe(`Paths left open, such as ${leftOpen}.`),
+  }
+}
+
 export const basicAuthSchema = z
   .strictObject({
     realm: z.string().min(1).default('Restricted').describe('Shown by browsers in the login prompt.'),
@@ -616,11 +624,7 @@ export const basicAuthSchema = z
           })
       })
       .describe('User name → password hash from `portcullis hash-password`.'),
-    paths: z.array(pathPattern).default(['/**']).describe('Paths that need a login. Default all.'),
-    except: z
-      .array(pathPattern)
-      .default([])
-      .describe('Paths left open, such as the health check a load balancer calls.'),
+    ...pathScope('a login', 'the health check a load balancer calls'),
   })
   .describe('HTTP Basic authentication in front of the app (for apps without their own login).')
 
@@ -632,11 +636,7 @@ export const forwardAuthSchema = z
         error: 'must be an http(s) URL, e.g. http://127.0.0.1:4180/oauth2/auth',
       })
       .describe('The auth endpoint (oauth2-proxy /oauth2/auth, Authelia /api/authz/forward-auth, ...).'),
-    paths: z.array(pathPattern).default(['/**']).describe('Paths that need it. Default all.'),
-    except: z
-      .array(pathPattern)
-      .default([])
-      .describe('Paths left open (health checks, the sign-in callback).'),
+    ...pathScope('it', 'health checks and the sign-in callback'),
     requestHeaders: z
       .array(headerName)
       .default(['cookie', 'authorization', 'accept'])
