@@ -70,7 +70,7 @@ export interface App {
   readonly websocket: WebSocketGuard
   /** Whether any rate limit applies: apps that have one need a store (Redis for several replicas). */
   readonly rateLimited: boolean
-  /** Headers only the auth service may set (forwardAuth.copyHeaders): the client's are dropped. */
+  /** Headers only an auth service may set (forwardAuth.copyHeaders of the app and its routes): the client's are dropped. */
   readonly identityHeaders: ReadonlySet<string>
   /** The app's routes, tried in order on the canonical path; none on a route's own settings. */
   readonly routes: readonly Route[]
@@ -177,7 +177,13 @@ async function compilePolicy(
     ...policy.clientIp,
     trustedProxies: [...policy.clientIp.trustedProxies, ...trustedFromFile.networks],
   })
-  const host = { file, clientIp, manual }
+  // Headers an auth service vouches for, on the app or any route: no client may send them, anywhere
+  // on the app, since its handlers may trust them whichever path they serve.
+  const identityHeaders = new Set([
+    ...(policy.forwardAuth?.copyHeaders ?? []),
+    ...loaded.routes.flatMap((route) => route.policy.forwardAuth?.copyHeaders ?? []),
+  ])
+  const host = { file, clientIp, manual, identityHeaders }
   const routes = policy.routes.map((route, index): Route => {
     const label = route.name ?? String(index)
     const loadedRoute = loaded.routes[index] as LoadedRoute
@@ -206,7 +212,12 @@ async function compilePolicy(
  */
 function compileSettings(
   policy: Policy,
-  host: { file: string; clientIp: ClientIpResolver; manual: PemPair | undefined },
+  host: {
+    file: string
+    clientIp: ClientIpResolver
+    manual: PemPair | undefined
+    identityHeaders: ReadonlySet<string>
+  },
   route:
     | {
         label: string
@@ -279,7 +290,7 @@ function compileSettings(
     responseEdits: responseEdits(policy, cors),
     websocket,
     rateLimited,
-    identityHeaders: new Set(policy.forwardAuth?.copyHeaders ?? []),
+    identityHeaders: host.identityHeaders,
     routes: Object.freeze([...routes]),
     route: route
       ? deepFreeze({

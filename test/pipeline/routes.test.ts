@@ -116,6 +116,20 @@ describe('routes', () => {
     })
   })
 
+  it('puts a route behind its own forward authentication, leaving the rest of the app as it was', async () => {
+    const guarded = await compileApp({
+      app: 'pgstack',
+      hosts: ['db.test'],
+      routes: [{ path: '/studio/**', forwardAuth: { url: 'http://127.0.0.1:4180/oauth2/auth' } }],
+    })
+    const names = (settings: App) => settings.chain.map((guard) => guard.name)
+    expect(names(guarded.routes[0]?.app as App)).toContain('forwardAuth')
+    expect(names(guarded)).not.toContain('forwardAuth')
+    // Headers only the auth service may set are dropped from clients on every path of the app.
+    expect([...(guarded.routes[0]?.app as App).identityHeaders]).toContain('x-auth-request-user')
+    expect([...guarded.identityHeaders]).toContain('x-auth-request-user')
+  })
+
   it('shows the route in the trace', async () => {
     const steps: TraceStep[] = []
     await decide(exchange({ url: '/sensors/ws/1' }), 443, steps)
