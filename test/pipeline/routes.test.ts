@@ -122,11 +122,12 @@ describe('routes', () => {
       hosts: ['db.test'],
       routes: [{ path: '/studio/**', forwardAuth: { url: 'http://127.0.0.1:4180/oauth2/auth' } }],
     })
+    const studio = guarded.routes[0]?.app as App
     const names = (settings: App) => settings.chain.map((guard) => guard.name)
-    expect(names(guarded.routes[0]?.app as App)).toContain('forwardAuth')
+    expect(names(studio)).toContain('forwardAuth')
     expect(names(guarded)).not.toContain('forwardAuth')
     // Headers only the auth service may set are dropped from clients on every path of the app.
-    expect([...(guarded.routes[0]?.app as App).identityHeaders]).toContain('x-auth-request-user')
+    expect([...studio.identityHeaders]).toContain('x-auth-request-user')
     expect([...guarded.identityHeaders]).toContain('x-auth-request-user')
   })
 
