@@ -1,6 +1,7 @@
 /**
  * `npm run bench`: throughput and latency of the same tiny upstream reached directly, through nginx
- * `proxy_pass`, and through Portcullis, over HTTP and HTTPS keep-alive, measured with wrk in one run.
+ * `proxy_pass`, through a minimal Node proxy (node:http and an undici pool: the Node limit per core),
+ * and through Portcullis, over HTTP and HTTPS keep-alive, measured with wrk in one run.
  *
  * Two shared cores are noisy, so every figure is a median over interleaved rounds and is reported as a
  * ratio to references measured in the same run. Ratios are paired: each round's ratio compares runs made
@@ -172,6 +173,7 @@ async function main(): Promise<void> {
     gatewayHttp: await freePort(),
     gatewayHttps: await freePort(),
     gatewayAdmin: await freePort(),
+    nodeProxy: await freePort(),
     baselineHttp: await freePort(),
     baselineHttps: await freePort(),
     baselineAdmin: await freePort(),
@@ -204,6 +206,27 @@ async function main(): Promise<void> {
       `require('node:http').createServer((q, s) => { s.setHeader('content-type', 'text/plain'); s.end('hello world') }).listen(${ports.upstream}, '127.0.0.1')`,
     ],
     'upstream',
+  )
+  // The Node limit per core: node:http in front of an undici pool, streaming, with no policy at all.
+  start(
+    [
+      process.execPath,
+      '-e',
+      `const { Pool } = require('undici')
+const pool = new Pool('http://127.0.0.1:${ports.upstream}', { connections: 256, pipelining: 1 })
+const hopByHop = new Set(['connection', 'keep-alive', 'transfer-encoding'])
+require('node:http').createServer((request, response) => {
+  pool.request({ path: request.url, method: request.method, headers: request.headers, body: null }).then(
+    ({ statusCode, headers, body }) => {
+      for (const name of Object.keys(headers)) if (hopByHop.has(name)) delete headers[name]
+      response.writeHead(statusCode, headers)
+      body.pipe(response)
+    },
+    () => { response.statusCode = 502; response.end() },
+  )
+}).listen(${ports.nodeProxy}, '127.0.0.1')`,
+    ],
+    'node proxy',
   )
 
   const policies = path.join(work, 'policies')
@@ -325,6 +348,7 @@ http {
   start(['nginx', '-p', work, '-c', nginxConf, '-g', 'daemon off;'], 'nginx')
   await Promise.all([
     waitForPort(ports.upstream),
+    waitForPort(ports.nodeProxy),
     waitForPort(ports.nginxHttp),
     waitForPort(ports.nginxHttps),
   ])
@@ -357,6 +381,7 @@ http {
   const cases: Case[] = [
     { name: 'direct http', url: `http://127.0.0.1:${ports.upstream}/`, host: 'plain.bench' },
     { name: 'nginx http', url: `http://127.0.0.1:${ports.nginxHttp}/`, host: 'plain.bench' },
+    { name: 'node proxy http', url: `http://127.0.0.1:${ports.nodeProxy}/`, host: 'plain.bench' },
     ...withBaseline(gatewayCases.slice(0, 3)),
     { name: 'nginx https', url: `https://127.0.0.1:${ports.nginxHttps}/`, host: 'tls.bench' },
     ...withBaseline(gatewayCases.slice(3)),
@@ -416,6 +441,11 @@ http {
       'x own gateway http':
         isGateway(each.name) && /^\S+ http\b/.test(each.name)
           ? pairedRatio(each.name, ownHttp(each.name)).toFixed(2)
+          : '',
+      // Against the Node limit per core (plain HTTP cases): what the policy work costs on top of it.
+      'x node proxy':
+        isGateway(each.name) && /^\S+ http\b/.test(each.name)
+          ? pairedRatio(each.name, 'node proxy http').toFixed(2)
           : '',
       ...(baseline
         ? {
