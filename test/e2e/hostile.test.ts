@@ -167,7 +167,7 @@ describe('hostile traffic: what attackers take, comes back', () => {
           'limits: { maxBodySize: 1mb }',
           'websocket: { maxConnections: 20, maxConnectionsPerIp: 10 }',
         ].join('\n'),
-        'plain.yaml': `app: plain\nhosts: [plain.test]\nupstream: { targets: ["${upstream.url}"] }\ntls: { mode: "off" }\n`,
+        'plain.yaml': `app: plain\nhosts: [plain.test]\nupstream: { targets: ["${upstream.url}"], timeouts: { upload: 1s } }\ntls: { mode: "off" }\n`,
       },
       args: ['--headers-timeout', '1s', '--keep-alive-timeout', '2s', '--grace-period', '2s'],
     })
@@ -234,6 +234,24 @@ describe('hostile traffic: what attackers take, comes back', () => {
     clearInterval(trickle)
     expect(ended - trickleStarted).toBeLessThan(3000)
     expect(received).toContain('408')
+    await backToBaseline()
+  })
+
+  it('an upload trickled past timeouts.upload is cut with a 408, and what it held comes back', async () => {
+    const socket = netConnect(gateway.ports.http, '127.0.0.1')
+    let received = ''
+    socket.on('data', (chunk: Buffer) => {
+      received += chunk.toString('latin1')
+    })
+    const closedAt = new Promise<number>((resolve) => socket.once('close', () => resolve(Date.now())))
+    const started = Date.now()
+    socket.write('POST /upload HTTP/1.1\r\nHost: plain.test\r\nContent-Length: 1000\r\n\r\n')
+    // Never silent long enough for any idle deadline, but far too slow for the whole body.
+    const trickle = setInterval(() => socket.writable && socket.write('x'), 100)
+    const ended = await closedAt
+    clearInterval(trickle)
+    expect(received).toMatch(/^HTTP\/1\.1 408 /)
+    expect(ended - started).toBeLessThan(4000)
     await backToBaseline()
   })
 
