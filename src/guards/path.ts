@@ -10,6 +10,8 @@ export class PathGuard implements Guard {
   readonly name = 'path'
 
   check(exchange: Pick<GuardExchange, 'url' | 'path' | 'target'>): Decision {
+    // Route selection already canonicalised the target of an app with routes.
+    if (exchange.target) return allow
     const canonical = canonicalTarget(exchange.url)
     if (!canonical.ok) return deny('PCL_BAD_REQUEST', 'path', `Invalid path: ${canonical.reason}`)
     exchange.path = canonical.path

@@ -86,6 +86,9 @@ function routeFor(app: App, exchange: Exchange): App {
   if (app.routes.length === 0) return app
   const canonical = canonicalTarget(exchange.url)
   if (!canonical.ok) return app
+  // Computed once per request: the path guard takes it from here.
+  exchange.path = canonical.path
+  exchange.target = canonical.target
   for (const route of app.routes) {
     if (route.methods && !route.methods.has(exchange.method)) continue
     if (route.pattern.test(canonical.path)) return route.app
