@@ -1,8 +1,13 @@
 #!/usr/bin/env node
+import cluster from 'node:cluster'
 import { readFile } from 'node:fs/promises'
 import { parseArgs } from 'node:util'
 import { pino } from 'pino'
 import { hashPassword } from './auth/passwords.js'
+import { Channel, type Endpoint } from './cluster/channel.js'
+import { workerCount } from './cluster/cpus.js'
+import { runPrimary } from './cluster/primary.js'
+import type { PrimaryLink } from './cluster/protocol.js'
 import { explain, formatExplanation } from './gateway/explain.js'
 import { Gateway, PolicyError } from './gateway/server.js'
 import { canonicalIp } from './net/ip.js'
@@ -192,21 +197,36 @@ async function serve(args: string[]): Promise<number> {
   // thread: one write per block instead of one per request, and no worker thread (pino's default,
   // two context switches per line on a busy core). A crash loses at most the last 50 ms of lines.
   const destination = pino.destination({ dest: 1, sync: true, minLength: 8192, periodicFlush: 50 })
-  const log = pino({ level: settings.logLevel, base: { service: 'portcullis' } }, destination)
+  const worker = cluster.worker?.id
+  const log = pino(
+    { level: settings.logLevel, base: { service: 'portcullis', ...(worker ? { worker } : {}) } },
+    destination,
+  )
   const flushLog = () => destination.flushSync()
   process.once('exit', flushLog)
+  const workers = workerCount(settings.workers)
+  if (cluster.isPrimary && workers > 1) return runPrimary(settings, log, destination, workers)
   // Signals are caught before start-up: a supervisor may send SIGTERM as soon as it reads
-  // 'gateway listening', and without a handler Node dies at once instead of draining.
+  // 'gateway listening', and without a handler Node dies at once instead of draining. Every one is
+  // caught, not the first alone: a worker may get one from its primary and one sent to its group.
   const stopRequested = new Promise<NodeJS.Signals>((resolve) => {
-    process.once('SIGTERM', resolve)
-    process.once('SIGINT', resolve)
+    process.on('SIGTERM', resolve)
+    process.on('SIGINT', resolve)
   }).then((signal) => {
     log.info({ signal }, 'stop requested')
   })
-  const starting = Gateway.start(settings, log)
-  // A reload asked for during start-up runs once started; a failed start is reported below.
-  const reloadOnceStarted = (started: Gateway) => started.reload('SIGHUP')
-  process.on('SIGHUP', () => void starting.then(reloadOnceStarted, () => {}))
+  let starting: Promise<Gateway>
+  if (cluster.isWorker) {
+    // The primary validates and asks for reloads; a SIGHUP sent to the whole process group is its.
+    process.on('SIGHUP', () => {})
+    const primary: PrimaryLink = new Channel(process as unknown as Endpoint)
+    starting = primary.ask('join', null).then((welcome) => Gateway.start(settings, log, { primary, welcome }))
+  } else {
+    starting = Gateway.start(settings, log)
+    // A reload asked for during start-up runs once started; a failed start is reported below.
+    const reloadOnceStarted = (started: Gateway) => started.reload('SIGHUP')
+    process.on('SIGHUP', () => void starting.then(reloadOnceStarted, () => {}))
+  }
   let gateway: Gateway
   try {
     gateway = await starting

@@ -133,6 +133,19 @@ export const settingsSchema = z.strictObject({
   logRedact: headerList('authorization,proxy-authorization,cookie,x-api-key').describe(
     'Headers whose values are logged as [redacted] even when --log-headers or --log-response-headers names them (set-cookie always is).',
   ),
+  workers: z
+    .union([z.literal('auto'), z.coerce.number().int().min(1).max(256)], {
+      error: 'must be a number of workers (1 to 256) or auto',
+    })
+    .default(1)
+    .describe(
+      'Worker processes serving the listeners together (auto: one per CPU the process may use, container limits included). Rate limits, WebSocket caps, ACME, health checks, TLS session tickets and metrics stay shared across them.',
+    ),
+  ticketKeyRotation: duration
+    .default(12 * 3_600_000)
+    .describe(
+      'How long one TLS session-ticket key is used; every worker (and with --redis every replica) uses the same one, so a returning client resumes anywhere.',
+    ),
   watch: z
     .enum(['true', 'false'])
     .default('true')

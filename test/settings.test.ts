@@ -36,9 +36,17 @@ describe('gateway settings', () => {
         logHeaders: [],
         logResponseHeaders: [],
         logRedact: ['authorization', 'proxy-authorization', 'cookie', 'x-api-key'],
+        workers: 1,
+        ticketKeyRotation: 43_200_000,
         watch: true,
       },
     })
+  })
+
+  it('takes a number of workers or auto', () => {
+    expect(resolveSettings({ workers: 'auto' }, {})).toMatchObject({ settings: { workers: 'auto' } })
+    expect(resolveSettings({}, { PORTCULLIS_WORKERS: '4' })).toMatchObject({ settings: { workers: 4 } })
+    expect(resolveSettings({ workers: '0' }, {})).toMatchObject({ ok: false })
   })
 
   it('takes PORTCULLIS_* variables, and a flag wins over its variable', () => {

@@ -149,6 +149,9 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
               // As nginx: one client cannot open thousands of streams (each an upstream request) at once.
               settings: { maxConcurrentStreams: 128 },
               minVersion: 'TLSv1.2',
+              // Node derives it from the command line by default; a session resumes only where it
+              // matches, and replicas (or a restart) with other flags must accept each other's tickets.
+              sessionIdContext: 'portcullis',
               cert: tls.placeholder.cert,
               key: tls.placeholder.key,
               SNICallback: (servername, done) =>
@@ -227,10 +230,13 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
     if (pending) {
       // Asked again right before the place is taken: guards that wait let other upgrades pass meanwhile.
       const app = exchange.app as App
-      const room = app.websocket.checkCapacity(context.relay.live(app.websocketScope, exchange.identity.ip))
-      if (room.kind === 'deny' && app.mode === 'enforce')
-        return refuse(reply, room.code, room.rule, room.message)
-      pending.reservation = context.relay.reserve(app.websocketScope, exchange.identity.ip)
+      const caps = app.mode === 'enforce' ? app.websocket.caps : undefined
+      const place = await context.relay.reserve(app.websocketScope, exchange.identity.ip, caps)
+      if (!place.reservation) {
+        const full = app.websocket.checkCapacity(place.live)
+        if (full.kind === 'deny') return refuse(reply, full.code, full.rule, full.message)
+      }
+      pending.reservation = place.reservation
     }
   })
 
@@ -320,7 +326,9 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
       exchange.upstream = upstream.origin
       const started = performance.now()
       const reservation =
-        upgrade.reservation ?? context.relay.reserve(app.websocketScope, exchange.identity.ip)
+        upgrade.reservation ??
+        ((await context.relay.reserve(app.websocketScope, exchange.identity.ip, undefined))
+          .reservation as Reservation)
       const relayed = await context.relay.relay(
         {
           request: request.raw,

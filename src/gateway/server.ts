@@ -6,8 +6,10 @@ import path from 'node:path'
 import { createSecureContext, type Server as TlsServer } from 'node:tls'
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
+import { SharedAcmeState, SharedRateLimitStore, SharedWebSocketCaps } from '../cluster/clients.js'
+import type { MetricsSnapshot, PrimaryLink, WorkerWelcome } from '../cluster/protocol.js'
 import { CidrSet, parseCidr } from '../net/ip.js'
-import { RecentActivity } from '../observe/dashboard.js'
+import { type ActivitySnapshot, RecentActivity } from '../observe/dashboard.js'
 import {
   createAdmin,
   createProbes,
@@ -18,8 +20,7 @@ import {
 import { GatewayMetrics } from '../observe/metrics.js'
 import type { RateLimitStores } from '../pipeline/guard.js'
 import type { App, PemPair } from '../policy/compile.js'
-import { formatProblem, type LoadedPolicy, type PolicyProblem } from '../policy/load.js'
-import { checkAlways, checkProduction, formatFinding } from '../policy/rules.js'
+import { formatProblem, type PolicyProblem } from '../policy/load.js'
 import { loadPolicySource } from '../policy/source.js'
 import type { Settings } from '../settings.js'
 import { CircuitBreaker } from '../stores/breaker.js'
@@ -33,8 +34,10 @@ import { FileAcmeStorage, RedisAcmeStorage } from '../tls/acme/storage.js'
 import { CertificateStore } from '../tls/certificates.js'
 import { writeFileAtomic } from '../tls/files.js'
 import { InternalCa, selfSigned } from '../tls/internal-ca.js'
+import { randomTicketKeys, redisTicketKeys, TicketKeyRotation } from '../tls/ticket-keys.js'
 import { TargetResolver } from '../upstreams/discovery.js'
 import { UpstreamPools } from '../upstreams/pools.js'
+import { admissionProblems } from './admission.js'
 import { ConnectionTracker } from './connections.js'
 import { createEdge, type EdgeContext } from './edge.js'
 import { frontDoor } from './front-door.js'
@@ -105,6 +108,7 @@ export class Gateway {
   private readonly acme: AcmeManager
   private readonly activity = new RecentActivity()
   private readonly acmeResponder: TlsServer
+  private readonly ticketKeys: TicketKeyRotation | undefined
 
   private constructor(
     private readonly settings: Settings,
@@ -114,14 +118,22 @@ export class Gateway {
     placeholder: { cert: string; key: string },
     stickySecret: Buffer,
     adminToken: string | undefined,
+    /** With workers: this worker's link to the primary, which keeps the state they share. */
+    private readonly primary: PrimaryLink | undefined,
+    welcome: WorkerWelcome | undefined,
   ) {
     this.pools = new UpstreamPools({
       log,
       stickySecret,
       resolver: new TargetResolver(settings.dnsServers),
       onLookupFailure: (app) => this.metrics.dnsLookupFailed(app),
+      probes: welcome?.probe ?? true,
+      ...(primary
+        ? { onHealthChange: (pool, origin, healthy) => primary.tell('health', { pool, origin, healthy }) }
+        : {}),
     })
-    this.relay = new WebSocketRelay(this.pools)
+    if (welcome) this.pools.applyHealth(welcome.health)
+    this.relay = new WebSocketRelay(this.pools, primary && new SharedWebSocketCaps(primary))
     this.generation = { apps: [], router: new HostRouter([]), loadedAt: new Date() }
     this.redis = settings.redis
       ? connectRedis(settings.redis, settings.redisTimeout, [rateLimitCommand])
@@ -146,12 +158,12 @@ export class Gateway {
     this.rateLimits = {
       store: new ResilientRateLimitStore({
         ...(shared ? { shared } : {}),
-        local: new MemoryStore(),
+        local: primary ? new SharedRateLimitStore(primary) : new MemoryStore(),
         replicas: settings.replicas,
       }),
       onDecision: (appId, allowed) => this.metrics.rateLimited(appId, allowed),
     }
-    const files = new FileAcmeStorage(settings.stateDir)
+    const files = new FileAcmeStorage(settings.stateDir, primary && new SharedAcmeState(primary))
     this.acme = new AcmeManager({
       storage: this.redis ? new RedisAcmeStorage(this.redis, files) : files,
       certificates,
@@ -159,6 +171,7 @@ export class Gateway {
       retryMs: settings.acmeRetry,
       pollMs: settings.acmePoll,
       onOrder: (appId, success) => this.metrics.acmeOrdered(appId, success),
+      ...(primary ? { onStored: (appId) => primary.tell('acme-stored', appId) } : {}),
     })
     this.acmeResponder = acmeTlsAlpnResponder(this.acme, log)
     this.metrics = new GatewayMetrics({
@@ -167,6 +180,9 @@ export class Gateway {
       storeState: () => this.rateLimits.store.breakerState,
       certificateExpiry: () => certificates.expiries(),
       upstreams: () => this.pools.status(),
+      ...(primary
+        ? { everyWorker: async () => (await primary.ask('gather', 'metrics')) as MetricsSnapshot[] }
+        : {}),
     })
     const context: EdgeContext = {
       metrics: this.metrics,
@@ -192,16 +208,47 @@ export class Gateway {
         apps: () => this.generation.apps,
         certificates: () => certificates.current(),
         upstreams: () => this.pools.status(),
-        activity: this.activity,
+        activity: primary
+          ? async () => RecentActivity.merged((await primary.ask('gather', 'activity')) as ActivitySnapshot[])
+          : async () => this.activity,
         metrics: this.metrics,
       },
       adminToken,
     )
     this.probes = settings.probePort === undefined ? undefined : createProbes(log, probes)
+    // Every worker and replica must encrypt tickets with one key, or a client resumes only where it
+    // got its ticket: from Redis when configured, else from the primary, else this process's own.
+    const applyTicketKey = (key: Buffer) => (this.https.server as unknown as TlsServer).setTicketKeys(key)
+    this.ticketKeys =
+      this.redis || !primary
+        ? new TicketKeyRotation({
+            periodMs: settings.ticketKeyRotation,
+            source: this.redis ? redisTicketKeys(this.redis, settings.ticketKeyRotation) : randomTicketKeys,
+            apply: applyTicketKey,
+            log,
+          })
+        : undefined
+    if (primary) {
+      primary.answer('collect', async (kind) =>
+        kind === 'metrics' ? this.metrics.registry.getMetricsAsJSON() : this.activity.snapshot(),
+      )
+      primary.listen('reload', (reason) => void this.reload(reason))
+      primary.listen('probe', (on) => this.pools.setProbing(on))
+      primary.listen('health', (reports) => this.pools.applyHealth(reports))
+      primary.listen('acme-stored', (appId) => this.acme.pickUp(appId))
+      if (!this.ticketKeys) {
+        primary.listen('ticket-key', (key) => applyTicketKey(Buffer.from(key, 'base64')))
+        if (welcome?.ticketKey) applyTicketKey(Buffer.from(welcome.ticketKey, 'base64'))
+      }
+    }
   }
 
   /** Loads the policies (refusing to start on any problem), then opens the listeners. */
-  static async start(settings: Settings, log: Logger): Promise<Gateway> {
+  static async start(
+    settings: Settings,
+    log: Logger,
+    worker?: { primary: PrimaryLink; welcome: WorkerWelcome },
+  ): Promise<Gateway> {
     const internalCa = await InternalCa.open(settings.stateDir)
     const placeholder = await selfSigned(
       'Portcullis placeholder: no app for this name',
@@ -221,6 +268,8 @@ export class Gateway {
       placeholder,
       stickySecret,
       adminToken,
+      worker?.primary,
+      worker?.welcome,
     )
     const prepared = await gateway.prepare()
     if (!prepared.ok) throw new PolicyError(prepared.problems)
@@ -232,16 +281,24 @@ export class Gateway {
       )
     }
     await gateway.commit(prepared)
+    await gateway.ticketKeys?.start()
     await gateway.open()
     await gateway.admin.listen({ port: settings.adminPort, host: settings.adminListen })
     if (settings.probePort !== undefined)
       await gateway.probes?.listen({ port: settings.probePort, host: settings.probeListen })
-    if (settings.watch) gateway.watchPolicies()
+    // With workers the primary watches the files, validates once and tells every worker to reload.
+    if (settings.watch && !worker) gateway.watchPolicies()
     gateway.renewInternalCertificates()
     log.info(
-      { ...gateway.addresses(), apps: prepared.apps.map((app) => app.id), env: settings.env },
-      'gateway listening',
+      {
+        ...gateway.addresses(),
+        apps: prepared.apps.map((app) => app.id),
+        env: settings.env,
+        ...(worker ? { pid: process.pid } : {}),
+      },
+      worker ? 'worker listening' : 'gateway listening',
     )
+    worker?.primary.tell('started', gateway.addresses())
     return gateway
   }
 
@@ -319,7 +376,11 @@ export class Gateway {
   private async prepare(): Promise<Prepared | Refused> {
     const loaded = await loadPolicySource([this.settings.policies])
     if (!loaded.ok) return loaded
-    const refusal = [...this.listenerProblems(loaded.policies), ...this.productionProblems(loaded)]
+    const refusal = admissionProblems(loaded, this.settings, this.log, {
+      redis: this.redis !== undefined,
+      // With workers, the primary validated these policies and logged their warnings once.
+      quiet: this.primary !== undefined,
+    })
     if (refusal.length > 0) return { ok: false, problems: refusal }
     const leaves = new Map<string, PemPair>()
     for (const app of loaded.apps) {
@@ -346,60 +407,6 @@ export class Gateway {
     // retried, and leaves the fixed targets serving), but not for longer than a DNS timeout.
     await Promise.race([this.pools.settled(), sleep(firstLookupWaitMs)])
     this.generation = { apps, router: new HostRouter(apps), loadedAt: new Date() }
-  }
-
-  /** Apps that need the plain-HTTP listener cannot be served when `--http-port off` closes it. */
-  private listenerProblems(policies: readonly LoadedPolicy[]): PolicyProblem[] {
-    if (this.settings.httpPort !== 'off') return []
-    return policies.flatMap(({ policy, locate }) => {
-      if (policy.tls.mode === 'off')
-        return [locate(['tls', 'mode'], 'tls.mode off needs the HTTP listener, which --http-port off closes')]
-      if (policy.tls.acme?.challenge === 'http-01')
-        return [
-          locate(
-            ['tls', 'acme', 'challenge'],
-            'http-01 needs the HTTP listener, which --http-port off closes: use tls-alpn-01',
-          ),
-        ]
-      return []
-    })
-  }
-
-  /**
-   * In production the production rules run on every load, as `check --production` does: errors refuse
-   * the policies (all of them listed), warnings are logged. In development, the rules that hold
-   * everywhere (a route no request reaches) are logged, and rate limits without Redis get a loud
-   * warning: they are per process and reset on restart.
-   */
-  private productionProblems(loaded: {
-    apps: readonly App[]
-    policies: readonly LoadedPolicy[]
-  }): PolicyProblem[] {
-    if (this.settings.env === 'production') {
-      const findings = checkProduction(loaded.policies, {
-        redis: this.redis !== undefined,
-        replicas: this.settings.replicas,
-      })
-      for (const finding of findings.filter((entry) => entry.severity === 'warning')) {
-        this.log.warn({ rule: finding.rule, problem: formatFinding(finding) }, formatFinding(finding))
-      }
-      return findings
-        .filter((finding) => finding.severity === 'error')
-        .map((finding) => ({
-          ...finding,
-          message: `${finding.rule}: ${finding.message}. Fix: ${finding.fix}`,
-        }))
-    }
-    for (const finding of checkAlways(loaded.policies))
-      this.log.warn({ rule: finding.rule, problem: formatFinding(finding) }, formatFinding(finding))
-    const limited = loaded.apps.filter((app) => app.rateLimited)
-    if (!this.redis && limited.length > 0) {
-      this.log.warn(
-        { apps: limited.map((app) => app.id) },
-        'RATE LIMITS ARE PER PROCESS: no --redis, so every replica counts on its own and restarts reset the counts',
-      )
-    }
-    return []
   }
 
   /** Internal leaves live 30 days and are renewed with a third left, without waiting for a reload. */
@@ -522,6 +529,7 @@ export class Gateway {
     this.watcher?.close()
     clearInterval(this.renewTimer)
     this.acme.close()
+    this.ticketKeys?.stop()
     this.fronts?.http?.close()
     this.fronts?.https.close()
     // Logged once the listeners are closed: the line is written synchronously, and whoever reads it may
@@ -581,7 +589,7 @@ function sleep(ms: number): Promise<void> {
 const closeMarginMs = 3000
 
 /** A random key created once and kept (mode 0600), so cookies signed before a restart stay valid. */
-async function persistentSecret(file: string): Promise<Buffer> {
+export async function persistentSecret(file: string): Promise<Buffer> {
   try {
     return Buffer.from(await readFile(file, 'utf8'), 'base64')
   } catch {

@@ -1,9 +1,12 @@
 import type { IncomingMessage, OutgoingHttpHeaders } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { type RawData, WebSocket, WebSocketServer } from 'ws'
+import type { SharedWebSocketCaps } from '../cluster/clients.js'
+import type { WebSocketCaps } from '../cluster/protocol.js'
 import { type ErrorCode, errorStatus, rawHttpError, rawHttpHead } from '../errors.js'
 import type { LiveWebSockets } from '../pipeline/guard.js'
 import type { App } from '../policy/compile.js'
+import { addToCount } from '../stores/counts.js'
 import type { UpstreamPools } from '../upstreams/pools.js'
 import type { Upstream } from '../upstreams/target.js'
 import { downstreamResponseHeaders, type ForwardedFacts, upstreamRequestHeaders } from './headers.js'
@@ -52,7 +55,11 @@ export class WebSocketRelay {
   private readonly perClient = new Map<string, number>()
   private idleResolvers: (() => void)[] = []
 
-  constructor(private readonly pools: UpstreamPools) {}
+  constructor(
+    private readonly pools: UpstreamPools,
+    /** With workers: the caps counted in the primary. */
+    private readonly shared?: SharedWebSocketCaps,
+  ) {}
 
   get size(): number {
     return this.links.size
@@ -63,28 +70,56 @@ export class WebSocketRelay {
     return this.perScope
   }
 
-  /** Open and reserved WebSockets of a cap scope and of one of its clients. */
+  /** Open and reserved WebSockets of a cap scope and of one of its clients, in this process. */
   live(scope: string, ip: string): LiveWebSockets {
     return { app: this.perScope.get(scope) ?? 0, ip: this.perClient.get(`${scope} ${ip}`) ?? 0 }
   }
 
-  /** Counts a connection against the caps right when the guard admits it, so concurrent upgrades cannot overshoot. */
-  reserve(scope: string, ip: string): Reservation {
-    const clientKey = `${scope} ${ip}`
-    const bump = (map: Map<string, number>, key: string, by: number) => {
-      const next = (map.get(key) ?? 0) + by
-      if (next > 0) map.set(key, next)
-      else map.delete(key)
+  /**
+   * Takes a place under the caps unless they are full, in one step with the check, so concurrent
+   * upgrades cannot overshoot; `live` is what was open before. Without caps the place is always taken
+   * (report-only still counts). With workers the step happens in the primary, over all of them.
+   */
+  async reserve(
+    scope: string,
+    ip: string,
+    caps: WebSocketCaps | undefined,
+  ): Promise<{ reservation?: Reservation; live: LiveWebSockets }> {
+    if (this.shared) {
+      const place = await this.shared.reserve(scope, ip, caps)
+      if (!place.taken) return { live: place.live }
+      const counted = this.count(scope, ip)
+      return {
+        live: place.live,
+        reservation: {
+          release: () => {
+            counted.release()
+            place.release()
+          },
+        },
+      }
     }
-    bump(this.perScope, scope, 1)
-    bump(this.perClient, clientKey, 1)
+    const live = this.live(scope, ip)
+    if (
+      caps &&
+      ((caps.app !== undefined && live.app >= caps.app) || (caps.ip !== undefined && live.ip >= caps.ip))
+    )
+      return { live }
+    return { live, reservation: this.count(scope, ip) }
+  }
+
+  /** Counts a connection in this process until released. */
+  private count(scope: string, ip: string): Reservation {
+    const clientKey = `${scope} ${ip}`
+    addToCount(this.perScope, scope, 1)
+    addToCount(this.perClient, clientKey, 1)
     let released = false
     return {
       release: () => {
         if (released) return
         released = true
-        bump(this.perScope, scope, -1)
-        bump(this.perClient, clientKey, -1)
+        addToCount(this.perScope, scope, -1)
+        addToCount(this.perClient, clientKey, -1)
       },
     }
   }

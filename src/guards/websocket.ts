@@ -74,6 +74,15 @@ export class WebSocketGuard implements Guard {
     return this.checkCapacity(request.services.liveWebSockets(this.scope, request.identity.ip))
   }
 
+  /** The caps, for the place the listener takes once every guard admitted the upgrade. */
+  get caps(): { app?: number; ip?: number } | undefined {
+    if (this.maxConnections === undefined && this.maxConnectionsPerIp === undefined) return undefined
+    return {
+      ...(this.maxConnections !== undefined ? { app: this.maxConnections } : {}),
+      ...(this.maxConnectionsPerIp !== undefined ? { ip: this.maxConnectionsPerIp } : {}),
+    }
+  }
+
   /**
    * The caps alone. The listener asks again right before it reserves a place, in the same turn of the
    * event loop: guards that wait (rate limits) let other upgrades pass `check` in the meantime.

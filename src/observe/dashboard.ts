@@ -68,19 +68,58 @@ export class RecentActivity {
   refusals(): readonly Refusal[] {
     return this.recent
   }
+
+  /** What this process saw, as plain data a worker sends to the primary. */
+  snapshot(): ActivitySnapshot {
+    return { buckets: [...this.buckets], recent: this.recent }
+  }
+
+  /** Several workers' activity as one: buckets added up, refusals newest first. */
+  static merged(snapshots: readonly ActivitySnapshot[]): RecentActivity {
+    const merged = new RecentActivity()
+    for (const { buckets, recent } of snapshots) {
+      for (const [app, series] of buckets) {
+        const into = new Map((merged.buckets.get(app) ?? []).map((bucket) => [bucket.at, bucket]))
+        for (const bucket of series) {
+          const known = into.get(bucket.at)
+          into.set(
+            bucket.at,
+            known
+              ? {
+                  at: bucket.at,
+                  requests: known.requests + bucket.requests,
+                  refusals: known.refusals + bucket.refusals,
+                }
+              : { ...bucket },
+          )
+        }
+        merged.buckets.set(app, [...into.values()].sort((a, b) => a.at - b.at).slice(-bucketsKept))
+      }
+      merged.recent.push(...recent)
+    }
+    merged.recent.sort((a, b) => b.time.localeCompare(a.time))
+    merged.recent.length = Math.min(merged.recent.length, recentKept)
+    return merged
+  }
+}
+
+export interface ActivitySnapshot {
+  buckets: [string, Bucket[]][]
+  recent: Refusal[]
 }
 
 export interface DashboardSources {
   apps(): readonly App[]
   certificates(): ReadonlyMap<string, ServedCertificate>
   upstreams(): ReadonlyMap<string, readonly { origin: string; healthy: boolean; active: number }[]>
-  activity: RecentActivity
+  /** This process's activity, or with workers all of theirs merged. */
+  activity(): Promise<RecentActivity>
   metrics: GatewayMetrics
 }
 
 /** The dashboard's data: per app its settings, certificate, targets, totals from /metrics and recent activity. */
 export async function dashboardData(sources: DashboardSources) {
-  const totals = await sources.metrics.totals()
+  const [totals, activity] = await Promise.all([sources.metrics.totals(), sources.activity()])
   const certificates = sources.certificates()
   const upstreams = sources.upstreams()
   return {
@@ -103,9 +142,9 @@ export async function dashboardData(sources: DashboardSources) {
         targets: upstreams.get(app.id) ?? [],
         requests: totals.requests.get(app.id) ?? 0,
         refusals: totals.refusals.get(app.id) ?? [],
-        series: sources.activity.series(app.id),
+        series: activity.series(app.id),
       }
     }),
-    recent: sources.activity.refusals(),
+    recent: activity.refusals(),
   }
 }

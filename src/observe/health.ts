@@ -104,7 +104,7 @@ export function createAdmin(
     reply.header('cache-control', 'no-store').send(await dashboardData(dashboard)),
   )
   admin.get('/metrics', async (_request, reply) =>
-    reply.type(metrics.registry.contentType).send(await metrics.registry.metrics()),
+    metrics.view().then(async (view) => reply.type(view.contentType).send(await view.metrics())),
   )
   return admin
 }

@@ -1,4 +1,13 @@
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client'
+import {
+  AggregatorRegistry,
+  Counter,
+  collectDefaultMetrics,
+  Gauge,
+  Histogram,
+  type MetricObjectWithValues,
+  type MetricValue,
+  Registry,
+} from 'prom-client'
 
 /** What the metrics read from the running gateway when scraped. */
 export interface MetricSources {
@@ -11,6 +20,11 @@ export interface MetricSources {
   certificateExpiry(): ReadonlyMap<string, number>
   /** Per app, each target and whether it is in rotation. */
   upstreams(): ReadonlyMap<string, readonly { origin: string; healthy: boolean; active: number }[]>
+  /**
+   * With workers: every worker's metrics (and the primary's), which /metrics and the dashboard add up
+   * (counters and most gauges summed, health and expiry gauges by their minimum).
+   */
+  everyWorker?(): Promise<MetricObjectWithValues<MetricValue<string>>[][]>
 }
 
 const breakerValue = { closed: 0, 'half-open': 1, open: 2 } as const
@@ -39,7 +53,7 @@ export class GatewayMetrics {
   private readonly dnsFailures: Counter<'app'>
   private readonly rateLimitDecisions: Counter<'app' | 'result'>
 
-  constructor(sources: MetricSources) {
+  constructor(private readonly sources: MetricSources) {
     const registers = [this.registry]
     collectDefaultMetrics({ register: this.registry, prefix: 'portcullis_' })
     this.requests = new Counter({
@@ -102,6 +116,7 @@ export class GatewayMetrics {
       help: 'Whether each upstream target is in rotation (1) or out after failed health checks or errors (0); route is set for a route’s own pool.',
       labelNames: ['app', 'route', 'target'],
       registers,
+      aggregator: 'min',
       collect() {
         this.reset()
         for (const [pool, targets] of sources.upstreams())
@@ -143,6 +158,7 @@ export class GatewayMetrics {
       name: 'portcullis_rate_limit_store_breaker',
       help: 'The Redis circuit breaker: 0 closed (Redis used), 1 half-open, 2 open (onStoreError applies).',
       registers,
+      aggregator: 'max',
       collect() {
         const state = sources.storeState()
         if (state) this.set(breakerValue[state])
@@ -153,6 +169,7 @@ export class GatewayMetrics {
       help: 'When the certificate each app serves expires.',
       labelNames: ['app'],
       registers,
+      aggregator: 'min',
       collect() {
         this.reset()
         for (const [app, expiry] of sources.certificateExpiry()) this.set({ app }, expiry)
@@ -203,18 +220,26 @@ export class GatewayMetrics {
     this.reloads.inc({ result: success ? 'success' : 'failure' })
   }
 
+  /** The registry /metrics serves: this process's, or every worker's added up. */
+  async view(): Promise<Registry> {
+    const { everyWorker } = this.sources
+    return everyWorker ? AggregatorRegistry.aggregate(await everyWorker()) : this.registry
+  }
+
   /** Requests per app and refusals per app and rule, read back from the counters /metrics serves. */
   async totals(): Promise<{
     requests: Map<string, number>
     refusals: Map<string, { code: string; rule: string; enforced: boolean; count: number }[]>
   }> {
+    const view = await this.view()
+    const valuesOf = async (name: string) => (await view.getSingleMetric(name)?.get())?.values ?? []
     const requests = new Map<string, number>()
-    for (const { labels, value } of (await this.requests.get()).values) {
+    for (const { labels, value } of await valuesOf('portcullis_requests_total')) {
       const app = String(labels.app)
       requests.set(app, (requests.get(app) ?? 0) + value)
     }
     const refusals = new Map<string, { code: string; rule: string; enforced: boolean; count: number }[]>()
-    for (const { labels, value } of (await this.refusals.get()).values) {
+    for (const { labels, value } of await valuesOf('portcullis_refusals_total')) {
       const app = String(labels.app)
       const list = refusals.get(app) ?? []
       list.push({

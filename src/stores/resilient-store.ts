@@ -1,5 +1,8 @@
 import type { CircuitBreaker } from './breaker.js'
-import type { LimitCheck, LimitOutcome, MemoryStore, RateLimitStore } from './rate-limit-store.js'
+import type { LimitCheck, LimitOutcome, RateLimitStore } from './rate-limit-store.js'
+
+/** The store counting in this replica: its memory, or its primary's for workers. */
+export type LocalStore = RateLimitStore & { close(): void }
 
 /** What a limit does while the shared store cannot answer. */
 export type OnStoreError = 'local' | 'allow' | 'deny'
@@ -26,7 +29,7 @@ export interface SharedStore {
  * Without one, every limit is counted in memory.
  */
 export class ResilientRateLimitStore {
-  constructor(private readonly options: { shared?: SharedStore; local: MemoryStore; replicas: number }) {}
+  constructor(private readonly options: { shared?: SharedStore; local: LocalStore; replicas: number }) {}
 
   /** Redis Cluster runs a script only on keys of one hash slot. */
   get sameSlotOnly(): boolean {

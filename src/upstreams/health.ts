@@ -3,8 +3,8 @@ import { request as undiciRequest } from 'undici'
 import type { App } from '../policy/compile.js'
 import type { Upstream } from './target.js'
 
-/** Told when active checks take a target out of rotation or bring it back. */
-export type HealthChange = (app: string, origin: string, healthy: boolean) => void
+/** Told when active checks take a target out of rotation or bring it back: by pool id and origin. */
+export type HealthChange = (pool: string, origin: string, healthy: boolean) => void
 
 /**
  * Active health checks: GET the check path every interval, outside the target's pool (a probe must
@@ -14,7 +14,7 @@ export function watchHealth(
   app: App,
   target: Upstream,
   log: Logger,
-  onChange?: HealthChange,
+  onChange?: (healthy: boolean) => void,
 ): NodeJS.Timeout {
   const check = app.upstream.healthCheck
   if (!check) throw new Error('no health check configured')
@@ -38,7 +38,7 @@ export function watchHealth(
         { app: app.id, upstream: target.origin, healthy: ok, rule: 'upstream.healthCheck' },
         ok ? 'upstream target healthy again' : 'upstream target failed its health checks: out of rotation',
       )
-      onChange?.(app.id, target.origin, ok)
+      onChange?.(ok)
     }
   }, check.interval)
   timer.unref()

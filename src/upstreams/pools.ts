@@ -30,6 +30,9 @@ export class UpstreamPools {
   /** The last good origins of each discovered target, by pool: they outlive reloads. */
   private readonly discovered = new Map<string, readonly string[]>()
   private firstLookups: Promise<unknown> = Promise.resolve()
+  private probing: boolean
+  /** Verdicts another worker's checks reached, by pool and origin: targets made later start with them. */
+  private readonly verdicts = new Map<string, boolean>()
 
   constructor(
     private readonly options: {
@@ -38,12 +41,43 @@ export class UpstreamPools {
       stickySecret: Buffer
       /** Looks up `dns+` and `srv+` targets. */
       resolver: TargetResolver
+      /** Told of every verdict of this process's active health checks. */
       onHealthChange?: HealthChange
+      /**
+       * Whether this process runs the active health checks (default yes). With workers one of them
+       * does, and the others take its verdicts through `applyHealth`.
+       */
+      probes?: boolean
       /** Told of each lookup of a discovered target that failed. */
       onLookupFailure?(app: string): void
     },
   ) {
     this.balancer = new Balancer(options.stickySecret)
+    this.probing = options.probes ?? true
+  }
+
+  /** Starts or stops this process's active health checks (another worker took or left the job). */
+  setProbing(on: boolean): void {
+    this.probing = on
+    for (const entry of this.apps.values()) {
+      if (on) this.watchAll(entry)
+      else {
+        for (const timer of entry.watchers.values()) clearInterval(timer)
+        entry.watchers.clear()
+      }
+    }
+  }
+
+  /** Verdicts of the worker that runs the health checks. */
+  applyHealth(reports: readonly { pool: string; origin: string; healthy: boolean }[]): void {
+    for (const { pool, origin, healthy } of reports) {
+      this.verdicts.set(`${pool} ${origin}`, healthy)
+      const target = this.apps.get(pool)?.targets.find((each) => each.origin === origin)
+      if (!target) continue
+      target.healthy = healthy
+      target.checkStreak = 0
+      if (healthy) target.downUntil = 0
+    }
   }
 
   update(apps: readonly App[]): void {
@@ -58,7 +92,7 @@ export class UpstreamPools {
       const targets = this.originsOf(app).map((origin) => {
         const reused = previous.get(poolKey(app, origin))
         if (reused) kept.add(reused)
-        return reused ?? newUpstream(app, origin)
+        return reused ?? this.newUpstream(app, origin)
       })
       const entry: AppTargets = { app, targets, turn: 0, watchers: new Map(), lookups: [] }
       this.watchAll(entry)
@@ -145,12 +179,15 @@ export class UpstreamPools {
 
   /** An active health check for every target that has none yet. */
   private watchAll(entry: AppTargets): void {
-    if (!entry.app.upstream.healthCheck) return
+    if (!entry.app.upstream.healthCheck || !this.probing) return
+    const { onHealthChange } = this.options
     for (const target of entry.targets) {
       if (!entry.watchers.has(target))
         entry.watchers.set(
           target,
-          watchHealth(entry.app, target, this.options.log, this.options.onHealthChange),
+          watchHealth(entry.app, target, this.options.log, (healthy) =>
+            onHealthChange?.(entry.app.poolId, target.origin, healthy),
+          ),
         )
     }
   }
@@ -193,7 +230,7 @@ export class UpstreamPools {
   private retarget(entry: AppTargets): void {
     const origins = this.originsOf(entry.app)
     const current = new Map(entry.targets.map((target) => [target.origin, target]))
-    const next = origins.map((origin) => current.get(origin) ?? newUpstream(entry.app, origin))
+    const next = origins.map((origin) => current.get(origin) ?? this.newUpstream(entry.app, origin))
     for (const target of entry.targets) {
       if (origins.includes(target.origin)) continue
       clearTimeout(entry.watchers.get(target))
@@ -206,6 +243,27 @@ export class UpstreamPools {
     }
     entry.targets = next
     this.watchAll(entry)
+  }
+
+  /** A target with its own pool; its health as the probing worker last found it, else healthy. */
+  private newUpstream(app: App, origin: string): Upstream {
+    return {
+      origin,
+      pool: new Pool(origin, {
+        connect: { timeout: app.upstream.timeouts.connect },
+        connections: app.upstream.maxConnections,
+        // An idle connection closes after 4 s whatever the target's Keep-Alive header offers.
+        keepAliveTimeout: 4000,
+        keepAliveMaxTimeout: 4000,
+        pipelining: 1,
+      }),
+      id: createHash('sha256').update(origin).digest('base64url').slice(0, 12),
+      active: 0,
+      healthy: this.verdicts.get(`${app.poolId} ${origin}`) ?? true,
+      downUntil: 0,
+      consecutiveFailures: 0,
+      checkStreak: 0,
+    }
   }
 }
 
@@ -220,24 +278,4 @@ function withOwnPools(app: App): App[] {
 
 function poolKey(app: App, origin: string): string {
   return `${app.poolId} ${origin} ${app.upstream.timeouts.connect} ${app.upstream.maxConnections}`
-}
-
-function newUpstream(app: App, origin: string): Upstream {
-  return {
-    origin,
-    pool: new Pool(origin, {
-      connect: { timeout: app.upstream.timeouts.connect },
-      connections: app.upstream.maxConnections,
-      // An idle connection closes after 4 s whatever the target's Keep-Alive header offers.
-      keepAliveTimeout: 4000,
-      keepAliveMaxTimeout: 4000,
-      pipelining: 1,
-    }),
-    id: createHash('sha256').update(origin).digest('base64url').slice(0, 12),
-    active: 0,
-    healthy: true,
-    downUntil: 0,
-    consecutiveFailures: 0,
-    checkStreak: 0,
-  }
 }

@@ -318,7 +318,7 @@ describe('without Redis', () => {
     ])
     const development = await startGateway({ policies })
     try {
-      await development.waitForLog((line) => String(line.msg).startsWith('RATE LIMITS ARE PER PROCESS'))
+      await development.waitForLog((line) => String(line.msg).startsWith('RATE LIMITS ARE PER REPLICA'))
     } finally {
       await development.stop()
     }

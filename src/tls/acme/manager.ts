@@ -17,6 +17,8 @@ export interface AcmeManagerOptions {
   pollMs: number
   /** Told of every order this replica makes. */
   onOrder?(appId: string, success: boolean): void
+  /** Told when a certificate this process ordered is stored, so workers beside it can serve it now. */
+  onStored?(appId: string): void
 }
 
 /** One app under ACME management; replaced (not mutated) when a reload changes its hosts or settings. */
@@ -138,6 +140,15 @@ export class AcmeManager {
     return context
   }
 
+  /** Serves what storage now holds for the app: another worker just stored a certificate there. */
+  pickUp(appId: string): void {
+    const entry = this.managed.get(appId)
+    if (!entry) return
+    this.installStored(entry).catch((error: unknown) =>
+      this.options.log.warn({ err: error, app: appId }, 'cannot read the stored ACME certificate'),
+    )
+  }
+
   /** Whether any app validates with TLS-ALPN-01, so the HTTPS listener must look for `acme-tls/1`. */
   get answersTlsAlpn(): boolean {
     for (const entry of this.managed.values()) if (entry.acme.challenge === 'tls-alpn-01') return true
@@ -199,6 +210,7 @@ export class AcmeManager {
         this.install(entry, issued)
         await storage
           .writeCertificate(current, issued)
+          .then(() => this.options.onStored?.(current))
           .catch((error: unknown) =>
             log.error(
               { err: error, app: current },

@@ -40,15 +40,55 @@ function accountId(directoryUrl: string): string {
 }
 
 /**
- * Files under `<stateDir>/acme/`: `accounts/<ca>.json` and `certificates/<app>.{crt,key}`, keys 0600,
- * every write atomic. Challenges and locks live in memory: this storage serves a single replica.
+ * Challenge answers and order locks: short-lived, so kept in memory. One process keeps them itself;
+ * workers keep them in the primary, so whichever worker a CA's validation reaches can answer it.
  */
-export class FileAcmeStorage implements AcmeStorage {
+export type VolatileAcmeState = Pick<
+  AcmeStorage,
+  'putChallenge' | 'getChallenge' | 'removeChallenge' | 'lock'
+>
+
+export class MemoryAcmeState implements VolatileAcmeState {
   private readonly challenges = new Map<string, { answer: string; expiresAt: number }>()
   private readonly locks = new Map<string, number>()
+
+  async putChallenge(kind: ChallengeKind, name: string, answer: string, ttlMs: number): Promise<void> {
+    this.challenges.set(`${kind}:${name}`, { answer, expiresAt: Date.now() + ttlMs })
+  }
+
+  async getChallenge(kind: ChallengeKind, name: string): Promise<string | undefined> {
+    const entry = this.challenges.get(`${kind}:${name}`)
+    return entry && entry.expiresAt > Date.now() ? entry.answer : undefined
+  }
+
+  async removeChallenge(kind: ChallengeKind, name: string): Promise<void> {
+    this.challenges.delete(`${kind}:${name}`)
+  }
+
+  async lock(name: string, ttlMs: number): Promise<Lock | undefined> {
+    const now = Date.now()
+    if ((this.locks.get(name) ?? 0) > now) return undefined
+    const expiresAt = now + ttlMs
+    this.locks.set(name, expiresAt)
+    return {
+      release: async () => {
+        if (this.locks.get(name) === expiresAt) this.locks.delete(name)
+      },
+    }
+  }
+}
+
+/**
+ * Files under `<stateDir>/acme/`: `accounts/<ca>.json` and `certificates/<app>.{crt,key}`, keys 0600,
+ * every write atomic. Challenges and locks are volatile: this storage serves a single replica.
+ */
+export class FileAcmeStorage implements AcmeStorage {
   private readonly directory: string
 
-  constructor(stateDir: string) {
+  constructor(
+    stateDir: string,
+    private readonly volatile: VolatileAcmeState = new MemoryAcmeState(),
+  ) {
     this.directory = path.join(stateDir, 'acme')
   }
 
@@ -76,29 +116,20 @@ export class FileAcmeStorage implements AcmeStorage {
     await writeFileAtomic(`${base}.crt`, pair.cert)
   }
 
-  async putChallenge(kind: ChallengeKind, name: string, answer: string, ttlMs: number): Promise<void> {
-    this.challenges.set(`${kind}:${name}`, { answer, expiresAt: Date.now() + ttlMs })
+  putChallenge(kind: ChallengeKind, name: string, answer: string, ttlMs: number): Promise<void> {
+    return this.volatile.putChallenge(kind, name, answer, ttlMs)
   }
 
-  async getChallenge(kind: ChallengeKind, name: string): Promise<string | undefined> {
-    const entry = this.challenges.get(`${kind}:${name}`)
-    return entry && entry.expiresAt > Date.now() ? entry.answer : undefined
+  getChallenge(kind: ChallengeKind, name: string): Promise<string | undefined> {
+    return this.volatile.getChallenge(kind, name)
   }
 
-  async removeChallenge(kind: ChallengeKind, name: string): Promise<void> {
-    this.challenges.delete(`${kind}:${name}`)
+  removeChallenge(kind: ChallengeKind, name: string): Promise<void> {
+    return this.volatile.removeChallenge(kind, name)
   }
 
-  async lock(name: string, ttlMs: number): Promise<Lock | undefined> {
-    const now = Date.now()
-    if ((this.locks.get(name) ?? 0) > now) return undefined
-    const expiresAt = now + ttlMs
-    this.locks.set(name, expiresAt)
-    return {
-      release: async () => {
-        if (this.locks.get(name) === expiresAt) this.locks.delete(name)
-      },
-    }
+  lock(name: string, ttlMs: number): Promise<Lock | undefined> {
+    return this.volatile.lock(name, ttlMs)
   }
 }
 

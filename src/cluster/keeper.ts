@@ -1,0 +1,105 @@
+import type { LiveWebSockets } from '../pipeline/guard.js'
+import { addToCount } from '../stores/counts.js'
+import { type LimitCheck, type LimitOutcome, MemoryStore } from '../stores/rate-limit-store.js'
+import { type Lock, MemoryAcmeState } from '../tls/acme/storage.js'
+import type { HealthReport, WebSocketCaps, WorkerLink } from './protocol.js'
+
+/**
+ * The state every worker must see the same, held by the primary: in-memory rate limits, WebSocket
+ * counts per cap scope and client, ACME challenge answers and order locks, and the targets' health as
+ * the one probing worker reports it. Each ask is one synchronous step here, so two workers never see
+ * the same free place. What a worker held (places, locks) is given back when it exits.
+ */
+export class SharedStateKeeper {
+  private readonly limits = new MemoryStore()
+  private readonly perScope = new Map<string, number>()
+  private readonly perClient = new Map<string, number>()
+  private readonly places = new Map<number, { worker: number; scope: string; client: string }>()
+  private readonly acme = new MemoryAcmeState()
+  private readonly locks = new Map<number, { worker: number; lock: Lock }>()
+  private readonly health = new Map<string, HealthReport>()
+  private nextId = 0
+
+  /** Answers a worker's asks and hears its tells; `others` reaches the rest for what they must hear. */
+  serve(worker: number, link: WorkerLink, others: (tell: (peer: WorkerLink) => void) => void): void {
+    link.answer('rate-limit', (batch) => this.checkLimits(batch))
+    link.answer('ws-reserve', ({ scope, ip, caps }) => this.reserve(worker, scope, ip, caps))
+    link.listen('ws-release', (id) => this.release(id))
+    link.answer('acme-put', async ({ kind, name, answer, ttlMs }) => {
+      await this.acme.putChallenge(kind, name, answer, ttlMs)
+      return null
+    })
+    link.answer('acme-get', async ({ kind, name }) => (await this.acme.getChallenge(kind, name)) ?? null)
+    link.answer('acme-remove', async ({ kind, name }) => {
+      await this.acme.removeChallenge(kind, name)
+      return null
+    })
+    link.answer('acme-lock', async ({ name, ttlMs }) => {
+      const lock = await this.acme.lock(name, ttlMs)
+      if (!lock) return null
+      const id = this.nextId++
+      this.locks.set(id, { worker, lock })
+      return id
+    })
+    link.listen('acme-unlock', (id) => this.unlock(id))
+    link.listen('acme-stored', (app) => others((peer) => peer.tell('acme-stored', app)))
+    link.listen('health', (report) => {
+      this.health.set(`${report.pool} ${report.origin}`, report)
+      others((peer) => peer.tell('health', [report]))
+    })
+  }
+
+  /** The targets' health so far, for a worker that starts. */
+  healthSoFar(): HealthReport[] {
+    return [...this.health.values()]
+  }
+
+  /** Gives back what a worker that exited held. */
+  forget(worker: number): void {
+    for (const [id, place] of this.places) if (place.worker === worker) this.release(id)
+    for (const [id, held] of this.locks) if (held.worker === worker) this.unlock(id)
+  }
+
+  close(): void {
+    this.limits.close()
+  }
+
+  private checkLimits(batch: readonly (readonly LimitCheck[])[]): LimitOutcome[][] {
+    const now = Date.now()
+    return batch.map((checks) => this.limits.checkNow(checks, now))
+  }
+
+  private reserve(
+    worker: number,
+    scope: string,
+    ip: string,
+    caps: WebSocketCaps | undefined,
+  ): { id: number; taken: boolean; live: LiveWebSockets } {
+    const client = `${scope} ${ip}`
+    const live = { app: this.perScope.get(scope) ?? 0, ip: this.perClient.get(client) ?? 0 }
+    const full =
+      caps !== undefined &&
+      ((caps.app !== undefined && live.app >= caps.app) || (caps.ip !== undefined && live.ip >= caps.ip))
+    if (full) return { id: -1, taken: false, live }
+    const id = this.nextId++
+    this.places.set(id, { worker, scope, client })
+    addToCount(this.perScope, scope, 1)
+    addToCount(this.perClient, client, 1)
+    return { id, taken: true, live }
+  }
+
+  private release(id: number): void {
+    const place = this.places.get(id)
+    if (!place) return
+    this.places.delete(id)
+    addToCount(this.perScope, place.scope, -1)
+    addToCount(this.perClient, place.client, -1)
+  }
+
+  private unlock(id: number): void {
+    const held = this.locks.get(id)
+    if (!held) return
+    this.locks.delete(id)
+    void held.lock.release()
+  }
+}

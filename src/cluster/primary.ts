@@ -1,0 +1,257 @@
+import cluster, { type Worker } from 'node:cluster'
+import { type FSWatcher, watch } from 'node:fs'
+import path from 'node:path'
+import type { Logger } from 'pino'
+import { Counter, Gauge, Registry } from 'prom-client'
+import { admissionProblems } from '../gateway/admission.js'
+import { persistentSecret } from '../gateway/server.js'
+import { formatProblem, type PolicyProblem } from '../policy/load.js'
+import { loadPolicySource } from '../policy/source.js'
+import type { Settings } from '../settings.js'
+import { InternalCa } from '../tls/internal-ca.js'
+import { randomTicketKeys, TicketKeyRotation } from '../tls/ticket-keys.js'
+import { Channel, type Endpoint } from './channel.js'
+import { SharedStateKeeper } from './keeper.js'
+import type { Collected, WorkerLink } from './protocol.js'
+
+/** Where the primary writes whole log lines: its own log's destination. */
+export interface LineSink {
+  write(text: string): unknown
+}
+
+interface Member {
+  worker: Worker
+  link: WorkerLink
+  started: boolean
+  startedAt: number
+}
+
+/** A worker that dies sooner than this after it started counts as crash-looping: restarts back off. */
+const stableAfterMs = 10_000
+const longestRestartDelayMs = 10_000
+
+/**
+ * The primary of `--workers N`: it serves no traffic itself. It validates the policies once (at start,
+ * on SIGHUP and on file changes) and tells every worker to reload; forks the workers, which share the
+ * listening sockets (Node's cluster hands each new connection to the next worker); replaces a worker
+ * that dies; on SIGTERM has every worker drain and exits 0 once all did. It keeps the state the
+ * workers must share (`keeper.ts`), relays their log lines whole, and answers for all of them when
+ * one asks for the metrics or the recent activity.
+ */
+export async function runPrimary(
+  settings: Settings,
+  log: Logger,
+  lines: LineSink,
+  count: number,
+): Promise<number> {
+  const problems = await validate(settings, log, false)
+  if (problems.length > 0) {
+    for (const problem of problems) log.error({ problem: formatProblem(problem) }, formatProblem(problem))
+    log.fatal({ problems: problems.length }, 'refusing to start: fix the policy files above')
+    return 2
+  }
+  // Made once here, not by each worker racing the others: a worker would make a CA of its own.
+  await InternalCa.open(settings.stateDir)
+  if (!settings.stickySecret) await persistentSecret(path.join(settings.stateDir, 'sticky.key'))
+
+  const keeper = new SharedStateKeeper()
+  const members = new Map<number, Member>()
+  const registry = new Registry()
+  const restarts = new Counter({
+    name: 'portcullis_worker_restarts_total',
+    help: 'Workers that died and were replaced.',
+    registers: [registry],
+  })
+  new Gauge({
+    name: 'portcullis_workers',
+    help: 'Workers serving now.',
+    registers: [registry],
+    collect() {
+      this.set([...members.values()].filter((member) => member.started).length)
+    },
+  })
+  let prober: number | undefined
+  let ticketKey: string | undefined
+  let stopping = false
+  let restartDelayMs = 100
+  let starting = true
+  const everyone = (tell: (link: WorkerLink) => void) => {
+    for (const member of members.values()) if (member.started) tell(member.link)
+  }
+  const ticketKeys = settings.redis
+    ? undefined // every worker takes the key from Redis itself, as every replica does
+    : new TicketKeyRotation({
+        periodMs: settings.ticketKeyRotation,
+        source: randomTicketKeys,
+        apply: (key) => {
+          ticketKey = key.toString('base64')
+          for (const member of members.values()) member.link.tell('ticket-key', ticketKey)
+        },
+        log,
+      })
+  await ticketKeys?.start()
+
+  const gather = async (kind: Collected): Promise<unknown[]> => {
+    const asked = [...members.values()].filter((member) => member.started)
+    const answers = await Promise.allSettled(asked.map((member) => member.link.ask('collect', kind)))
+    const found = answers.flatMap((answer) => (answer.status === 'fulfilled' ? [answer.value] : []))
+    return kind === 'metrics' ? [...found, await registry.getMetricsAsJSON()] : found
+  }
+
+  let firstStart: (code: number | undefined) => void = () => {}
+  const startedAll = new Promise<number | undefined>((resolve) => {
+    firstStart = resolve
+  })
+
+  const fork = (): void => {
+    const worker = cluster.fork({ PORTCULLIS_WORKER: '1' })
+    const link: WorkerLink = new Channel(worker as unknown as Endpoint)
+    const member: Member = { worker, link, started: false, startedAt: Date.now() }
+    members.set(worker.id, member)
+    relayLines(worker, lines)
+    keeper.serve(worker.id, link, (tell) => {
+      for (const other of members.values()) if (other !== member && other.started) tell(other.link)
+    })
+    link.answer('join', () => {
+      prober ??= worker.id
+      return {
+        probe: prober === worker.id,
+        health: keeper.healthSoFar(),
+        ...(ticketKey ? { ticketKey } : {}),
+      }
+    })
+    link.answer('gather', (kind) => gather(kind))
+    link.listen('started', (addresses) => {
+      member.started = true
+      member.startedAt = Date.now()
+      if (starting && [...members.values()].every((each) => each.started)) {
+        starting = false
+        log.info({ ...addresses, workers: members.size, env: settings.env }, 'gateway listening')
+        firstStart(undefined)
+      }
+    })
+    worker.on('exit', (code, signal) => {
+      members.delete(worker.id)
+      keeper.forget(worker.id)
+      if (prober === worker.id) {
+        const next = [...members.values()].find((each) => each.started)
+        prober = next?.worker.id
+        next?.link.tell('probe', true)
+      }
+      if (stopping) return
+      if (starting) {
+        // A worker that cannot start (a policy changed since it was checked, a port taken) stops them all.
+        firstStart(code === 0 || code === null ? 1 : code)
+        return
+      }
+      restarts.inc()
+      const lived = Date.now() - member.startedAt
+      restartDelayMs = lived > stableAfterMs ? 100 : Math.min(restartDelayMs * 2, longestRestartDelayMs)
+      log.error(
+        { worker: worker.id, pid: worker.process.pid, code, signal, restartInMs: restartDelayMs },
+        'worker died: its requests in flight are lost; starting another',
+      )
+      setTimeout(() => {
+        if (!stopping) fork()
+      }, restartDelayMs).unref()
+    })
+  }
+
+  const reload = async (reason: string) => {
+    const refused = await validate(settings, log, true)
+    if (refused.length > 0) {
+      for (const problem of refused)
+        log.error(
+          { reason, problem: formatProblem(problem) },
+          `policy reload refused: ${formatProblem(problem)}`,
+        )
+      log.error(
+        { reason, problems: refused.length },
+        'policy reload refused; still serving the last good policies',
+      )
+      return
+    }
+    everyone((link) => link.tell('reload', reason))
+  }
+  // Caught before the first fork: by default SIGHUP and SIGTERM end a process on the spot.
+  process.on('SIGHUP', () => void reload('SIGHUP'))
+  const stopRequested = new Promise<NodeJS.Signals | undefined>((resolve) => {
+    process.on('SIGTERM', resolve)
+    process.on('SIGINT', resolve)
+  })
+
+  cluster.setupPrimary({ silent: true })
+  for (let index = 0; index < count; index++) fork()
+  const failed = await Promise.race([startedAll, stopRequested.then(() => undefined)])
+  const watcher =
+    settings.watch && failed === undefined ? watchPolicies(settings.policies, log, reload) : undefined
+  const signal = failed === undefined ? await stopRequested : undefined
+  stopping = true
+  watcher?.close()
+  ticketKeys?.stop()
+  if (signal) log.info({ signal, workers: members.size }, 'stop requested: every worker drains')
+  const exits = [...members.values()].map(
+    ({ worker }) =>
+      new Promise<number>((resolve) => {
+        if (worker.isDead()) resolve(worker.process.exitCode ?? 1)
+        worker.once('exit', (code) => resolve(code ?? 1))
+        worker.process.kill('SIGTERM')
+      }),
+  )
+  const codes = await Promise.all(exits)
+  keeper.close()
+  if (failed !== undefined) {
+    log.fatal({ code: failed }, 'a worker failed to start: stopped them all')
+    return failed
+  }
+  const code = codes.every((each) => each === 0) ? 0 : 1
+  log.info({ code }, 'every worker stopped')
+  return code
+}
+
+/** The policies as the workers will load them, judged once: problems refuse them. */
+async function validate(settings: Settings, log: Logger, quiet: boolean): Promise<PolicyProblem[]> {
+  const loaded = await loadPolicySource([settings.policies])
+  if (!loaded.ok) return loaded.problems
+  return admissionProblems(loaded, settings, log, { redis: settings.redis !== undefined, quiet })
+}
+
+function watchPolicies(
+  directory: string,
+  log: Logger,
+  reload: (reason: string) => Promise<void>,
+): FSWatcher | undefined {
+  let timer: NodeJS.Timeout | undefined
+  try {
+    return watch(directory, () => {
+      clearTimeout(timer)
+      // Editors write a file in several steps; wait for them to settle.
+      timer = setTimeout(() => void reload('file change'), 200)
+    })
+  } catch (error) {
+    log.warn({ err: error }, 'cannot watch the policy directory; reload with SIGHUP')
+    return undefined
+  }
+}
+
+/**
+ * A worker's stdout, written to the primary's in whole lines: workers write their log in blocks, and
+ * two processes writing blocks larger than a pipe's atomic size to one pipe could cut each other's lines.
+ */
+function relayLines(worker: Worker, lines: LineSink): void {
+  let rest = ''
+  worker.process.stdout?.setEncoding('utf8')
+  worker.process.stdout?.on('data', (chunk: string) => {
+    const end = chunk.lastIndexOf('\n')
+    if (end < 0) {
+      rest += chunk
+      return
+    }
+    lines.write(rest + chunk.slice(0, end + 1))
+    rest = chunk.slice(end + 1)
+  })
+  worker.process.stdout?.on('end', () => {
+    if (rest) lines.write(`${rest}\n`)
+  })
+  worker.process.stderr?.pipe(process.stderr, { end: false })
+}
