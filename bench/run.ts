@@ -20,16 +20,17 @@
  * baseline, and the table gives the paired ratio and both CPU costs per request.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
-import { readFileSync } from 'node:fs'
 import { mkdir, mkdtemp, writeFile } from 'node:fs/promises'
 import { connect, createServer } from 'node:net'
 import { cpus, tmpdir } from 'node:os'
 import path from 'node:path'
+import { type Handshakes, measureHandshakes, memoryPerConnection, treeCpuUs } from './capacity.js'
 
 const seconds = Number(process.env.BENCH_SECONDS ?? 5)
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3)
 const warmupSeconds = Number(process.env.BENCH_WARMUP ?? 3)
 const connections = Number(process.env.BENCH_CONNECTIONS ?? 32)
+const idleConnections = Number(process.env.BENCH_IDLE ?? 10_000)
 const baselineCheckout = process.env.BENCH_BASELINE ? path.resolve(process.env.BENCH_BASELINE) : undefined
 const root = path.resolve(import.meta.dirname, '..')
 
@@ -49,7 +50,7 @@ interface Measurement {
   p50Ms: number
   p99Ms: number
   requests: number
-  /** CPU time of the gateway process per request, for the gateway's cases (Linux /proc). */
+  /** CPU time of the gateway (its primary and workers) per request, for the gateway's cases (Linux /proc). */
   gatewayCpuUs?: number
 }
 
@@ -114,17 +115,6 @@ function parseLatencyMs(text: string): number {
   return match[2] === 'us' ? value / 1000 : match[2] === 's' ? value * 1000 : value
 }
 
-/** User + system CPU time of a process, in microseconds, from /proc (clock ticks of 10 ms). */
-function cpuTimeUs(pid: number | undefined): number | undefined {
-  if (pid === undefined) return undefined
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? []
-    return (Number(fields[11]) + Number(fields[12])) * 10_000
-  } catch {
-    return undefined
-  }
-}
-
 function wrk(target: Case, durationSeconds: number, gatewayPid?: number): Measurement {
   const command = [
     'wrk',
@@ -138,9 +128,9 @@ function wrk(target: Case, durationSeconds: number, gatewayPid?: number): Measur
     target.url,
   ]
   const [file, ...args] = hasTaskset ? [...loadCore, ...command] : command
-  const cpuBefore = cpuTimeUs(gatewayPid)
+  const cpuBefore = treeCpuUs(gatewayPid)
   const output = execFileSync(file as string, args, { encoding: 'utf8' })
-  const cpuAfter = cpuTimeUs(gatewayPid)
+  const cpuAfter = treeCpuUs(gatewayPid)
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(output)?.[1])
   const p50 = /^\s+50%\s+(\S+)/m.exec(output)?.[1] ?? ''
   const p99 = /^\s+99%\s+(\S+)/m.exec(output)?.[1] ?? ''
@@ -162,7 +152,7 @@ function median(values: number[]): number {
 }
 
 async function main(): Promise<void> {
-  for (const command of ['wrk', 'nginx']) {
+  for (const command of ['wrk', 'nginx', 'caddy']) {
     if (!commandExists(command)) throw new Error(`${command} is not installed (apt-get install ${command})`)
   }
   const work = await mkdtemp(path.join(tmpdir(), 'pcl-bench-'))
@@ -178,6 +168,14 @@ async function main(): Promise<void> {
     baselineHttps: await freePort(),
     baselineAdmin: await freePort(),
     redis: await freePort(),
+    caddy: await freePort(),
+    workersHttp: await freePort(),
+    workersHttps: await freePort(),
+    workersAdmin: await freePort(),
+    memoryHttp: await freePort(),
+    memoryHttps: await freePort(),
+    memoryAdmin: await freePort(),
+    websocketUpstream: await freePort(),
   }
   for (const command of ['redis-server', 'redis-cli']) {
     if (!commandExists(command)) throw new Error(`${command} is not installed (apt-get install redis-server)`)
@@ -229,6 +227,25 @@ require('node:http').createServer((request, response) => {
     'node proxy',
   )
 
+  // Caddy on one core (GOMAXPROCS=1), on the gateway's core: the Go proxy per core.
+  const caddyfile = path.join(work, 'Caddyfile')
+  await writeFile(
+    caddyfile,
+    `{\n\tadmin off\n\tauto_https off\n}\nhttp://:${ports.caddy} {\n\treverse_proxy 127.0.0.1:${ports.upstream}\n}\n`,
+  )
+  start(['env', 'GOMAXPROCS=1', 'caddy', 'run', '--config', caddyfile, '--adapter', 'caddyfile'], 'caddy')
+  // A WebSocket echo upstream for the memory measurement.
+  start(
+    [
+      process.execPath,
+      '-e',
+      `const { WebSocketServer } = require('ws')
+new WebSocketServer({ port: ${ports.websocketUpstream}, host: '127.0.0.1' }).on('connection', (socket) => socket.on('message', (data) => socket.send(data)))`,
+    ],
+    'websocket upstream',
+    loadCore,
+  )
+
   const policies = path.join(work, 'policies')
   const state = path.join(work, 'state')
   await mkdir(policies)
@@ -246,6 +263,10 @@ require('node:http').createServer((request, response) => {
     path.join(policies, 'limited.yaml'),
     `app: limited\nhosts: [limited.bench]\nupstream: { targets: ["${target}"] }\ntls: { mode: "off" }\n` +
       'rateLimits: [{ name: bench, limit: 1000000000, window: 1s }]\n',
+  )
+  await writeFile(
+    path.join(policies, 'ws.yaml'),
+    `app: ws\nhosts: [ws.bench]\nupstream: { targets: ["http://127.0.0.1:${ports.websocketUpstream}"] }\ntls: { mode: "off" }\n`,
   )
   // Every guard configured and evaluated on each request; the request itself passes them all.
   await writeFile(
@@ -271,6 +292,7 @@ cookies: { exclude: [csrf] }
     listen: { http: number; https: number; admin: number },
     stateDir: string,
     name: string,
+    extra: string[] = [],
   ) =>
     start(
       [
@@ -299,6 +321,7 @@ cookies: { exclude: [csrf] }
         // Generous: under full load a short timeout fires on a busy event loop and falls back locally.
         '--redis-timeout',
         '1s',
+        ...extra,
       ],
       name,
     )
@@ -317,8 +340,17 @@ cookies: { exclude: [csrf] }
           path.join(work, 'state-baseline'),
           'baseline',
         )
+  // Two workers on the one server core: on this machine only CPU per request can be compared.
+  const workersGateway = startGateway(
+    root,
+    { http: ports.workersHttp, https: ports.workersHttps, admin: ports.workersAdmin },
+    path.join(work, 'state-workers'),
+    'portcullis --workers 2',
+    ['--workers', '2'],
+  )
   if (baseline) await waitForPort(ports.baselineHttps)
   await waitForPort(ports.gatewayHttps)
+  await waitForPort(ports.workersHttps)
 
   // nginx serves the very certificate Portcullis made, so both do the same TLS work.
   const nginxConf = path.join(work, 'nginx.conf')
@@ -345,8 +377,9 @@ http {
 }
 `,
   )
-  start(['nginx', '-p', work, '-c', nginxConf, '-g', 'daemon off;'], 'nginx')
+  const nginx = start(['nginx', '-p', work, '-c', nginxConf, '-g', 'daemon off;'], 'nginx')
   await Promise.all([
+    waitForPort(ports.caddy),
     waitForPort(ports.upstream),
     waitForPort(ports.nodeProxy),
     waitForPort(ports.nginxHttp),
@@ -382,9 +415,13 @@ http {
     { name: 'direct http', url: `http://127.0.0.1:${ports.upstream}/`, host: 'plain.bench' },
     { name: 'nginx http', url: `http://127.0.0.1:${ports.nginxHttp}/`, host: 'plain.bench' },
     { name: 'node proxy http', url: `http://127.0.0.1:${ports.nodeProxy}/`, host: 'plain.bench' },
-    ...withBaseline(gatewayCases.slice(0, 3)),
+    { name: 'caddy http (1 core)', url: `http://127.0.0.1:${ports.caddy}/`, host: 'plain.bench' },
+    ...withBaseline(gatewayCases.slice(0, 1)),
+    { name: 'workers2 http', url: `http://127.0.0.1:${ports.workersHttp}/`, host: 'plain.bench' },
+    ...withBaseline(gatewayCases.slice(1, 3)),
     { name: 'nginx https', url: `https://127.0.0.1:${ports.nginxHttps}/`, host: 'tls.bench' },
     ...withBaseline(gatewayCases.slice(3)),
+    { name: 'workers2 https', url: `https://127.0.0.1:${ports.workersHttps}/`, host: 'tls.bench' },
   ]
 
   console.log(
@@ -398,7 +435,9 @@ http {
       ? gateway.pid
       : each.name.startsWith('baseline')
         ? baseline?.pid
-        : undefined
+        : each.name.startsWith('workers2')
+          ? workersGateway.pid
+          : undefined
   for (const each of cases) {
     const run = wrk(each, warmupSeconds)
     if (each.host === 'limited.bench') warmupRequests += run.requests
@@ -424,8 +463,8 @@ http {
     return median(runsOf(name).map((run, round) => run.rps / (references[round]?.rps ?? Number.NaN)))
   }
   const nginxFor = (name: string) => (name.includes('https') ? 'nginx https' : 'nginx http')
-  const isGateway = (name: string) => name.startsWith('portcullis') || name.startsWith('baseline')
-  const ownHttp = (name: string) => (name.startsWith('baseline') ? 'baseline http' : 'portcullis http')
+  const isGateway = (name: string) => /^(portcullis|baseline|workers2) /.test(name)
+  const ownHttp = (name: string) => `${name.split(' ')[0]} http`
   const rows = cases.map((each) => {
     const runs = runsOf(each.name)
     const cpu = runs.flatMap((run) => (run.gatewayCpuUs === undefined ? [] : [run.gatewayCpuUs]))
@@ -446,6 +485,10 @@ http {
       'x node proxy':
         isGateway(each.name) && /^\S+ http\b/.test(each.name)
           ? pairedRatio(each.name, 'node proxy http').toFixed(2)
+          : '',
+      'x caddy 1 core':
+        isGateway(each.name) && /^\S+ http\b/.test(each.name)
+          ? pairedRatio(each.name, 'caddy http (1 core)').toFixed(2)
           : '',
       ...(baseline
         ? {
@@ -475,6 +518,120 @@ http {
     `Per rate-limited request: ${(scriptCalls / limitedRequests).toFixed(3)} Redis script calls, ` +
       `${(reads / limitedRequests).toFixed(3)} Redis round trips (${scriptCalls} calls, ${reads} reads, ${limitedRequests} requests); ` +
       `Redis spent ${(scriptUs / scriptCalls).toFixed(1)} us per script call, ${(scriptUs / limitedRequests).toFixed(1)} us per request`,
+  )
+
+  // --workers 2 against 1: gateway CPU per request (primary and workers together), paired by round.
+  const cpuRatio = (name: string, reference: string) => {
+    const references = runsOf(reference)
+    return median(
+      runsOf(name).map(
+        (run, round) => (run.gatewayCpuUs ?? Number.NaN) / (references[round]?.gatewayCpuUs ?? Number.NaN),
+      ),
+    )
+  }
+  console.log(
+    `--workers 2 vs 1, gateway CPU per request: x${cpuRatio('workers2 http', 'portcullis http').toFixed(2)} (http), ` +
+      `x${cpuRatio('workers2 https', 'portcullis https').toFixed(2)} (https). Both workers share the server core ` +
+      'here: on 2 cores (wrk and the upstream need the other) throughput cannot scale, only CPU per request is compared.',
+  )
+
+  // TLS handshakes, interleaved rounds against nginx serving the same certificate.
+  const tlsServers = [
+    { name: 'portcullis', port: ports.gatewayHttps, pid: gateway.pid },
+    { name: 'nginx', port: ports.nginxHttps, pid: nginx.pid },
+  ]
+  const handshakes = new Map<string, Handshakes[]>()
+  for (let round = 0; round < rounds; round++) {
+    for (const mode of ['new', 'resumed'] as const) {
+      const order = round % 2 === 0 ? tlsServers : [...tlsServers].reverse()
+      for (const server of order) {
+        const key = `${server.name} ${mode}`
+        const measured = measureHandshakes({
+          port: server.port,
+          servername: 'tls.bench',
+          mode,
+          seconds,
+          serverPid: server.pid,
+          pin: hasTaskset ? loadCore : [],
+        })
+        handshakes.set(key, [...(handshakes.get(key) ?? []), measured])
+      }
+    }
+  }
+  const handshakeRows = [...handshakes].map(([name, runs]) => {
+    const [server, mode] = name.split(' ') as [string, string]
+    const nginxRuns = handshakes.get(`nginx ${mode}`) ?? []
+    return {
+      case: `${server} TLS 1.3 ${mode}`,
+      'handshakes/s': Math.round(median(runs.map((run) => run.perSecond))),
+      'server cpu us/handshake': median(runs.map((run) => run.serverCpuUs)).toFixed(0),
+      resumed: `${Math.round(median(runs.map((run) => run.resumedShare)) * 100)}%`,
+      // Per core: what one core of the server sustains, relative to nginx's (CPU per handshake, paired).
+      'x nginx per core': median(
+        runs.map((run, round) => (nginxRuns[round]?.serverCpuUs ?? Number.NaN) / run.serverCpuUs),
+      ).toFixed(2),
+    }
+  })
+  console.table(handshakeRows)
+
+  // Memory per idle keep-alive connection and per open WebSocket, on a gateway started for it.
+  const memoryGateway = startGateway(
+    root,
+    { http: ports.memoryHttp, https: ports.memoryHttps, admin: ports.memoryAdmin },
+    path.join(work, 'state-memory'),
+    'portcullis (memory)',
+  )
+  await waitForPort(ports.memoryHttps)
+  const memoryRows = []
+  // An open WebSocket holds two sockets in the gateway (client and upstream): the open-file limit
+  // (ulimit -n, which this process cannot raise) may allow fewer than asked.
+  const fileLimit = Number(execFileSync('sh', ['-c', 'ulimit -n'], { encoding: 'utf8' }).trim()) || 1024
+  for (const kind of ['keep-alive', 'websocket'] as const) {
+    const count = Math.min(idleConnections, Math.floor((fileLimit - 500) / (kind === 'websocket' ? 2 : 1)))
+    const measured = await memoryPerConnection({
+      port: ports.memoryHttp,
+      host: kind === 'websocket' ? 'ws.bench' : 'plain.bench',
+      kind,
+      count,
+      serverPid: memoryGateway.pid as number,
+      cwd: root,
+      pin: hasTaskset ? loadCore : [],
+    })
+    memoryRows.push({
+      case: `${count} idle ${kind === 'websocket' ? 'WebSockets' : 'keep-alive connections'}`,
+      'gateway RSS before MiB': (measured.rssBefore / 2 ** 20).toFixed(0),
+      'gateway RSS after MiB': (measured.rssAfter / 2 ** 20).toFixed(0),
+      'KiB per connection': (measured.bytesPerConnection / 1024).toFixed(1),
+    })
+  }
+  console.table(memoryRows)
+
+  // The issue's targets, as ratios in this run.
+  const judge = (label: string, value: number, bound: number, atLeast = true) =>
+    console.log(
+      `${(atLeast ? value >= bound : value <= bound) ? 'met   ' : 'missed'} ${label}: ${value.toFixed(2)} (${atLeast ? '>=' : '<='} ${bound})`,
+    )
+  judge('no guards / node proxy', pairedRatio('portcullis http', 'node proxy http'), 0.9)
+  judge('all guards / node proxy', pairedRatio('portcullis http, all guards', 'node proxy http'), 0.8)
+  judge(
+    'all guards / caddy on one core',
+    pairedRatio('portcullis http, all guards', 'caddy http (1 core)'),
+    1,
+  )
+  for (const each of cases.filter((candidate) => candidate.name.startsWith('portcullis'))) {
+    const runs = runsOf(each.name)
+    judge(`${each.name} p99 / p50`, median(runs.map((run) => run.p99Ms / run.p50Ms)), 3, false)
+  }
+  judge(
+    'resumed TLS handshakes per core / nginx',
+    Number(handshakeRows.find((row) => row.case === 'portcullis TLS 1.3 resumed')?.['x nginx per core']),
+    0.9,
+  )
+  judge(
+    '--workers 2 / 1 gateway CPU per request (http)',
+    cpuRatio('workers2 http', 'portcullis http'),
+    1.1,
+    false,
   )
 }
 

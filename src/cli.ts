@@ -11,6 +11,7 @@ import type { PrimaryLink } from './cluster/protocol.js'
 import { explain, formatExplanation } from './gateway/explain.js'
 import { Gateway, PolicyError } from './gateway/server.js'
 import { canonicalIp } from './net/ip.js'
+import { LogBlocks } from './observe/log-blocks.js'
 import { formatProblem, loadPolicyFile } from './policy/load.js'
 import { checkAlways, checkProduction, formatFinding } from './policy/rules.js'
 import type { Policy } from './policy/schema.js'
@@ -193,19 +194,16 @@ async function serve(args: string[]): Promise<number> {
     return 2
   }
   const { settings } = resolved
-  // Lines are gathered and written in blocks (8 KiB, or every 50 ms, whichever comes first), from this
-  // thread: one write per block instead of one per request, and no worker thread (pino's default,
-  // two context switches per line on a busy core). A crash loses at most the last 50 ms of lines.
-  const destination = pino.destination({ dest: 1, sync: true, minLength: 8192, periodicFlush: 50 })
+  const destination = new LogBlocks()
   const worker = cluster.worker?.id
   const log = pino(
     { level: settings.logLevel, base: { service: 'portcullis', ...(worker ? { worker } : {}) } },
     destination,
   )
-  const flushLog = () => destination.flushSync()
+  const flushLog = () => destination.flush()
   process.once('exit', flushLog)
   const workers = workerCount(settings.workers)
-  if (cluster.isPrimary && workers > 1) return runPrimary(settings, log, destination, workers)
+  if (cluster.isPrimary && workers > 1) return runPrimary(settings, log, workers)
   // Signals are caught before start-up: a supervisor may send SIGTERM as soon as it reads
   // 'gateway listening', and without a handler Node dies at once instead of draining. Every one is
   // caught, not the first alone: a worker may get one from its primary and one sent to its group.

@@ -14,11 +14,6 @@ import { Channel, type Endpoint } from './channel.js'
 import { SharedStateKeeper } from './keeper.js'
 import type { Collected, WorkerLink } from './protocol.js'
 
-/** Where the primary writes whole log lines: its own log's destination. */
-export interface LineSink {
-  write(text: string): unknown
-}
-
 interface Member {
   worker: Worker
   link: WorkerLink
@@ -35,15 +30,10 @@ const longestRestartDelayMs = 10_000
  * on SIGHUP and on file changes) and tells every worker to reload; forks the workers, which share the
  * listening sockets (Node's cluster hands each new connection to the next worker); replaces a worker
  * that dies; on SIGTERM has every worker drain and exits 0 once all did. It keeps the state the
- * workers must share (`keeper.ts`), relays their log lines whole, and answers for all of them when
- * one asks for the metrics or the recent activity.
+ * workers must share (`keeper.ts`) and answers for all of them when one asks for the metrics or the
+ * recent activity. Workers write their log lines to the stdout they inherit (`log-blocks.ts`).
  */
-export async function runPrimary(
-  settings: Settings,
-  log: Logger,
-  lines: LineSink,
-  count: number,
-): Promise<number> {
+export async function runPrimary(settings: Settings, log: Logger, count: number): Promise<number> {
   const problems = await validate(settings, log, false)
   if (problems.length > 0) {
     for (const problem of problems) log.error({ problem: formatProblem(problem) }, formatProblem(problem))
@@ -108,7 +98,6 @@ export async function runPrimary(
     const link: WorkerLink = new Channel(worker as unknown as Endpoint)
     const member: Member = { worker, link, started: false, startedAt: Date.now() }
     members.set(worker.id, member)
-    relayLines(worker, lines)
     keeper.serve(worker.id, link, (tell) => {
       for (const other of members.values()) if (other !== member && other.started) tell(other.link)
     })
@@ -180,7 +169,6 @@ export async function runPrimary(
     process.on('SIGINT', resolve)
   })
 
-  cluster.setupPrimary({ silent: true })
   for (let index = 0; index < count; index++) fork()
   const failed = await Promise.race([startedAll, stopRequested.then(() => undefined)])
   const watcher =
@@ -232,26 +220,4 @@ function watchPolicies(
     log.warn({ err: error }, 'cannot watch the policy directory; reload with SIGHUP')
     return undefined
   }
-}
-
-/**
- * A worker's stdout, written to the primary's in whole lines: workers write their log in blocks, and
- * two processes writing blocks larger than a pipe's atomic size to one pipe could cut each other's lines.
- */
-function relayLines(worker: Worker, lines: LineSink): void {
-  let rest = ''
-  worker.process.stdout?.setEncoding('utf8')
-  worker.process.stdout?.on('data', (chunk: string) => {
-    const end = chunk.lastIndexOf('\n')
-    if (end < 0) {
-      rest += chunk
-      return
-    }
-    lines.write(rest + chunk.slice(0, end + 1))
-    rest = chunk.slice(end + 1)
-  })
-  worker.process.stdout?.on('end', () => {
-    if (rest) lines.write(`${rest}\n`)
-  })
-  worker.process.stderr?.pipe(process.stderr, { end: false })
 }
