@@ -29,7 +29,8 @@ ENV PORTCULLIS_POLICIES=/etc/portcullis/policies \
     PORTCULLIS_STATE_DIR=/var/lib/portcullis \
     PORTCULLIS_HTTP_PORT=80 \
     PORTCULLIS_HTTPS_PORT=443 \
-    PORTCULLIS_ADMIN_PORT=9090
+    PORTCULLIS_ADMIN_PORT=9090 \
+    PORTCULLIS_WORKERS=auto
 VOLUME ["/etc/portcullis/policies", "/var/lib/portcullis"]
 EXPOSE 80 443
 HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \

@@ -55,12 +55,14 @@ let resumed = 0
 const connect = (withSession) => new Promise((resolve) => {
   const socket = tls.connect({ host: '127.0.0.1', port: Number(port), servername, rejectUnauthorized: false,
     minVersion: 'TLSv1.3', ...(withSession ? { session } : {}) })
-  socket.once('session', (ticket) => { session = ticket; if (!withSession && mode === 'resumed') socket.destroy() })
+  // Closed gracefully (end, not destroy) once established: a reset would cost the server an error.
+  socket.once('session', (ticket) => { session = ticket; if (!withSession && mode === 'resumed') socket.end() })
   socket.once('secureConnect', () => {
     count++
     if (socket.isSessionReused()) resumed++
-    if (mode !== 'resumed' || withSession) socket.destroy()
+    if (mode !== 'resumed' || withSession) socket.end()
   })
+  socket.resume()
   socket.once('close', resolve)
   socket.once('error', () => {})
 })

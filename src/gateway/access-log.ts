@@ -1,5 +1,6 @@
 import type { TLSSocket } from 'node:tls'
 import type { FastifyReply, FastifyRequest } from 'fastify'
+import { type Logger, symbols } from 'pino'
 import type { RecentActivity } from '../observe/dashboard.js'
 import type { GatewayMetrics } from '../observe/metrics.js'
 import type { Settings } from '../settings.js'
@@ -11,6 +12,26 @@ export interface AccessLogContext {
   readonly activity: RecentActivity
 }
 
+/** Writes one access line: the request id and the fields. */
+export type AccessLineWriter = (requestId: string, fields: Record<string, unknown>) => void
+
+/**
+ * Access lines in pino's format (level, time, the logger's bindings, the fields, msg "request"), made
+ * with one `JSON.stringify` of the fields and written to the logger's own destination. pino would
+ * serialise field by field, a fifth of what the line costs the gateway (profile, `--cpu-prof`).
+ */
+export function accessLineWriter(log: Logger): AccessLineWriter {
+  const destination = Reflect.get(log, symbols.streamSym) as { write(line: string): unknown }
+  const bindings = JSON.stringify(log.bindings()).slice(1, -1)
+  const head = bindings ? `,${bindings},"reqId":` : ',"reqId":'
+  return (requestId, fields) => {
+    if (!log.isLevelEnabled('info')) return
+    destination.write(
+      `{"level":30,"time":${Date.now()}${head}${JSON.stringify(requestId)},${JSON.stringify(fields).slice(1, -1)},"msg":"request"}\n`,
+    )
+  }
+}
+
 /** One line per request; fields are documented in the README and stable. */
 export function logAccess(
   request: FastifyRequest,
@@ -18,6 +39,7 @@ export function logAccess(
   status: number,
   durationMs: number,
   context: AccessLogContext,
+  writeLine: AccessLineWriter,
 ): void {
   const exchange = request.exchange
   const app = exchange?.app
@@ -50,40 +72,37 @@ export function logAccess(
   )
   const queryStart = request.url.indexOf('?')
   const declaredLength = request.raw.method === 'HEAD' ? undefined : Number(reply.getHeader('content-length'))
-  request.log.info(
-    {
-      app: app?.id,
-      route: app?.route?.label,
-      host: request.host,
-      method: request.method,
-      path: queryStart >= 0 ? request.url.slice(0, queryStart) : request.url,
-      status,
-      bytes: exchange?.responseBytes ?? (Number.isFinite(declaredLength) ? declaredLength : undefined),
-      durationMs: Math.round(durationMs * 100) / 100,
-      clientIp,
-      clientIpVia: app ? exchange?.identity.via : undefined,
-      user: exchange?.user,
-      upstream: exchange?.upstream,
-      upstreamMs,
-      httpVersion: request.raw.httpVersion,
-      tlsVersion: (request.raw.socket as TLSSocket).getProtocol?.() ?? undefined,
-      headers: loggedHeaders(request.headers, context.listener.logHeaders, context.listener.logRedact),
-      responseHeaders:
-        context.listener.logResponseHeaders.length === 0
-          ? undefined
-          : loggedHeaders(
-              // The gateway's own answers carry their headers on the reply; streamed ones on the exchange.
-              { ...reply.getHeaders(), ...exchange?.responseHeaders },
-              context.listener.logResponseHeaders,
-              context.listener.logRedact,
-            ),
-      websocket: exchange?.upgrade || undefined,
-      code: exchange?.refusal?.code,
-      rule: exchange?.refusal?.rule,
-      wouldBlock: exchange?.wouldBlock,
-    },
-    'request',
-  )
+  writeLine(String(request.id), {
+    app: app?.id,
+    route: app?.route?.label,
+    host: request.host,
+    method: request.method,
+    path: queryStart >= 0 ? request.url.slice(0, queryStart) : request.url,
+    status,
+    bytes: exchange?.responseBytes ?? (Number.isFinite(declaredLength) ? declaredLength : undefined),
+    durationMs: Math.round(durationMs * 100) / 100,
+    clientIp,
+    clientIpVia: app ? exchange?.identity.via : undefined,
+    user: exchange?.user,
+    upstream: exchange?.upstream,
+    upstreamMs,
+    httpVersion: request.raw.httpVersion,
+    tlsVersion: (request.raw.socket as TLSSocket).getProtocol?.() ?? undefined,
+    headers: loggedHeaders(request.headers, context.listener.logHeaders, context.listener.logRedact),
+    responseHeaders:
+      context.listener.logResponseHeaders.length === 0
+        ? undefined
+        : loggedHeaders(
+            // The gateway's own answers carry their headers on the reply; streamed ones on the exchange.
+            { ...reply.getHeaders(), ...exchange?.responseHeaders },
+            context.listener.logResponseHeaders,
+            context.listener.logRedact,
+          ),
+    websocket: exchange?.upgrade || undefined,
+    code: exchange?.refusal?.code,
+    rule: exchange?.refusal?.rule,
+    wouldBlock: exchange?.wouldBlock,
+  })
 }
 
 /** Cookies being set are secrets whatever the settings say. */

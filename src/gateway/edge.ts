@@ -17,7 +17,7 @@ import type { App, PemPair } from '../policy/compile.js'
 import type { Settings } from '../settings.js'
 import type { CertificateStore } from '../tls/certificates.js'
 import type { UpstreamPools } from '../upstreams/pools.js'
-import { logAccess } from './access-log.js'
+import { accessLineWriter, logAccess } from './access-log.js'
 import { enforceDeadlines } from './connection-deadlines.js'
 import type { ConnectionTracker } from './connections.js'
 import { peerAddress } from './front-door.js'
@@ -95,6 +95,7 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
     held[routerOfRequest] ??= context.router()
     return held[routerOfRequest]
   }
+  const writeAccessLine = accessLineWriter(context.log)
   const services: GuardServices = {
     rateLimits: context.rateLimits,
     liveWebSockets: (scope, ip) => context.relay.live(scope, ip),
@@ -262,7 +263,7 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
   })
 
   edge.addHook('onResponse', async (request, reply) => {
-    logAccess(request, reply, reply.statusCode, reply.elapsedTime, context)
+    logAccess(request, reply, reply.statusCode, reply.elapsedTime, context, writeAccessLine)
   })
 
   // Fastify routes every method it knows to the proxy below; others (lower case, made up) end here.
@@ -343,7 +344,7 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
         facts,
       )
       if (relayed.code) exchange.refuse(relayed.code, 'upstream')
-      logAccess(request, reply, relayed.status, performance.now() - started, context)
+      logAccess(request, reply, relayed.status, performance.now() - started, context, writeAccessLine)
     },
   })
 
