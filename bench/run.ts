@@ -50,8 +50,8 @@ interface Measurement {
   p50Ms: number
   p99Ms: number
   requests: number
-  /** CPU time of the gateway (its primary and workers) per request, for the gateway's cases (Linux /proc). */
-  gatewayCpuUs?: number
+  /** CPU time of the proxy under test (with its children: workers, nginx's worker) per request (Linux /proc). */
+  proxyCpuUs?: number
 }
 
 function commandExists(command: string): boolean {
@@ -115,7 +115,7 @@ function parseLatencyMs(text: string): number {
   return match[2] === 'us' ? value / 1000 : match[2] === 's' ? value * 1000 : value
 }
 
-function wrk(target: Case, durationSeconds: number, gatewayPid?: number): Measurement {
+function wrk(target: Case, durationSeconds: number, proxyPid?: number): Measurement {
   const command = [
     'wrk',
     '-t1',
@@ -128,9 +128,9 @@ function wrk(target: Case, durationSeconds: number, gatewayPid?: number): Measur
     target.url,
   ]
   const [file, ...args] = hasTaskset ? [...loadCore, ...command] : command
-  const cpuBefore = treeCpuUs(gatewayPid)
+  const cpuBefore = treeCpuUs(proxyPid)
   const output = execFileSync(file as string, args, { encoding: 'utf8' })
-  const cpuAfter = treeCpuUs(gatewayPid)
+  const cpuAfter = treeCpuUs(proxyPid)
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(output)?.[1])
   const p50 = /^\s+50%\s+(\S+)/m.exec(output)?.[1] ?? ''
   const p99 = /^\s+99%\s+(\S+)/m.exec(output)?.[1] ?? ''
@@ -139,7 +139,7 @@ function wrk(target: Case, durationSeconds: number, gatewayPid?: number): Measur
   const requests = Number(/(\d+) requests in/.exec(output)?.[1])
   const measurement = { rps, p50Ms: parseLatencyMs(p50), p99Ms: parseLatencyMs(p99), requests }
   return cpuBefore !== undefined && cpuAfter !== undefined
-    ? { ...measurement, gatewayCpuUs: (cpuAfter - cpuBefore) / requests }
+    ? { ...measurement, proxyCpuUs: (cpuAfter - cpuBefore) / requests }
     : measurement
 }
 
@@ -206,7 +206,7 @@ async function main(): Promise<void> {
     'upstream',
   )
   // The Node limit per core: node:http in front of an undici pool, streaming, with no policy at all.
-  start(
+  const nodeProxy = start(
     [
       process.execPath,
       '-e',
@@ -233,7 +233,10 @@ require('node:http').createServer((request, response) => {
     caddyfile,
     `{\n\tadmin off\n\tauto_https off\n}\nhttp://:${ports.caddy} {\n\treverse_proxy 127.0.0.1:${ports.upstream}\n}\n`,
   )
-  start(['env', 'GOMAXPROCS=1', 'caddy', 'run', '--config', caddyfile, '--adapter', 'caddyfile'], 'caddy')
+  const caddy = start(
+    ['env', 'GOMAXPROCS=1', 'caddy', 'run', '--config', caddyfile, '--adapter', 'caddyfile'],
+    'caddy',
+  )
   // A WebSocket echo upstream for the memory measurement.
   start(
     [
@@ -437,7 +440,13 @@ http {
         ? baseline?.pid
         : each.name.startsWith('workers2')
           ? workersGateway.pid
-          : undefined
+          : each.name.startsWith('node proxy')
+            ? nodeProxy.pid
+            : each.name.startsWith('caddy')
+              ? caddy.pid
+              : each.name.startsWith('nginx')
+                ? nginx.pid
+                : undefined
   for (const each of cases) {
     // Each worker optimises its own code: two workers need twice the warm-up traffic.
     const run = wrk(each, each.name.startsWith('workers2') ? warmupSeconds * 2 : warmupSeconds)
@@ -468,7 +477,7 @@ http {
   const ownHttp = (name: string) => `${name.split(' ')[0]} http`
   const rows = cases.map((each) => {
     const runs = runsOf(each.name)
-    const cpu = runs.flatMap((run) => (run.gatewayCpuUs === undefined ? [] : [run.gatewayCpuUs]))
+    const cpu = runs.flatMap((run) => (run.proxyCpuUs === undefined ? [] : [run.proxyCpuUs]))
     return {
       case: each.name,
       'req/s': Math.round(median(runs.map((run) => run.rps))),
@@ -498,7 +507,7 @@ http {
               : '',
           }
         : {}),
-      'gateway cpu us/req': cpu.length > 0 ? median(cpu).toFixed(0) : '',
+      'proxy cpu us/req': cpu.length > 0 ? median(cpu).toFixed(0) : '',
     }
   })
   console.table(rows)
@@ -526,7 +535,7 @@ http {
     const references = runsOf(reference)
     return median(
       runsOf(name).map(
-        (run, round) => (run.gatewayCpuUs ?? Number.NaN) / (references[round]?.gatewayCpuUs ?? Number.NaN),
+        (run, round) => (run.proxyCpuUs ?? Number.NaN) / (references[round]?.proxyCpuUs ?? Number.NaN),
       ),
     )
   }
