@@ -94,7 +94,7 @@ export async function runPrimary(settings: Settings, log: Logger, count: number)
   })
 
   const fork = (): void => {
-    const worker = cluster.fork({ PORTCULLIS_WORKER: '1' })
+    const worker = cluster.fork()
     const link: WorkerLink = new Channel(worker as unknown as Endpoint)
     const member: Member = { worker, link, started: false, startedAt: Date.now() }
     members.set(worker.id, member)
