@@ -234,7 +234,18 @@ require('node:http').createServer((request, response) => {
     `{\n\tadmin off\n\tauto_https off\n}\nhttp://:${ports.caddy} {\n\treverse_proxy 127.0.0.1:${ports.upstream}\n}\n`,
   )
   const caddy = start(
-    ['env', 'GOMAXPROCS=1', 'caddy', 'run', '--config', caddyfile, '--adapter', 'caddyfile'],
+    [
+      'env',
+      'GOMAXPROCS=1',
+      `XDG_DATA_HOME=${work}`,
+      `XDG_CONFIG_HOME=${work}`,
+      'caddy',
+      'run',
+      '--config',
+      caddyfile,
+      '--adapter',
+      'caddyfile',
+    ],
     'caddy',
   )
   // A WebSocket echo upstream for the memory measurement.
