@@ -37,6 +37,8 @@ export async function startGateway(options: {
   args?: string[]
   stateDir?: string
   env?: Record<string, string>
+  /** How long start-up may take (before PCL_TEST_TIMEOUT_SCALE); default 15 s. */
+  startTimeoutMs?: number
 }): Promise<RunningGateway> {
   const policiesDir = await makePolicyDir(options.policies)
   const stateDir = options.stateDir ?? (await mkdtemp(path.join(tmpdir(), 'pcl-state-')))
@@ -109,13 +111,17 @@ export async function startGateway(options: {
   }
 
   const listening = await Promise.race([
-    waitForLog((line) => line.msg === 'gateway listening', 15_000),
+    waitForLog((line) => line.msg === 'gateway listening', options.startTimeoutMs ?? 15_000),
     exited.then((code) => {
       throw new Error(
         `gateway exited with ${code} before listening:\n${logs.map((l) => JSON.stringify(l)).join('\n')}`,
       )
     }),
-  ])
+  ]).catch((error: unknown) => {
+    // Not handed to the test, so nothing else would stop it: a gateway left running holds its ports.
+    child.kill('SIGKILL')
+    throw error
+  })
   return {
     process: child,
     ports: { http: Number(listening.http), https: Number(listening.https), admin: Number(listening.admin) },
