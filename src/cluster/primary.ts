@@ -3,7 +3,7 @@ import { type FSWatcher, watch } from 'node:fs'
 import path from 'node:path'
 import type { Logger } from 'pino'
 import { Counter, Gauge, Registry } from 'prom-client'
-import { admissionProblems } from '../gateway/admission.js'
+import { admissionProblems, internalLeaves } from '../gateway/admission.js'
 import { persistentSecret } from '../gateway/server.js'
 import { formatProblem, type PolicyProblem } from '../policy/load.js'
 import { loadPolicySource } from '../policy/source.js'
@@ -34,15 +34,16 @@ const longestRestartDelayMs = 10_000
  * recent activity. Workers write their log lines to the stdout they inherit (`log-blocks.ts`).
  */
 export async function runPrimary(settings: Settings, log: Logger, count: number): Promise<number> {
-  const problems = await validate(settings, log, false)
+  // Made once here, not by each worker racing the others: a worker would make a CA of its own, and
+  // two workers writing the same leaf could leave one's certificate beside the other's key.
+  const internalCa = await InternalCa.open(settings.stateDir)
+  if (!settings.stickySecret) await persistentSecret(path.join(settings.stateDir, 'sticky.key'))
+  const problems = await validate(settings, log, internalCa, false)
   if (problems.length > 0) {
     for (const problem of problems) log.error({ problem: formatProblem(problem) }, formatProblem(problem))
     log.fatal({ problems: problems.length }, 'refusing to start: fix the policy files above')
     return 2
   }
-  // Made once here, not by each worker racing the others: a worker would make a CA of its own.
-  await InternalCa.open(settings.stateDir)
-  if (!settings.stickySecret) await persistentSecret(path.join(settings.stateDir, 'sticky.key'))
 
   const keeper = new SharedStateKeeper()
   const members = new Map<number, Member>()
@@ -147,7 +148,7 @@ export async function runPrimary(settings: Settings, log: Logger, count: number)
   }
 
   const reload = async (reason: string) => {
-    const refused = await validate(settings, log, true)
+    const refused = await validate(settings, log, internalCa, true)
     if (refused.length > 0) {
       for (const problem of refused)
         log.error(
@@ -197,11 +198,22 @@ export async function runPrimary(settings: Settings, log: Logger, count: number)
   return code
 }
 
-/** The policies as the workers will load them, judged once: problems refuse them. */
-async function validate(settings: Settings, log: Logger, quiet: boolean): Promise<PolicyProblem[]> {
+/**
+ * The policies as the workers will load them, judged once: problems refuse them. Internal-CA leaves
+ * are issued here, so every worker reads the same certificate instead of issuing its own.
+ */
+async function validate(
+  settings: Settings,
+  log: Logger,
+  internalCa: InternalCa,
+  quiet: boolean,
+): Promise<PolicyProblem[]> {
   const loaded = await loadPolicySource([settings.policies])
   if (!loaded.ok) return loaded.problems
-  return admissionProblems(loaded, settings, log, { redis: settings.redis !== undefined, quiet })
+  const problems = admissionProblems(loaded, settings, log, { redis: settings.redis !== undefined, quiet })
+  if (problems.length > 0) return problems
+  const issued = await internalLeaves(loaded.apps, internalCa)
+  return issued.ok ? [] : issued.problems
 }
 
 function watchPolicies(

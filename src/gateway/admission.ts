@@ -1,8 +1,9 @@
 import type { Logger } from 'pino'
-import type { App } from '../policy/compile.js'
+import type { App, PemPair } from '../policy/compile.js'
 import type { LoadedPolicy, PolicyProblem } from '../policy/load.js'
 import { checkAlways, checkProduction, formatFinding } from '../policy/rules.js'
 import type { Settings } from '../settings.js'
+import type { InternalCa } from '../tls/internal-ca.js'
 
 /**
  * Whether valid policy files may be served by this gateway: what its listeners can serve and, in
@@ -73,4 +74,22 @@ function productionProblems(
     )
   }
   return []
+}
+
+/** Each internal-CA app's certificate, issued and written now unless a current one is on disk. */
+export async function internalLeaves(
+  apps: readonly App[],
+  internalCa: InternalCa,
+): Promise<{ ok: true; leaves: Map<string, PemPair> } | { ok: false; problems: PolicyProblem[] }> {
+  const leaves = new Map<string, PemPair>()
+  for (const app of apps) {
+    if (app.tls.mode !== 'internal') continue
+    try {
+      leaves.set(app.id, await internalCa.leafFor(app.id, app.hosts))
+    } catch (error) {
+      const message = `cannot issue the internal certificate (${error instanceof Error ? error.message : String(error)})`
+      return { ok: false, problems: [{ file: app.file, line: 1, column: 1, field: 'tls', message }] }
+    }
+  }
+  return { ok: true, leaves }
 }

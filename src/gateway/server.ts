@@ -37,7 +37,7 @@ import { InternalCa, selfSigned } from '../tls/internal-ca.js'
 import { randomTicketKeys, redisTicketKeys, TicketKeyRotation } from '../tls/ticket-keys.js'
 import { TargetResolver } from '../upstreams/discovery.js'
 import { UpstreamPools } from '../upstreams/pools.js'
-import { admissionProblems } from './admission.js'
+import { admissionProblems, internalLeaves } from './admission.js'
 import { ConnectionTracker } from './connections.js'
 import { createEdge, type EdgeContext } from './edge.js'
 import { frontDoor } from './front-door.js'
@@ -382,16 +382,9 @@ export class Gateway {
       quiet: this.primary !== undefined,
     })
     if (refusal.length > 0) return { ok: false, problems: refusal }
-    const leaves = new Map<string, PemPair>()
-    for (const app of loaded.apps) {
-      if (app.tls.mode !== 'internal') continue
-      try {
-        leaves.set(app.id, await this.internalCa.leafFor(app.id, app.hosts))
-      } catch (error) {
-        return refusedBy(app.file, `cannot issue the internal certificate (${describeError(error)})`, 'tls')
-      }
-    }
-    return { ok: true, apps: loaded.apps, leaves }
+    const issued = await internalLeaves(loaded.apps, this.internalCa)
+    if (!issued.ok) return issued
+    return { ok: true, apps: loaded.apps, leaves: issued.leaves }
   }
 
   /** Puts a prepared generation in place: certificates, ACME, pools, then the router in one assignment. */

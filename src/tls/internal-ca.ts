@@ -1,6 +1,6 @@
 // @peculiar/x509 needs the Reflect metadata API before it loads.
 import 'reflect-metadata'
-import { webcrypto, X509Certificate } from 'node:crypto'
+import { createPrivateKey, webcrypto, X509Certificate } from 'node:crypto'
 import { readFile } from 'node:fs/promises'
 import path from 'node:path'
 import * as x509 from '@peculiar/x509'
@@ -42,14 +42,20 @@ export class InternalCa {
   async leafFor(appId: string, hosts: readonly string[]): Promise<PemPair> {
     const base = path.join(this.directory, appId)
     const stored = await readPair(`${base}.crt`, `${base}.key`)
-    if (stored && this.isCurrent(stored.cert, hosts)) return stored
+    if (stored && this.isCurrent(stored, hosts)) return stored
     const leaf = await this.issue(hosts, leafValidityMs)
     await writePair(base, leaf)
     return leaf
   }
 
-  private isCurrent(certPem: string, hosts: readonly string[]): boolean {
-    const cert = new X509Certificate(certPem)
+  private isCurrent(stored: PemPair, hosts: readonly string[]): boolean {
+    const cert = new X509Certificate(stored.cert)
+    // A certificate beside another key (a write cut between the two files) is issued again.
+    try {
+      if (!cert.checkPrivateKey(createPrivateKey(stored.key))) return false
+    } catch {
+      return false
+    }
     const from = Date.parse(cert.validFrom)
     const to = Date.parse(cert.validTo)
     const renewAt = to - (to - from) / 3
