@@ -186,6 +186,21 @@ describe('--workers 2', { timeout: 90_000 * timeoutScale }, () => {
     expect(statuses).toEqual([403, 403, 403, 403, 403, 403])
     await waitFor(() => servingWorkers(gateway.logs, '/admin/x').size === 2)
 
+    // A broken file: refused once, by the primary; both workers keep the last good policies.
+    await gateway.writePolicy('app.yaml', 'app: app\nhosts: [app.test]\nupstream: { targets: [not a url] }\n')
+    gateway.process.kill('SIGHUP')
+    await gateway.waitForLog(
+      (line) => line.msg === 'policy reload refused; still serving the last good policies',
+    )
+    await new Promise((resolve) => setTimeout(resolve, 300))
+    expect(
+      gateway.logs.filter(
+        (line) => line.msg === 'policy reload refused; still serving the last good policies',
+      ),
+    ).toHaveLength(1)
+    expect(gateway.logs.filter((line) => line.msg === 'policies reloaded')).toHaveLength(2)
+    for (let index = 0; index < 4; index++) expect((await get(gateway, '/admin/y')).status).toBe(403)
+
     // A request held in each worker; SIGTERM; both finish with their answer and the primary exits 0.
     const slow = [get(gateway, '/one', 'slow.test'), get(gateway, '/two', 'slow.test')]
     await held.arrived()
