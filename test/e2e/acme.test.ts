@@ -2,49 +2,22 @@ import { mkdtemp, readdir, stat, writeFile } from 'node:fs/promises'
 import { Agent, request } from 'node:https'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { certificateFingerprint, curl, fetchOnce, presentedCertificate } from '../support/clients.js'
-import { policyYaml, type RunningGateway, startGateway } from '../support/gateway.js'
-import { type Pebble, preparePebbleApi, startPebble } from '../support/pebble.js'
+import { type RunningGateway, startGateway, stoppedAfterEach } from '../support/gateway.js'
+import {
+  acmeArgs,
+  acmePolicy,
+  gatewayPorts,
+  type Pebble,
+  preparePebbleApi,
+  startPebble,
+} from '../support/pebble.js'
 import { type RedisServer, startRedis } from '../support/redis.js'
 import { closedPort, echoUpstream, type Upstream } from '../support/upstreams.js'
 
 const issued = (line: { msg?: string }) => line.msg === 'ACME certificate issued and now served'
 const ordering = (line: { msg?: string }) => line.msg === 'ordering an ACME certificate'
-
-function acmePolicy(
-  app: string,
-  hosts: string[],
-  target: string,
-  directory: string,
-  challenge = 'http-01',
-): string {
-  return policyYaml({
-    app,
-    hosts,
-    target,
-    tls: `  mode: acme\n  acme: { email: ops@example.com, directory: "${directory}", challenge: ${challenge} }`,
-  })
-}
-
-/** The gateway's HTTP and HTTPS ports must be known before pebble starts: its validator connects to them. */
-async function gatewayPorts(): Promise<{ http: number; https: number }> {
-  return { http: await closedPort(), https: await closedPort() }
-}
-
-function acmeArgs(ports: { http: number; https: number }, extra: string[] = []): string[] {
-  return [
-    '--http-port',
-    String(ports.http),
-    '--https-port',
-    String(ports.https),
-    '--acme-poll',
-    '50ms',
-    '--acme-retry',
-    '300ms',
-    ...extra,
-  ]
-}
 
 /** curl verifying the chain against pebble's root and the host name: what a browser that trusted pebble would do. */
 async function verifiedGet(port: number, host: string, rootFile: string): Promise<string> {
@@ -69,13 +42,10 @@ async function writeRoot(pebble: Pebble): Promise<string> {
 
 describe('ACME against pebble', () => {
   let upstream: Upstream
-  const running: { stop(): Promise<unknown> }[] = []
+  const running = stoppedAfterEach()
 
   beforeAll(async () => {
     upstream = await echoUpstream()
-  })
-  afterEach(async () => {
-    for (const thing of running.splice(0).reverse()) await thing.stop()
   })
   afterAll(async () => {
     await upstream?.close()

@@ -1,7 +1,7 @@
 import { mkdtemp, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import WebSocket from 'ws'
 import { certificateFingerprint, execFileAsync, fetchOnce } from '../support/clients.js'
 import {
@@ -9,18 +9,12 @@ import {
   policyYaml,
   type RunningGateway,
   startGateway,
+  stoppedAfterEach,
   timeoutScale,
 } from '../support/gateway.js'
-import { startPebble } from '../support/pebble.js'
+import { acmeArgs, acmePolicy, gatewayPorts, startPebble } from '../support/pebble.js'
 import { type RedisServer, startRedis } from '../support/redis.js'
-import {
-  closedPort,
-  echoUpstream,
-  heldUpstream,
-  httpUpstream,
-  type Upstream,
-  wsUpstream,
-} from '../support/upstreams.js'
+import { echoUpstream, heldUpstream, httpUpstream, type Upstream, wsUpstream } from '../support/upstreams.js'
 
 /**
  * `--workers 2`: Node's cluster hands each new connection to the next worker in turn, so requests sent
@@ -54,13 +48,10 @@ function sum(metrics: string, name: string, filter = ''): number {
 // Each test starts one to three primaries with two workers each: more processes than elsewhere.
 describe('--workers 2', { timeout: 90_000 * timeoutScale }, () => {
   let upstream: Upstream
-  const running: { stop(): Promise<unknown> }[] = []
+  const running = stoppedAfterEach()
 
   beforeAll(async () => {
     upstream = await echoUpstream()
-  })
-  afterEach(async () => {
-    for (const thing of running.splice(0).reverse()) await thing.stop()
   })
   afterAll(async () => {
     await upstream?.close()
@@ -321,29 +312,15 @@ describe('--workers 2', { timeout: 90_000 * timeoutScale }, () => {
   })
 
   it('orders one ACME certificate and serves it from both workers', async () => {
-    const ports = { http: await closedPort(), https: await closedPort() }
+    const ports = await gatewayPorts()
     const pebble = await startPebble({ httpPort: ports.http, tlsPort: ports.https })
     running.push(pebble)
     const gateway = await launch({
       policies: {
-        'shop.yaml': policyYaml({
-          app: 'shop',
-          hosts: ['shop.test'],
-          target: upstream.url,
-          tls: `  mode: acme\n  acme: { email: ops@example.com, directory: "${pebble.directory}", challenge: http-01 }`,
-        }),
+        'shop.yaml': acmePolicy('shop', ['shop.test'], upstream.url, pebble.directory),
       },
       env: { NODE_EXTRA_CA_CERTS: pebble.apiCaFile },
-      args: [
-        '--http-port',
-        String(ports.http),
-        '--https-port',
-        String(ports.https),
-        '--acme-poll',
-        '50ms',
-        '--acme-retry',
-        '300ms',
-      ],
+      args: acmeArgs(ports),
     })
     await gateway.waitForLog((line) => line.msg === 'ACME certificate issued and now served', 30_000)
     // The other worker serves what the first stored, told at once rather than at its next check.

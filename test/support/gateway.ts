@@ -3,6 +3,7 @@ import { mkdtemp, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { createInterface } from 'node:readline'
+import { afterEach } from 'vitest'
 
 export const cliPath = path.resolve(import.meta.dirname, '../../dist/cli.js')
 
@@ -178,4 +179,16 @@ export function policyYaml(options: {
   ]
     .filter(Boolean)
     .join('\n')
+}
+
+/**
+ * What a test started (gateways, upstreams, Redis, pebble), stopped after each test, last started
+ * first. Call it in a `describe`: it registers the `afterEach`.
+ */
+export function stoppedAfterEach(): { stop(): Promise<unknown> }[] {
+  const running: { stop(): Promise<unknown> }[] = []
+  afterEach(async () => {
+    for (const thing of running.splice(0).reverse()) await thing.stop()
+  })
+  return running
 }

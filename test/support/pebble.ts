@@ -4,6 +4,7 @@ import { Agent, get } from 'node:https'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { execFileAsync } from './clients.js'
+import { policyYaml } from './gateway.js'
 import { closedPort } from './upstreams.js'
 
 export interface Pebble {
@@ -184,4 +185,40 @@ function getText(url: string, agent: Agent): Promise<string> {
       )
     }).on('error', reject)
   })
+}
+
+/** A policy for one app whose certificate comes from the ACME CA at `directory`. */
+export function acmePolicy(
+  app: string,
+  hosts: string[],
+  target: string,
+  directory: string,
+  challenge = 'http-01',
+): string {
+  return policyYaml({
+    app,
+    hosts,
+    target,
+    tls: `  mode: acme\n  acme: { email: ops@example.com, directory: "${directory}", challenge: ${challenge} }`,
+  })
+}
+
+/** The gateway's HTTP and HTTPS ports must be known before pebble starts: its validator connects to them. */
+export async function gatewayPorts(): Promise<{ http: number; https: number }> {
+  return { http: await closedPort(), https: await closedPort() }
+}
+
+/** Gateway flags for ACME tests: the chosen ports and quick polling and retries. */
+export function acmeArgs(ports: { http: number; https: number }, extra: string[] = []): string[] {
+  return [
+    '--http-port',
+    String(ports.http),
+    '--https-port',
+    String(ports.https),
+    '--acme-poll',
+    '50ms',
+    '--acme-retry',
+    '300ms',
+    ...extra,
+  ]
 }
