@@ -130,20 +130,24 @@ export async function runPrimary(settings: Settings, log: Logger, count: number)
       }
       if (stopping) return
       if (starting) {
-        // A worker that cannot start (a policy changed since it was checked, a port taken) stops them all.
-        firstStart(code === 0 || code === null ? 1 : code)
+        // A worker that cannot start (a policy changed since it was checked, a port taken) stops them
+        // all; judged a moment later, like a restart below.
+        setTimeout(() => stopping || firstStart(code === 0 || code === null ? 1 : code), 100)
         return
       }
-      restarts.inc()
       const lived = Date.now() - member.startedAt
       restartDelayMs = lived > stableAfterMs ? 100 : Math.min(restartDelayMs * 2, longestRestartDelayMs)
-      log.error(
-        { worker: worker.id, pid: worker.process.pid, code, signal, restartInMs: restartDelayMs },
-        'worker died: its requests in flight are lost; starting another',
-      )
+      // Judged after the delay: a stop signal sent to the whole group (systemd, Ctrl-C) can reach a
+      // worker, which drains and exits, before it reaches this process.
       setTimeout(() => {
-        if (!stopping) fork()
-      }, restartDelayMs).unref()
+        if (stopping) return
+        restarts.inc()
+        log.error(
+          { worker: worker.id, pid: worker.process.pid, code, signal, afterMs: restartDelayMs },
+          'worker died: its requests in flight are lost; starting another',
+        )
+        fork()
+      }, restartDelayMs)
     })
   }
 
