@@ -157,9 +157,11 @@ async function verifyCommand(args: string[]): Promise<number> {
 }
 
 function serveUsage(): string {
-  const lines = (Object.keys(settingsSchema.shape) as SettingName[]).map((name) => {
+  const names = Object.keys(settingsSchema.shape) as SettingName[]
+  const width = Math.max(...names.map((name) => flagName(name).length))
+  const lines = names.map((name) => {
     const field = settingsSchema.shape[name]
-    return `  --${flagName(name).padEnd(14)} ${field.description ?? ''}\n  ${''.padEnd(16)} env ${envName(name)}`
+    return `  --${flagName(name).padEnd(width)} ${field.description ?? ''}\n  ${''.padEnd(width + 2)} env ${envName(name)}`
   })
   return `Usage: portcullis serve [options]
 
