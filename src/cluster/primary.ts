@@ -34,6 +34,13 @@ const longestRestartDelayMs = 10_000
  * recent activity. Workers write their log lines to the stdout they inherit (`log-blocks.ts`).
  */
 export async function runPrimary(settings: Settings, log: Logger, count: number): Promise<number> {
+  // Caught from the first moment: by default SIGHUP and SIGTERM end a process on the spot.
+  let reload: (reason: string) => Promise<void> = async () => {}
+  process.on('SIGHUP', () => void reload('SIGHUP'))
+  const stopRequested = new Promise<NodeJS.Signals | undefined>((resolve) => {
+    process.on('SIGTERM', resolve)
+    process.on('SIGINT', resolve)
+  })
   // Made once here, not by each worker racing the others: a worker would make a CA of its own, and
   // two workers writing the same leaf could leave one's certificate beside the other's key.
   const internalCa = await InternalCa.open(settings.stateDir)
@@ -151,7 +158,7 @@ export async function runPrimary(settings: Settings, log: Logger, count: number)
     })
   }
 
-  const reload = async (reason: string) => {
+  reload = async (reason: string) => {
     const refused = await validate(settings, log, internalCa, true)
     if (refused.length > 0) {
       for (const problem of refused)
@@ -167,12 +174,6 @@ export async function runPrimary(settings: Settings, log: Logger, count: number)
     }
     everyone((link) => link.tell('reload', reason))
   }
-  // Caught before the first fork: by default SIGHUP and SIGTERM end a process on the spot.
-  process.on('SIGHUP', () => void reload('SIGHUP'))
-  const stopRequested = new Promise<NodeJS.Signals | undefined>((resolve) => {
-    process.on('SIGTERM', resolve)
-    process.on('SIGINT', resolve)
-  })
 
   for (let index = 0; index < count; index++) fork()
   const failed = await Promise.race([startedAll, stopRequested.then(() => undefined)])
