@@ -184,11 +184,13 @@ export async function runPrimary(settings: Settings, log: Logger, count: number)
   watcher?.close()
   ticketKeys?.stop()
   if (signal) log.info({ signal, workers: members.size }, 'stop requested: every worker drains')
+  // A worker stopped before it served had nothing to drain: however it ends, that is a clean stop.
   const exits = [...members.values()].map(
-    ({ worker }) =>
+    ({ worker, started }) =>
       new Promise<number>((resolve) => {
-        if (worker.isDead()) resolve(worker.process.exitCode ?? 1)
-        worker.once('exit', (code) => resolve(code ?? 1))
+        const judged = (code: number | null) => (started ? (code ?? 1) : 0)
+        if (worker.isDead()) resolve(judged(worker.process.exitCode))
+        worker.once('exit', (code) => resolve(judged(code)))
         worker.process.kill('SIGTERM')
       }),
   )
