@@ -1,7 +1,8 @@
 import type { LiveWebSockets } from '../pipeline/guard.js'
+import type { PlaceCaps } from '../stores/counts.js'
 import type { LimitCheck, LimitOutcome, RateLimitStore } from '../stores/rate-limit-store.js'
 import type { ChallengeKind, Lock, VolatileAcmeState } from '../tls/acme/storage.js'
-import type { PrimaryLink, WebSocketCaps } from './protocol.js'
+import type { PrimaryLink } from './protocol.js'
 
 /**
  * A worker's view of the state the primary keeps for all workers (`keeper.ts`): each class stands in
@@ -63,7 +64,7 @@ export interface SharedPlace {
 export class SharedWebSocketCaps {
   constructor(private readonly primary: PrimaryLink) {}
 
-  async reserve(scope: string, ip: string, caps: WebSocketCaps | undefined): Promise<SharedPlace> {
+  async reserve(scope: string, ip: string, caps: PlaceCaps | undefined): Promise<SharedPlace> {
     const { id, taken, live } = await this.primary.ask('ws-reserve', { scope, ip, ...(caps ? { caps } : {}) })
     let released = !taken
     return {

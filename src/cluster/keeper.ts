@@ -1,8 +1,8 @@
 import type { LiveWebSockets } from '../pipeline/guard.js'
-import { addToCount } from '../stores/counts.js'
+import { type PlaceCaps, PlaceCounts } from '../stores/counts.js'
 import { type LimitCheck, type LimitOutcome, MemoryStore } from '../stores/rate-limit-store.js'
 import { type Lock, MemoryAcmeState } from '../tls/acme/storage.js'
-import type { HealthReport, WebSocketCaps, WorkerLink } from './protocol.js'
+import type { HealthReport, WorkerLink } from './protocol.js'
 
 /**
  * The state every worker must see the same, held by the primary: in-memory rate limits, WebSocket
@@ -12,9 +12,8 @@ import type { HealthReport, WebSocketCaps, WorkerLink } from './protocol.js'
  */
 export class SharedStateKeeper {
   private readonly limits = new MemoryStore()
-  private readonly perScope = new Map<string, number>()
-  private readonly perClient = new Map<string, number>()
-  private readonly places = new Map<number, { worker: number; scope: string; client: string }>()
+  private readonly counts = new PlaceCounts()
+  private readonly places = new Map<number, { worker: number; release(): void }>()
   private readonly acme = new MemoryAcmeState()
   private readonly locks = new Map<number, { worker: number; lock: Lock }>()
   private readonly health = new Map<string, HealthReport>()
@@ -73,27 +72,18 @@ export class SharedStateKeeper {
     worker: number,
     scope: string,
     ip: string,
-    caps: WebSocketCaps | undefined,
+    caps: PlaceCaps | undefined,
   ): { id: number; taken: boolean; live: LiveWebSockets } {
-    const client = `${scope} ${ip}`
-    const live = { app: this.perScope.get(scope) ?? 0, ip: this.perClient.get(client) ?? 0 }
-    const full =
-      caps !== undefined &&
-      ((caps.app !== undefined && live.app >= caps.app) || (caps.ip !== undefined && live.ip >= caps.ip))
-    if (full) return { id: -1, taken: false, live }
+    const live = this.counts.open(scope, ip)
+    if (PlaceCounts.full(live, caps)) return { id: -1, taken: false, live }
     const id = this.nextId++
-    this.places.set(id, { worker, scope, client })
-    addToCount(this.perScope, scope, 1)
-    addToCount(this.perClient, client, 1)
+    this.places.set(id, { worker, release: this.counts.take(scope, ip) })
     return { id, taken: true, live }
   }
 
   private release(id: number): void {
-    const place = this.places.get(id)
-    if (!place) return
+    this.places.get(id)?.release()
     this.places.delete(id)
-    addToCount(this.perScope, place.scope, -1)
-    addToCount(this.perClient, place.client, -1)
   }
 
   private unlock(id: number): void {

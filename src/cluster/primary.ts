@@ -65,7 +65,7 @@ export async function runPrimary(settings: Settings, log: Logger, count: number)
     help: 'Workers serving now.',
     registers: [registry],
     collect() {
-      this.set([...members.values()].filter((member) => member.started).length)
+      this.set(serving().length)
     },
   })
   let prober: number | undefined
@@ -73,9 +73,9 @@ export async function runPrimary(settings: Settings, log: Logger, count: number)
   let stopping = false
   let restartDelayMs = 100
   let starting = true
-  const everyone = (tell: (link: WorkerLink) => void) => {
-    for (const member of members.values()) if (member.started) tell(member.link)
-  }
+  /** The workers serving now (started, not exited), but `except`. */
+  const serving = (except?: Member) =>
+    [...members.values()].filter((member) => member.started && member !== except)
   const ticketKeys = settings.redis
     ? undefined // every worker takes the key from Redis itself, as every replica does
     : new TicketKeyRotation({
@@ -90,8 +90,7 @@ export async function runPrimary(settings: Settings, log: Logger, count: number)
   await ticketKeys?.start()
 
   const gather = async (kind: Collected): Promise<unknown[]> => {
-    const asked = [...members.values()].filter((member) => member.started)
-    const answers = await Promise.allSettled(asked.map((member) => member.link.ask('collect', kind)))
+    const answers = await Promise.allSettled(serving().map((member) => member.link.ask('collect', kind)))
     const found = answers.flatMap((answer) => (answer.status === 'fulfilled' ? [answer.value] : []))
     return kind === 'metrics' ? [...found, await registry.getMetricsAsJSON()] : found
   }
@@ -107,7 +106,7 @@ export async function runPrimary(settings: Settings, log: Logger, count: number)
     const member: Member = { worker, link, started: false, startedAt: Date.now() }
     members.set(worker.id, member)
     keeper.serve(worker.id, link, (tell) => {
-      for (const other of members.values()) if (other !== member && other.started) tell(other.link)
+      for (const other of serving(member)) tell(other.link)
     })
     link.answer('join', () => {
       prober ??= worker.id
@@ -131,7 +130,7 @@ export async function runPrimary(settings: Settings, log: Logger, count: number)
       members.delete(worker.id)
       keeper.forget(worker.id)
       if (prober === worker.id) {
-        const next = [...members.values()].find((each) => each.started)
+        const [next] = serving()
         prober = next?.worker.id
         next?.link.tell('probe', true)
       }
@@ -172,7 +171,7 @@ export async function runPrimary(settings: Settings, log: Logger, count: number)
       )
       return
     }
-    everyone((link) => link.tell('reload', reason))
+    for (const member of serving()) member.link.tell('reload', reason)
   }
 
   for (let index = 0; index < count; index++) fork()

@@ -1,14 +1,9 @@
 import type { MetricObjectWithValues, MetricValue } from 'prom-client'
 import type { LiveWebSockets } from '../pipeline/guard.js'
+import type { PlaceCaps } from '../stores/counts.js'
 import type { LimitCheck, LimitOutcome } from '../stores/rate-limit-store.js'
 import type { ChallengeKind } from '../tls/acme/storage.js'
 import type { Channel } from './channel.js'
-
-/** A WebSocket cap scope's limits, as the primary checks them: undefined for none. */
-export interface WebSocketCaps {
-  app?: number
-  ip?: number
-}
 
 /** A target's health, as the probing worker found it: by pool id and origin. */
 export interface HealthReport {
@@ -33,7 +28,7 @@ export type WorkerAsks = {
   join: [null, WorkerWelcome]
   'rate-limit': [readonly (readonly LimitCheck[])[], LimitOutcome[][]]
   'ws-reserve': [
-    { scope: string; ip: string; caps?: WebSocketCaps },
+    { scope: string; ip: string; caps?: PlaceCaps },
     { id: number; taken: boolean; live: LiveWebSockets },
   ]
   'acme-put': [{ kind: ChallengeKind; name: string; answer: string; ttlMs: number }, null]

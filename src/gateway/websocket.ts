@@ -2,11 +2,10 @@ import type { IncomingMessage, OutgoingHttpHeaders } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { type RawData, WebSocket, WebSocketServer } from 'ws'
 import type { SharedWebSocketCaps } from '../cluster/clients.js'
-import type { WebSocketCaps } from '../cluster/protocol.js'
 import { type ErrorCode, errorStatus, rawHttpError, rawHttpHead } from '../errors.js'
 import type { LiveWebSockets } from '../pipeline/guard.js'
 import type { App } from '../policy/compile.js'
-import { addToCount } from '../stores/counts.js'
+import { type PlaceCaps, PlaceCounts } from '../stores/counts.js'
 import type { UpstreamPools } from '../upstreams/pools.js'
 import type { Upstream } from '../upstreams/target.js'
 import { downstreamResponseHeaders, type ForwardedFacts, upstreamRequestHeaders } from './headers.js'
@@ -51,8 +50,8 @@ export class WebSocketRelay {
   /** One server per message size limit: ws sets maxPayload per server. */
   private readonly servers = new Map<number, WebSocketServer>()
   private readonly links = new Set<Link>()
-  private readonly perScope = new Map<string, number>()
-  private readonly perClient = new Map<string, number>()
+  /** This process's places: for metrics, and for the caps unless the primary counts them. */
+  private readonly places = new PlaceCounts()
   private idleResolvers: (() => void)[] = []
 
   constructor(
@@ -67,12 +66,12 @@ export class WebSocketRelay {
 
   /** Open (and just admitted) WebSockets per cap scope: the app, or `app#route` for a route with caps of its own. */
   openByScope(): ReadonlyMap<string, number> {
-    return this.perScope
+    return this.places.byScope
   }
 
   /** Open and reserved WebSockets of a cap scope and of one of its clients, in this process. */
   live(scope: string, ip: string): LiveWebSockets {
-    return { app: this.perScope.get(scope) ?? 0, ip: this.perClient.get(`${scope} ${ip}`) ?? 0 }
+    return this.places.open(scope, ip)
   }
 
   /**
@@ -83,45 +82,25 @@ export class WebSocketRelay {
   async reserve(
     scope: string,
     ip: string,
-    caps: WebSocketCaps | undefined,
+    caps: PlaceCaps | undefined,
   ): Promise<{ reservation?: Reservation; live: LiveWebSockets }> {
     if (this.shared) {
       const place = await this.shared.reserve(scope, ip, caps)
       if (!place.taken) return { live: place.live }
-      const counted = this.count(scope, ip)
+      const release = this.places.take(scope, ip)
       return {
         live: place.live,
         reservation: {
           release: () => {
-            counted.release()
+            release()
             place.release()
           },
         },
       }
     }
-    const live = this.live(scope, ip)
-    if (
-      caps &&
-      ((caps.app !== undefined && live.app >= caps.app) || (caps.ip !== undefined && live.ip >= caps.ip))
-    )
-      return { live }
-    return { live, reservation: this.count(scope, ip) }
-  }
-
-  /** Counts a connection in this process until released. */
-  private count(scope: string, ip: string): Reservation {
-    const clientKey = `${scope} ${ip}`
-    addToCount(this.perScope, scope, 1)
-    addToCount(this.perClient, clientKey, 1)
-    let released = false
-    return {
-      release: () => {
-        if (released) return
-        released = true
-        addToCount(this.perScope, scope, -1)
-        addToCount(this.perClient, clientKey, -1)
-      },
-    }
+    const live = this.places.open(scope, ip)
+    if (PlaceCounts.full(live, caps)) return { live }
+    return { live, reservation: { release: this.places.take(scope, ip) } }
   }
 
   relay(

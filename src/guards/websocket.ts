@@ -10,6 +10,7 @@ import {
   type LiveWebSockets,
 } from '../pipeline/guard.js'
 import type { Policy } from '../policy/schema.js'
+import type { PlaceCaps } from '../stores/counts.js'
 
 interface PathRule {
   id: string
@@ -31,6 +32,8 @@ export class WebSocketGuard implements Guard {
   private readonly defaultOrigins: OriginMatcher
   private readonly maxConnections: number | undefined
   private readonly maxConnectionsPerIp: number | undefined
+  /** The caps, for the place the listener takes once every guard admitted the upgrade. */
+  readonly caps: PlaceCaps | undefined
 
   constructor(
     /** Whose connections count against the caps: the app, or a route with caps of its own. */
@@ -42,6 +45,10 @@ export class WebSocketGuard implements Guard {
     this.idleTimeout = section.idleTimeout
     this.maxConnections = section.maxConnections
     this.maxConnectionsPerIp = section.maxConnectionsPerIp
+    this.caps =
+      section.maxConnections === undefined && section.maxConnectionsPerIp === undefined
+        ? undefined
+        : { app: section.maxConnections, ip: section.maxConnectionsPerIp }
     this.defaultOrigins = new OriginMatcher(corsOrigins ?? [])
     this.rules = section.paths.map((rule, index) => ({
       id: `websocket.paths[${index}]`,
@@ -72,15 +79,6 @@ export class WebSocketGuard implements Guard {
       return deny('PCL_WS_ORIGIN_DENIED', ruleId, `WebSocket connections from ${origin} are not allowed`)
     }
     return this.checkCapacity(request.services.liveWebSockets(this.scope, request.identity.ip))
-  }
-
-  /** The caps, for the place the listener takes once every guard admitted the upgrade. */
-  get caps(): { app?: number; ip?: number } | undefined {
-    if (this.maxConnections === undefined && this.maxConnectionsPerIp === undefined) return undefined
-    return {
-      ...(this.maxConnections !== undefined ? { app: this.maxConnections } : {}),
-      ...(this.maxConnectionsPerIp !== undefined ? { ip: this.maxConnectionsPerIp } : {}),
-    }
   }
 
   /**

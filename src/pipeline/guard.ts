@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
 import type { ErrorCode } from '../errors.js'
 import type { ClientIdentity } from '../guards/client-ip.js'
+import type { OpenPlaces } from '../stores/counts.js'
 import type { ResilientRateLimitStore } from '../stores/resilient-store.js'
 
 /**
@@ -37,10 +38,7 @@ export function deny(
 }
 
 /** Open WebSockets of a cap scope (an app, or a route with caps of its own) and of one client IP. */
-export interface LiveWebSockets {
-  app: number
-  ip: number
-}
+export type LiveWebSockets = OpenPlaces
 
 /** Where limits are counted: the guard neither knows nor cares whether Redis is behind the store. */
 export interface RateLimitStores {
