@@ -1,4 +1,4 @@
-import { mkdtemp, writeFile } from 'node:fs/promises'
+import { mkdtemp, readdir, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -109,7 +109,7 @@ describe('--workers 2', { timeout: 90_000 * timeoutScale }, () => {
     expect(dashboard.apps[0]?.series.reduce((total, bucket) => total + bucket.requests, 0)).toBe(20)
   })
 
-  it('holds a per-IP WebSocket cap exactly across workers, and gives the places back', async () => {
+  it('holds a per-IP WebSocket cap exactly across workers, keeps them past every timeout, and gives places and fds back', async () => {
     const sockets = await wsUpstream((socket) => socket.on('message', (data) => socket.send(data)))
     running.push({ stop: () => sockets.close() })
     const gateway = await launch({
@@ -122,7 +122,17 @@ describe('--workers 2', { timeout: 90_000 * timeoutScale }, () => {
           extra: 'websocket:\n  maxConnectionsPerIp: 3',
         }),
       },
+      args: ['--keep-alive-timeout', '500ms', '--headers-timeout', '500ms'],
     })
+    const workerPids = gateway.logs
+      .filter((line) => line.msg === 'worker listening')
+      .map((line) => Number(line.pid))
+    const fds = async () =>
+      (await Promise.all(workerPids.map(async (pid) => (await readdir(`/proc/${pid}/fd`)).length))).reduce(
+        (total, count) => total + count,
+        0,
+      )
+    const baseline = await fds()
     const open = () =>
       new Promise<{ socket?: WebSocket; status: number }>((resolve) => {
         const socket = new WebSocket(`ws://127.0.0.1:${gateway.ports.http}/live`, {
@@ -147,7 +157,26 @@ describe('--workers 2', { timeout: 90_000 * timeoutScale }, () => {
       return next.status === 101
     })
     expect((await open()).status).toBe(429)
-    for (const socket of opened) socket.close()
+    // Held past the keep-alive and head timeouts (500 ms): still open, still relaying.
+    await new Promise((resolve) => setTimeout(resolve, 1200))
+    const live = opened.filter((socket) => socket.readyState === WebSocket.OPEN)
+    expect(live).toHaveLength(3)
+    const echoes = await Promise.all(
+      live.map(
+        (socket, index) =>
+          new Promise<string>((resolve) => {
+            socket.once('message', (data) => resolve(String(data)))
+            socket.send(`ping ${index}`)
+          }),
+      ),
+    )
+    expect(echoes).toEqual(['ping 0', 'ping 1', 'ping 2'])
+    // All closed: three places free again in the primary, and the workers' fds back to their baseline.
+    await Promise.all(live.map((socket) => new Promise((resolve) => socket.once('close', resolve).close())))
+    await waitFor(async () => (await fds()) <= baseline)
+    const again = await Promise.all(Array.from({ length: 3 }, open))
+    expect(again.map((attempt) => attempt.status)).toEqual([101, 101, 101])
+    for (const attempt of again) attempt.socket?.close()
   })
 
   it('applies SIGHUP in both workers, and SIGTERM drains both and exits 0', async () => {
