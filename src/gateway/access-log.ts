@@ -70,6 +70,8 @@ export function logAccess(
     exchange?.wouldBlock,
     upstreamMs === undefined ? undefined : upstreamMs / 1000,
   )
+  const dropped = exchange?.droppedHeaders
+  if (app && dropped) context.metrics.headersDropped(app.id, dropped)
   const queryStart = request.url.indexOf('?')
   const declaredLength = request.raw.method === 'HEAD' ? undefined : Number(reply.getHeader('content-length'))
   writeLine(String(request.id), {
@@ -98,6 +100,7 @@ export function logAccess(
             context.listener.logResponseHeaders,
             context.listener.logRedact,
           ),
+    droppedHeaders: dropped && Object.fromEntries(dropped.map(({ name, reason }) => [name, reason])),
     websocket: exchange?.upgrade || undefined,
     code: exchange?.refusal?.code,
     rule: exchange?.refusal?.rule,

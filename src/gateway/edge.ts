@@ -338,6 +338,7 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
           target: exchange.target,
           reservation,
           responseHeaders: (fromApp) => finalHeaders(request, fromApp),
+          dropped: exchange,
         },
         app,
         upstream,

@@ -1,6 +1,7 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
 import { errorStatus } from '../errors.js'
 import { canonicalIp } from '../net/ip.js'
+import type { DroppedHeader } from '../net/vouched-headers.js'
 import { decide } from '../pipeline/decide.js'
 import { Exchange, type Outcome } from '../pipeline/exchange.js'
 import type { TraceStep } from '../pipeline/guard.js'
@@ -30,7 +31,13 @@ export interface Explanation {
   /** What the client's answer would carry from the gateway. */
   responseHeaders: OutgoingHttpHeaders
   /** For a proxied request: what the upstream would receive. */
-  upstream?: { target: string; requestTarget: string; headers: Record<string, string | string[]> }
+  upstream?: {
+    target: string
+    requestTarget: string
+    headers: Record<string, string | string[]>
+    /** The client's headers it would not receive, for their name. */
+    dropped: readonly DroppedHeader[]
+  }
 }
 
 /**
@@ -139,6 +146,10 @@ function describe(exchange: Exchange, outcome: Outcome, steps: TraceStep[]): Exp
       }
     case 'proxy': {
       const target = app.upstream.targets[0] ?? app.upstream.discovered[0]?.spec ?? ''
+      const headers = upstreamRequestHeaders(exchange.headers, outcome.facts, {
+        websocket: exchange.upgrade,
+        dropped: exchange,
+      })
       return {
         ...base,
         status: 0,
@@ -148,11 +159,18 @@ function describe(exchange: Exchange, outcome: Outcome, steps: TraceStep[]): Exp
         upstream: {
           target,
           requestTarget: exchange.target,
-          headers: upstreamRequestHeaders(exchange.headers, outcome.facts, { websocket: exchange.upgrade }),
+          headers,
+          dropped: exchange.droppedHeaders ?? [],
         },
       }
     }
   }
+}
+
+const droppedBecause: Record<DroppedHeader['reason'], string> = {
+  underscore: 'a name with _ (requestHeaders.underscores: drop)',
+  forwarding: 'a forwarding header from a peer the app does not trust (clientIp.trustedProxies)',
+  identity: 'only the auth service may set it (forwardAuth.copyHeaders)',
 }
 
 /** In report-only mode, the refusal that was not enforced, ahead of what happens instead. */
@@ -188,6 +206,11 @@ export function formatExplanation(explanation: Explanation): string {
     lines.push('upstream request headers set by the gateway:')
     for (const name of ['host', 'x-forwarded-for', 'x-real-ip', 'x-forwarded-proto', 'x-forwarded-host']) {
       lines.push(`  ${name}: ${String(explanation.upstream.headers[name])}`)
+    }
+    const { dropped } = explanation.upstream
+    if (dropped.length > 0) {
+      lines.push('client request headers not forwarded:')
+      for (const { name, reason } of dropped) lines.push(`  ${name}: ${droppedBecause[reason]}`)
     }
   }
   const headers = Object.entries(explanation.responseHeaders)

@@ -1,5 +1,11 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
 import type { ClientIdentity } from '../guards/client-ip.js'
+import {
+  type DroppedHeader,
+  foldedHeaderName,
+  normalisedHost,
+  type VouchedHeaders,
+} from '../net/vouched-headers.js'
 
 /** RFC 9110 §7.6.1: headers that describe one connection and must not be forwarded. */
 const hopByHop = new Set([
@@ -15,19 +21,6 @@ const hopByHop = new Set([
   'http2-settings',
   // 100-continue is answered by the gateway's own listener; the upstream gets the body outright.
   'expect',
-])
-
-/**
- * Forwarding headers a client could forge. They are always dropped and rewritten from what the gateway
- * itself knows, so the upstream never trusts a chain it did not build.
- */
-const forwarding = new Set([
-  'forwarded',
-  'x-forwarded-for',
-  'x-forwarded-host',
-  'x-forwarded-proto',
-  'x-real-ip',
-  'x-request-id',
 ])
 
 /** Headers that a WebSocket client library sets itself on the upstream handshake. */
@@ -48,11 +41,15 @@ export interface ForwardedFacts {
   /** X-Forwarded-For: the client first, then each proxy up to and including our peer. */
   chain: readonly string[]
   clientIp: string
+  /** Whether the peer is a proxy the app trusts: its forwarding headers were read, not forged. */
+  peerTrusted: boolean
   proto: string
+  /** As routing reads it: lower case, no trailing dot, the port only when it is not the scheme's. */
   host: string
   requestId: string
-  /** Identity headers: the client's own of these names dropped, an auth service's added. */
-  identityHeaders?: { drop: ReadonlySet<string>; add: Readonly<Record<string, string>> | undefined }
+  vouched: VouchedHeaders
+  /** The identity headers an auth service named for this request. */
+  identity: Readonly<Record<string, string>> | undefined
 }
 
 const hostPattern = /^[A-Za-z0-9.-]+(?::\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::\d{1,5})?$/
@@ -69,19 +66,21 @@ export function forwardedFacts(request: {
   host: string
   secure: boolean
   requestId: string
-  identityHeaders?: ForwardedFacts['identityHeaders']
+  vouched: VouchedHeaders
+  identityHeaders: Readonly<Record<string, string>> | undefined
 }): ForwardedFacts {
   const { identity, headers } = request
   const incomingHost = identity.peerTrusted ? firstOf(headers['x-forwarded-host']) : undefined
+  const proto = (identity.peerTrusted && forwardedProto(headers)) || (request.secure ? 'https' : 'http')
   return {
     chain: identity.chain,
     clientIp: identity.ip,
-    proto: (identity.peerTrusted && forwardedProto(headers)) || (request.secure ? 'https' : 'http'),
-    host: incomingHost && hostPattern.test(incomingHost) ? incomingHost : request.host,
+    peerTrusted: identity.peerTrusted,
+    proto,
+    host: normalisedHost(incomingHost && hostPattern.test(incomingHost) ? incomingHost : request.host, proto),
     requestId: request.requestId,
-    ...(request.identityHeaders && request.identityHeaders.drop.size > 0
-      ? { identityHeaders: request.identityHeaders }
-      : {}),
+    vouched: request.vouched,
+    identity: request.identityHeaders,
   }
 }
 
@@ -95,29 +94,56 @@ function firstOf(value: string | string[] | undefined): string | undefined {
   return (Array.isArray(value) ? value[0] : value)?.split(',')[0]?.trim()
 }
 
-/** The headers sent upstream: the client's end-to-end headers plus a truthful forwarding chain. */
+/**
+ * The headers sent upstream: the client's end-to-end headers plus what the gateway vouches for. The
+ * client headers it removed for their name are kept on `dropped`, for the log, metrics and explain;
+ * a trusted proxy's forwarding headers are read, not dropped, and not reported.
+ */
 export function upstreamRequestHeaders(
   incoming: IncomingHttpHeaders,
   facts: ForwardedFacts,
-  options: { websocket: boolean },
+  options: { websocket: boolean; dropped?: { droppedHeaders: DroppedHeader[] | undefined } },
 ): Record<string, string | string[]> {
   const listed = namedInConnection(incoming)
+  const { vouched } = facts
   const headers: Record<string, string | string[]> = {}
   for (const [name, value] of Object.entries(incoming)) {
     if (value === undefined || name.charCodeAt(0) === 58 /* ':' pseudo-header */) continue
-    if (hopByHop.has(name) || forwarding.has(name) || listed?.has(name)) continue
+    if (hopByHop.has(name) || listed?.has(name)) continue
     if (options.websocket && websocketHandshake.has(name)) continue
-    if (facts.identityHeaders?.drop.has(name)) continue
-    headers[name] = value
+    const underscored = name.includes('_')
+    const kind = vouched.of(name)
+    if (underscored && !vouched.forwardsUnderscores) {
+      drop(options.dropped, name, kind === 'identity' ? 'identity' : 'underscore')
+      continue
+    }
+    if (kind === undefined) {
+      headers[name] = value
+      continue
+    }
+    if (kind === 'client-ip') headers[foldedHeaderName(name)] = facts.clientIp
+    if (kind === 'identity') drop(options.dropped, name, 'identity')
+    else if (!facts.peerTrusted && kind !== 'written') drop(options.dropped, name, 'forwarding')
   }
-  if (facts.identityHeaders?.add) Object.assign(headers, facts.identityHeaders.add)
+  if (facts.identity) Object.assign(headers, facts.identity)
   headers.host = facts.host
   headers['x-forwarded-for'] = facts.chain.join(', ')
   headers['x-real-ip'] = facts.clientIp
   headers['x-forwarded-proto'] = facts.proto
   headers['x-forwarded-host'] = facts.host
   headers['x-request-id'] = facts.requestId
+  for (const name of vouched.alwaysClientIp) headers[name] = facts.clientIp
   return headers
+}
+
+function drop(
+  sink: { droppedHeaders: DroppedHeader[] | undefined } | undefined,
+  name: string,
+  reason: DroppedHeader['reason'],
+): void {
+  if (!sink) return
+  sink.droppedHeaders ??= []
+  sink.droppedHeaders.push({ name, reason })
 }
 
 /** The upstream's response headers without hop-by-hop ones (HTTP/2 forbids them outright). */

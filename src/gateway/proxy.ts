@@ -177,7 +177,7 @@ export function forwardHttp(
       {
         path: exchange.target,
         method: request.method as Dispatcher.HttpMethod,
-        headers: upstreamRequestHeaders(request.headers, plan.facts, { websocket: false }),
+        headers: upstreamRequestHeaders(request.headers, plan.facts, { websocket: false, dropped: exchange }),
         body,
         headersTimeout,
         bodyTimeout: idle,

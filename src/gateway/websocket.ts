@@ -3,6 +3,7 @@ import type { Duplex } from 'node:stream'
 import { type RawData, WebSocket, WebSocketServer } from 'ws'
 import type { SharedWebSocketCaps } from '../cluster/clients.js'
 import { type ErrorCode, errorStatus, rawHttpError, rawHttpHead } from '../errors.js'
+import type { DroppedHeader } from '../net/vouched-headers.js'
 import type { LiveWebSockets } from '../pipeline/guard.js'
 import type { App } from '../policy/compile.js'
 import { type PlaceCaps, PlaceCounts } from '../stores/counts.js'
@@ -36,6 +37,8 @@ export interface UpgradeRequest {
   reservation: Reservation
   /** The headers of an answer to the client, from the upstream's (the policy's response edits). */
   responseHeaders(fromApp: OutgoingHttpHeaders): OutgoingHttpHeaders
+  /** Where the client headers not forwarded for their name are kept (the exchange). */
+  dropped: { droppedHeaders: DroppedHeader[] | undefined }
 }
 
 const negotiatedProtocol = new WeakMap<IncomingMessage, string>()
@@ -182,10 +185,10 @@ export class WebSocketRelay {
       .filter(Boolean)
     const { connect, headers } = app.upstream.timeouts
     return new WebSocket(url, offered, {
-      headers: upstreamRequestHeaders(upgrade.request.headers, facts, { websocket: true }) as Record<
-        string,
-        string
-      >,
+      headers: upstreamRequestHeaders(upgrade.request.headers, facts, {
+        websocket: true,
+        dropped: upgrade.dropped,
+      }) as Record<string, string>,
       handshakeTimeout: connect + headers,
       autoPong: false,
       perMessageDeflate: false,

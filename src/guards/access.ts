@@ -24,8 +24,15 @@ export class AccessGuard implements Guard {
   readonly name = 'access'
   private readonly rules: CompiledRule[]
 
-  /** `field`: where the rules are written, named in refusals (`access`, or a route's `routes[2].access`). */
-  constructor(section: Policy['access'], field = 'access') {
+  /**
+   * `field`: where the rules are written, named in refusals (`access`, or a route's `routes[2].access`);
+   * `rewrittenBy`: the route whose path rewrite the rules also judge, named when that decides.
+   */
+  constructor(
+    section: Policy['access'],
+    field = 'access',
+    private readonly rewrittenBy?: string,
+  ) {
     this.rules = section.map((rule, index) => {
       const cidrs = (list: string[]) => new CidrSet(list.flatMap((text) => parseCidr(text) ?? []))
       return {
@@ -45,22 +52,40 @@ export class AccessGuard implements Guard {
     })
   }
 
-  check(request: Pick<GuardExchange, 'method' | 'path' | 'identity' | 'claims'>): Decision {
+  /**
+   * The first rule that matches decides, on the canonical path and, when a route rewrites it, on the
+   * path the upstream receives: a refusal on either refuses.
+   */
+  check(request: Pick<GuardExchange, 'method' | 'path' | 'rewritten' | 'identity' | 'claims'>): Decision {
+    const decision = this.judge(request, request.path, '')
+    if (decision.kind !== 'allow' || !request.rewritten) return decision
+    return this.judge(
+      request,
+      request.rewritten.path,
+      ` (the path ${this.rewrittenBy ?? 'a route'} rewrites to)`,
+    )
+  }
+
+  private judge(
+    request: Pick<GuardExchange, 'method' | 'identity' | 'claims'>,
+    path: string,
+    rewritten: string,
+  ): Decision {
     for (const rule of this.rules) {
       if (rule.methods && !rule.methods.has(request.method)) continue
-      if (!rule.pattern.test(request.path)) continue
+      if (!rule.pattern.test(path)) continue
       if (rule.require) {
         if (hasClaim(request.claims, rule.require)) return allow
         return deny(
           'PCL_ACCESS_DENIED',
-          `${rule.id} ${rule.path}`,
+          `${rule.id} ${rule.path}${rewritten}`,
           `Access to ${rule.path} needs a verified ${rule.require.claim}`,
         )
       }
       const inNetworks = rule.networks?.has(request.identity.ip) ?? true
       const passes = rule.allowList ? inNetworks : !inNetworks
       if (passes) return allow
-      const decidedBy = `${rule.id} ${rule.path}`
+      const decidedBy = `${rule.id} ${rule.path}${rewritten}`
       return rule.respond === 404
         ? deny('PCL_NOT_FOUND', decidedBy, 'Not found')
         : deny('PCL_ACCESS_DENIED', decidedBy, `Access to ${rule.path} is restricted`)

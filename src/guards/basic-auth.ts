@@ -1,7 +1,14 @@
 import { createHash } from 'node:crypto'
 import { unknownUserHash, verifyPassword } from '../auth/passwords.js'
 import { compilePathScope } from '../net/path-pattern.js'
-import { allow, type Decision, deny, type Guard, type GuardExchange } from '../pipeline/guard.js'
+import {
+  allow,
+  coversEitherPath,
+  type Decision,
+  deny,
+  type Guard,
+  type GuardExchange,
+} from '../pipeline/guard.js'
 import type { Policy } from '../policy/schema.js'
 
 /** Verified credentials are remembered briefly, so scrypt runs once per user and not on every request. */
@@ -25,8 +32,8 @@ export class BasicAuthGuard implements Guard {
     this.challenge = `Basic realm="${section.realm.replace(/["\\]/g, '')}", charset="UTF-8"`
   }
 
-  applies(exchange: Pick<GuardExchange, 'path'>): boolean {
-    return this.covers(exchange.path)
+  applies(exchange: Pick<GuardExchange, 'path' | 'rewritten'>): boolean {
+    return coversEitherPath(exchange, this.covers)
   }
 
   /** The credentials alone: the runner asks `applies` first, so each path is matched once. */

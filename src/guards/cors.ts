@@ -44,13 +44,13 @@ export class CorsGuard implements Guard, ResponseEdit {
     return isCorsHeader(name)
   }
 
-  check(request: Pick<GuardExchange, 'method' | 'headers'>): Decision {
+  check(request: Pick<GuardExchange, 'method' | 'headers' | 'secure'>): Decision {
     const originHeader = request.headers.origin
     const requestedMethod = request.headers['access-control-request-method']
     const isPreflight = request.method === 'OPTIONS' && typeof requestedMethod === 'string'
     // Same-origin requests need no CORS grant and are never refused for their Origin: a form post or a
     // fetch from the app's own pages, whether or not its origin is listed.
-    if (originHeader === undefined || isSameOrigin(request.headers))
+    if (originHeader === undefined || isSameOrigin(request.headers, request.secure))
       return { kind: 'allow', responseHeaders: { vary: 'Origin' } }
 
     const origin = this.origins.match(originHeader)

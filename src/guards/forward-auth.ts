@@ -1,7 +1,15 @@
 import { createHash } from 'node:crypto'
 import { request } from 'undici'
 import { compilePathScope } from '../net/path-pattern.js'
-import { allow, type Decision, deny, type Guard, type GuardExchange } from '../pipeline/guard.js'
+import { normalisedHost } from '../net/vouched-headers.js'
+import {
+  allow,
+  coversEitherPath,
+  type Decision,
+  deny,
+  type Guard,
+  type GuardExchange,
+} from '../pipeline/guard.js'
 import type { Policy } from '../policy/schema.js'
 
 type Section = NonNullable<Policy['forwardAuth']>
@@ -35,26 +43,16 @@ export class ForwardAuthGuard implements Guard {
     this.covers = compilePathScope(section.paths, section.except)
   }
 
-  applies(exchange: Pick<GuardExchange, 'path'>): boolean {
-    return this.covers(exchange.path)
+  applies(exchange: Pick<GuardExchange, 'path' | 'rewritten'>): boolean {
+    return coversEitherPath(exchange, this.covers)
   }
 
   async check(exchange: GuardExchange): Promise<Decision> {
     const { section } = this
-    const credentials = section.cacheTtl > 0 ? credentialKey(exchange) : undefined
-    const cached = credentials === undefined ? undefined : this.cache.get(credentials)
+    const headers = this.question(exchange)
+    const key = section.cacheTtl > 0 ? questionKey(headers) : undefined
+    const cached = key === undefined ? undefined : this.cache.get(key)
     if (cached && cached.until > Date.now()) return admit(exchange, cached)
-    const headers: Record<string, string> = {
-      'x-forwarded-method': exchange.method,
-      'x-forwarded-uri': exchange.target,
-      'x-forwarded-host': exchange.host ?? '',
-      'x-forwarded-proto': exchange.secure ? 'https' : 'http',
-      'x-forwarded-for': exchange.identity.ip,
-    }
-    for (const name of section.requestHeaders) {
-      const value = exchange.headers[name]
-      if (value !== undefined) headers[name] = Array.isArray(value) ? value.join(', ') : value
-    }
     let answer: Awaited<ReturnType<typeof request>>
     try {
       answer = await request(section.url, {
@@ -81,14 +79,15 @@ export class ForwardAuthGuard implements Guard {
         const value = answer.headers[name]
         if (value !== undefined) copied[name] = Array.isArray(value) ? value.join(', ') : value
       }
+      const ttl = key === undefined ? 0 : cacheableFor(answer.headers['cache-control'], section.cacheTtl)
       const admitted = {
         headers: copied,
         user: copied[section.userHeader] ?? single(answer.headers[section.userHeader]),
-        until: Date.now() + section.cacheTtl,
+        until: Date.now() + ttl,
       }
-      if (credentials !== undefined) {
+      if (key !== undefined && ttl > 0) {
         if (this.cache.size >= maxCached) this.cache.clear()
-        this.cache.set(credentials, admitted)
+        this.cache.set(key, admitted)
       }
       return admit(exchange, admitted)
     }
@@ -107,6 +106,27 @@ export class ForwardAuthGuard implements Guard {
     }
   }
 
+  /**
+   * What the auth service is asked: the method, the target the upstream will receive (after a route's
+   * rewrite), the host as routing read it, the protocol, the client's verified address and the
+   * request headers the policy names. The app is told the same facts.
+   */
+  private question(exchange: GuardExchange): Record<string, string> {
+    const proto = exchange.secure ? 'https' : 'http'
+    const headers: Record<string, string> = {
+      'x-forwarded-method': exchange.method,
+      'x-forwarded-uri': exchange.rewritten?.target ?? exchange.target,
+      'x-forwarded-host': normalisedHost(exchange.host ?? '', proto),
+      'x-forwarded-proto': proto,
+      'x-forwarded-for': exchange.identity.ip,
+    }
+    for (const name of this.section.requestHeaders) {
+      const value = exchange.headers[name]
+      if (value !== undefined) headers[name] = Array.isArray(value) ? value.join(', ') : value
+    }
+    return headers
+  }
+
   describe(exchange: Pick<GuardExchange, 'user'>): string {
     return exchange.user ? `user ${exchange.user}` : 'admitted'
   }
@@ -118,10 +138,33 @@ function admit(exchange: GuardExchange, admitted: Admitted): Decision {
   return allow
 }
 
-/** The credentials an answer may be reused for: the cookies and authorization the client sent. */
-function credentialKey(exchange: Pick<GuardExchange, 'headers'>): string {
-  const { cookie = '', authorization = '' } = exchange.headers
-  return createHash('sha256').update(`${cookie}\u0000${authorization}`).digest('base64url')
+/**
+ * An answer is reused only for the same question: every header sent to the auth service, names and
+ * values, in the order they were sent (which is fixed: the forwarded facts, then `requestHeaders`).
+ */
+function questionKey(headers: Record<string, string>): string {
+  return createHash('sha256')
+    .update(JSON.stringify(Object.entries(headers)))
+    .digest('base64url')
+}
+
+/**
+ * How long a pass may be reused: `cacheTtl`, lowered by the answer's `s-maxage` or `max-age`; never
+ * when the answer says `no-store`, `no-cache` or `private` (it is about this one request or user).
+ */
+export function cacheableFor(cacheControl: string | string[] | undefined, cacheTtl: number): number {
+  if (cacheControl === undefined) return cacheTtl
+  let maxAge: number | undefined
+  let sharedMaxAge: number | undefined
+  for (const directive of String(cacheControl).toLowerCase().split(',')) {
+    const [name = '', value] = directive.trim().split('=', 2)
+    if (name === 'no-store' || name === 'no-cache' || name === 'private') return 0
+    const seconds = value === undefined ? Number.NaN : Number(value.replace(/^"|"$/g, ''))
+    if (name === 'max-age' && Number.isFinite(seconds)) maxAge = seconds
+    if (name === 's-maxage' && Number.isFinite(seconds)) sharedMaxAge = seconds
+  }
+  const seconds = sharedMaxAge ?? maxAge
+  return seconds === undefined ? cacheTtl : Math.max(0, Math.min(cacheTtl, seconds * 1000))
 }
 
 function single(value: string | string[] | undefined): string | undefined {

@@ -1,7 +1,14 @@
 import { createPublicKey, type KeyObject } from 'node:crypto'
 import { createRemoteJWKSet, type JWTVerifyGetKey, jwtVerify } from 'jose'
 import { compilePathScope } from '../net/path-pattern.js'
-import { allow, type Decision, deny, type Guard, type GuardExchange } from '../pipeline/guard.js'
+import {
+  allow,
+  coversEitherPath,
+  type Decision,
+  deny,
+  type Guard,
+  type GuardExchange,
+} from '../pipeline/guard.js'
 import type { Policy } from '../policy/schema.js'
 
 type Section = NonNullable<Policy['jwt']>
@@ -27,7 +34,7 @@ export class JwtGuard implements Guard {
   }
 
   check(exchange: GuardExchange): Decision | Promise<Decision> {
-    const required = this.requires(exchange.path)
+    const required = coversEitherPath(exchange, this.requires)
     const token = bearerToken(exchange.headers.authorization)
     if (token === undefined) return required ? refuse('invalid_request', 'A bearer token is required') : allow
     const { issuer, audiences, algorithms, clockSkew } = this.section

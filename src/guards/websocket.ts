@@ -64,7 +64,7 @@ export class WebSocketGuard implements Guard {
   }
 
   check(
-    request: Pick<GuardExchange, 'path' | 'headers' | 'identity'> & {
+    request: Pick<GuardExchange, 'path' | 'headers' | 'identity' | 'secure'> & {
       services: Pick<GuardServices, 'liveWebSockets'>
     },
   ): Decision {
@@ -75,7 +75,7 @@ export class WebSocketGuard implements Guard {
     if (origin === undefined) {
       if (rule?.requireOrigin)
         return deny('PCL_WS_ORIGIN_DENIED', `${rule.id}.requireOrigin`, 'An Origin header is required')
-    } else if (!origins.isEmpty && !origins.match(origin) && !isSameOrigin(request.headers)) {
+    } else if (!origins.isEmpty && !origins.match(origin) && !isSameOrigin(request.headers, request.secure)) {
       return deny('PCL_WS_ORIGIN_DENIED', ruleId, `WebSocket connections from ${origin} are not allowed`)
     }
     return this.checkCapacity(request.services.liveWebSockets(this.scope, request.identity.ip))

@@ -1,3 +1,5 @@
+import { normalisedHost } from './vouched-headers.js'
+
 const originShape = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@\s]+$/i
 
 /**
@@ -80,26 +82,29 @@ export class OriginMatcher {
 }
 
 /**
- * Whether a browser says the request comes from the page's own origin, as Go's
- * CrossOriginProtection reads it: `Sec-Fetch-Site: same-origin` (or `none`, a navigation the user
- * typed), else an `Origin` whose host and port are the request's Host. A page cannot forge either.
+ * Whether a browser says the request comes from the page's own origin: scheme, host and port. As Go's
+ * CrossOriginProtection reads it, `Sec-Fetch-Site` decides when present (`same-origin`, or `none` for
+ * a navigation the user typed; `same-site` and `cross-site` never are, whatever `Origin` says); else
+ * an `Origin` whose scheme is the request's (`secure`: HTTPS at the client's side) and whose host and
+ * port are the request's Host, read as routing reads it. A page can forge neither.
  */
-export function isSameOrigin(headers: {
-  origin?: string | undefined
-  host?: string | undefined
-  ':authority'?: string | string[] | undefined
-  'sec-fetch-site'?: string | string[] | undefined
-}): boolean {
+export function isSameOrigin(
+  headers: {
+    origin?: string | undefined
+    host?: string | undefined
+    ':authority'?: string | string[] | undefined
+    'sec-fetch-site'?: string | string[] | undefined
+  },
+  secure: boolean,
+): boolean {
   const site = headers['sec-fetch-site']
-  if (site === 'same-origin' || site === 'none') return true
+  if (site !== undefined) return site === 'same-origin' || site === 'none'
   const { origin } = headers
   // HTTP/2 requests name their host in :authority.
   const host = headers.host ?? (headers[':authority'] as string | undefined)
   if (!origin || !host) return false
-  const authority = origin.slice(origin.indexOf('://') + 3).toLowerCase()
-  const requested = host.toLowerCase()
-  if (authority === requested) return true
-  // Browsers leave the default port out of Origin; some clients write it in Host.
-  const defaultPort = origin.startsWith('https://') ? ':443' : ':80'
-  return requested === `${authority}${defaultPort}`
+  const canonical = canonicalOrigin(origin)
+  if (!canonical || canonical === 'null') return false
+  const scheme = secure ? 'https' : 'http'
+  return canonical === canonicalOrigin(`${scheme}://${normalisedHost(host, scheme)}`)
 }

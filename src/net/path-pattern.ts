@@ -41,3 +41,38 @@ export function compilePathScope(
   return (path) =>
     included.some((pattern) => pattern.test(path)) && !excluded.some((pattern) => pattern.test(path))
 }
+
+/**
+ * Whether some path matches both patterns (regardless of case): segment by segment, `*` meets any one
+ * segment and a final `/**` any rest, including none.
+ */
+export function patternsOverlap(first: string, second: string): boolean {
+  // Patterns match with or without a trailing slash.
+  const segments = (pattern: string) => pattern.toLowerCase().split('/').filter(Boolean)
+  const meet = (a: readonly string[], b: readonly string[]): boolean => {
+    const [x, y] = [a[0], b[0]]
+    if (x === '**' || y === '**') return true
+    if (x === undefined || y === undefined) return x === y
+    return (x === '*' || y === '*' || x === y) && meet(a.slice(1), b.slice(1))
+  }
+  return meet(segments(first), segments(second))
+}
+
+/**
+ * A route's `stripPrefix` (matched regardless of case, on whole segments) and `addPrefix` applied to a
+ * canonical path, or to a route's path pattern: what the upstream receives.
+ */
+export function rewrittenPath(
+  path: string,
+  rewrite: { readonly stripPrefix?: string | undefined; readonly addPrefix?: string | undefined },
+): string {
+  const strip = rewrite.stripPrefix
+  let rewritten = path
+  if (
+    strip &&
+    path.slice(0, strip.length).toLowerCase() === strip.toLowerCase() &&
+    (path.length === strip.length || path[strip.length] === '/')
+  )
+    rewritten = path.slice(strip.length) || '/'
+  return rewrite.addPrefix ? rewrite.addPrefix + rewritten : rewritten
+}

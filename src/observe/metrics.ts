@@ -52,6 +52,7 @@ export class GatewayMetrics {
   private readonly storeErrors: Counter
   private readonly dnsFailures: Counter<'app'>
   private readonly rateLimitDecisions: Counter<'app' | 'result'>
+  private readonly droppedHeaders: Counter<'app' | 'reason'>
 
   constructor(private readonly sources: MetricSources) {
     const registers = [this.registry]
@@ -91,6 +92,12 @@ export class GatewayMetrics {
       name: 'portcullis_rate_limit_decisions_total',
       help: 'Requests a rate limit applied to, by app and result (allowed or limited).',
       labelNames: ['app', 'result'],
+      registers,
+    })
+    this.droppedHeaders = new Counter({
+      name: 'portcullis_request_headers_dropped_total',
+      help: 'Client request headers not forwarded for their name, by app and reason: underscore (a name with _), forwarding (a forwarding or client-IP header from a peer the app does not trust), identity (a header only the auth service may set).',
+      labelNames: ['app', 'reason'],
       registers,
     })
     this.refusals = new Counter({
@@ -210,6 +217,10 @@ export class GatewayMetrics {
 
   rateLimited(app: string, allowed: boolean): void {
     this.rateLimitDecisions.inc({ app, result: allowed ? 'allowed' : 'limited' })
+  }
+
+  headersDropped(app: string, dropped: readonly { reason: string }[]): void {
+    for (const { reason } of dropped) this.droppedHeaders.inc({ app, reason })
   }
 
   storeFailed(): void {

@@ -3,6 +3,7 @@ import { forwardedFacts, forwardedProto } from '../gateway/headers.js'
 import { decideRoute, hostnameOf, redirectBehindTerminator } from '../gateway/routing.js'
 import { staticFor } from '../gateway/static-files.js'
 import { canonicalTarget } from '../net/canonical-path.js'
+import { rewrittenPath } from '../net/path-pattern.js'
 import type { App } from '../policy/compile.js'
 import type { Exchange, Outcome } from './exchange.js'
 import type { Decision, TraceStep } from './guard.js'
@@ -91,25 +92,16 @@ function routeFor(app: App, exchange: Exchange): App {
   exchange.target = canonical.target
   for (const route of app.routes) {
     if (route.methods && !route.methods.has(exchange.method)) continue
-    if (route.pattern.test(canonical.path)) return route.app
+    if (!route.pattern.test(canonical.path)) continue
+    const info = route.app.route
+    if (info?.stripPrefix || info?.addPrefix) {
+      // Judged by the access rules and told to an auth service before it is sent.
+      const path = rewrittenPath(canonical.path, info)
+      exchange.rewritten = { path, target: path + canonical.target.slice(canonical.path.length) }
+    }
+    return route.app
   }
   return app
-}
-
-/** A route's `stripPrefix` and `addPrefix` applied to the target the upstream receives. */
-function rewritten(target: string, route: NonNullable<App['route']>): string {
-  const queryStart = target.indexOf('?')
-  let path = queryStart < 0 ? target : target.slice(0, queryStart)
-  const query = queryStart < 0 ? '' : target.slice(queryStart)
-  const strip = route.stripPrefix
-  if (
-    strip &&
-    path.slice(0, strip.length).toLowerCase() === strip.toLowerCase() &&
-    (path.length === strip.length || path[strip.length] === '/')
-  )
-    path = path.slice(strip.length) || '/'
-  if (route.addPrefix) path = route.addPrefix + path
-  return path + query
 }
 
 /** The chain's decision under the app's mode, and where an admitted request goes. */
@@ -129,7 +121,7 @@ function conclude(app: App, exchange: Exchange, chainDecision: Decision): Outcom
   exchange.addedHeaders = decision.responseHeaders
   const files = exchange.upgrade ? undefined : staticFor(app, exchange.target)
   if (files) return { kind: 'static', ...files }
-  if (app.route?.stripPrefix || app.route?.addPrefix) exchange.target = rewritten(exchange.target, app.route)
+  if (exchange.rewritten) exchange.target = exchange.rewritten.target
   return {
     kind: 'proxy',
     facts: forwardedFacts({
@@ -138,7 +130,8 @@ function conclude(app: App, exchange: Exchange, chainDecision: Decision): Outcom
       host: exchange.host ?? '',
       secure: exchange.tls !== undefined,
       requestId: exchange.id,
-      identityHeaders: { drop: app.identityHeaders, add: exchange.identityHeaders },
+      vouched: app.vouched,
+      identityHeaders: exchange.identityHeaders,
     }),
   }
 }

@@ -3,6 +3,7 @@ import type { ErrorCode } from '../errors.js'
 import type { ForwardedFacts } from '../gateway/headers.js'
 import type { HostRouter } from '../gateway/routing.js'
 import type { ClientIdentity } from '../guards/client-ip.js'
+import type { DroppedHeader } from '../net/vouched-headers.js'
 import type { App } from '../policy/compile.js'
 import type { BodyLimit, GuardExchange, GuardServices } from './guard.js'
 
@@ -53,12 +54,15 @@ export class Exchange implements GuardExchange {
   identity: ClientIdentity
   path = ''
   target = ''
+  rewritten: { readonly path: string; readonly target: string } | undefined = undefined
   bodyLimit: BodyLimit | undefined = undefined
   /** Whether the client's side is HTTPS: a TLS listener, or a trusted TLS-terminating balancer in front. */
   secure: boolean
   claims: Readonly<Record<string, unknown>> | undefined = undefined
   user: string | undefined = undefined
   identityHeaders: Readonly<Record<string, string>> | undefined = undefined
+  /** Client headers not forwarded for their name (an underscore, a forged forwarding or identity header). */
+  droppedHeaders: DroppedHeader[] | undefined = undefined
   /** What the guards (and the edge) add to the answer, whatever it is: CORS grant, Vary, a sticky cookie. */
   addedHeaders: OutgoingHttpHeaders | undefined = undefined
   /** The headers of another service's answer the gateway relays (an auth service's sign-in redirect). */

@@ -37,6 +37,17 @@ export function deny(
   return headers ? { kind: 'deny', code, rule, message, headers } : { kind: 'deny', code, rule, message }
 }
 
+/**
+ * Whether a path rule covers the request: on its canonical path, or on the path a route rewrites it to
+ * (stripPrefix, addPrefix), so that no rewrite lands the request past a rule of the app.
+ */
+export function coversEitherPath(
+  exchange: Pick<GuardExchange, 'path' | 'rewritten'>,
+  covers: (path: string) => boolean,
+): boolean {
+  return covers(exchange.path) || (exchange.rewritten !== undefined && covers(exchange.rewritten.path))
+}
+
 /** Open WebSockets of a cap scope (an app, or a route with caps of its own) and of one client IP. */
 export type LiveWebSockets = OpenPlaces
 
@@ -76,8 +87,10 @@ export interface GuardExchange {
   identity: ClientIdentity
   /** The canonical path, as every rule matches it. */
   path: string
-  /** What the upstream receives: the canonical path and the query as sent. */
+  /** The canonical path and the query as sent. */
   target: string
+  /** Set when a route rewrites the path (stripPrefix, addPrefix): the path and target the upstream receives. */
+  rewritten: { readonly path: string; readonly target: string } | undefined
   bodyLimit: BodyLimit | undefined
   /** Whether the client's side is HTTPS. */
   readonly secure: boolean

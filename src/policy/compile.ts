@@ -15,6 +15,7 @@ import { RateLimitGuard } from '../guards/rate-limit.js'
 import { WebSocketGuard } from '../guards/websocket.js'
 import { parseCidr } from '../net/ip.js'
 import { compilePathPattern } from '../net/path-pattern.js'
+import { VouchedHeaders } from '../net/vouched-headers.js'
 import type { Guard, ResponseEdit } from '../pipeline/guard.js'
 import { ResponseEdits } from '../pipeline/run.js'
 import { type DiscoveredTarget, discoveredTarget } from '../upstreams/discovery.js'
@@ -70,8 +71,8 @@ export interface App {
   readonly websocket: WebSocketGuard
   /** Whether any rate limit applies: apps that have one need a store (Redis for several replicas). */
   readonly rateLimited: boolean
-  /** Headers only an auth service may set (forwardAuth.copyHeaders of the app and its routes): the client's are dropped. */
-  readonly identityHeaders: ReadonlySet<string>
+  /** The request headers the upstream gets from the gateway's word, in every spelling; the client's are not forwarded. */
+  readonly vouched: VouchedHeaders
   /** The app's routes, tried in order on the canonical path; none on a route's own settings. */
   readonly routes: readonly Route[]
   /** Set on a route's settings: which route, as logs, metrics and explain name it, and its path rewrite. */
@@ -122,14 +123,13 @@ function requestChain(
   websocket: WebSocketGuard,
   cors: CorsGuard | undefined,
   rateLimits: RateLimitGuard | undefined,
-  routeAccess: AccessGuard | undefined,
+  access: readonly AccessGuard[],
 ): Guard[] {
   const chain: (Guard | undefined)[] = [
     new HeadLimitsGuard(policy.limits),
     new PathGuard(),
     policy.jwt ? new JwtGuard(policy.jwt) : undefined,
-    new AccessGuard(policy.access),
-    routeAccess,
+    ...access,
     websocket,
     cors,
     new BodyLimitsGuard(policy.limits),
@@ -179,11 +179,15 @@ async function compilePolicy(
   })
   // Headers an auth service vouches for, on the app or any route: no client may send them, anywhere
   // on the app, since its handlers may trust them whichever path they serve.
-  const identityHeaders = new Set([
-    ...(policy.forwardAuth?.copyHeaders ?? []),
-    ...loaded.routes.flatMap((route) => route.policy.forwardAuth?.copyHeaders ?? []),
-  ])
-  const host = { file, clientIp, manual, identityHeaders }
+  const vouched = new VouchedHeaders({
+    clientIpHeader: policy.clientIp.header,
+    identityHeaders: [
+      ...(policy.forwardAuth?.copyHeaders ?? []),
+      ...loaded.routes.flatMap((route) => route.policy.forwardAuth?.copyHeaders ?? []),
+    ],
+    underscores: policy.requestHeaders.underscores,
+  })
+  const host = { file, clientIp, manual, vouched }
   const routes = policy.routes.map((route, index): Route => {
     const label = route.name ?? String(index)
     const loadedRoute = loaded.routes[index] as LoadedRoute
@@ -216,7 +220,7 @@ function compileSettings(
     file: string
     clientIp: ClientIpResolver
     manual: PemPair | undefined
-    identityHeaders: ReadonlySet<string>
+    vouched: VouchedHeaders
   },
   route:
     | {
@@ -232,7 +236,11 @@ function compileSettings(
 ): App {
   const { file, manual } = host
   const scope = route ? `${policy.app}#${route.label}` : policy.app
-  const websocketScope = route?.sets.includes('websocket') ? scope : policy.app
+  // A route that sets a cap counts its WebSockets apart, against its caps merged over the app's; one
+  // that sets only other fields (maxMessageSize, paths) keeps counting against the app's own.
+  const ownCaps = route?.route.websocket
+  const capsOfItsOwn = ownCaps?.maxConnections !== undefined || ownCaps?.maxConnectionsPerIp !== undefined
+  const websocketScope = capsOfItsOwn ? scope : policy.app
   const cors = policy.cors ? new CorsGuard(policy.cors) : undefined
   const websocket = new WebSocketGuard(websocketScope, policy.websocket, policy.cors?.origins)
   const field = route ? `routes[${route.index}].` : ''
@@ -280,17 +288,17 @@ function compileSettings(
     clientIp: host.clientIp,
     chain: Object.freeze(
       requestChain(
-        route ? { ...policy, access: route.appAccess } : policy,
+        policy,
         websocket,
         cors,
         rateLimited ? new RateLimitGuard(policy.app, rateLimitGroups) : undefined,
-        route && policy.access.length > 0 ? new AccessGuard(policy.access, `${field}access`) : undefined,
+        accessGuards(policy, route),
       ),
     ),
     responseEdits: responseEdits(policy, cors),
     websocket,
     rateLimited,
-    identityHeaders: host.identityHeaders,
+    vouched: host.vouched,
     routes: Object.freeze([...routes]),
     route: route
       ? deepFreeze({
@@ -306,6 +314,28 @@ function compileSettings(
     websocketScope,
   })
   return app
+}
+
+/**
+ * The app's access rules and, on a route, the route's own beside them; both also judge the path a
+ * route rewrites to, so `/v1/admin` stripped to `/admin` meets the app's `/admin/**` rule.
+ */
+function accessGuards(
+  policy: Policy,
+  route:
+    | { index: number; label: string; route: Policy['routes'][number]; appAccess: Policy['access'] }
+    | undefined,
+): AccessGuard[] {
+  if (!route) return [new AccessGuard(policy.access)]
+  const rewrites = route.route.stripPrefix !== undefined || route.route.addPrefix !== undefined
+  const name = `routes[${route.index}]${route.label === String(route.index) ? '' : ` ${route.label}`}`
+  const rewrittenBy = rewrites ? name : undefined
+  return [
+    new AccessGuard(route.appAccess, 'access', rewrittenBy),
+    ...(policy.access.length > 0
+      ? [new AccessGuard(policy.access, `routes[${route.index}].access`, rewrittenBy)]
+      : []),
+  ]
 }
 
 async function readManualCertificate(

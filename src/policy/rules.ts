@@ -1,5 +1,5 @@
 import { CidrSet, parseCidr } from '../net/ip.js'
-import { compilePathPattern } from '../net/path-pattern.js'
+import { compilePathPattern, patternsOverlap, rewrittenPath } from '../net/path-pattern.js'
 import type { FieldPath, LoadedPolicy, PolicyProblem } from './load.js'
 import type { Policy } from './schema.js'
 
@@ -73,6 +73,30 @@ export const productionRules: readonly Rule[] = [
             reason: `no request can reach this route: routes[${earlier}] (${by?.path}) takes every request it matches`,
           },
         ]
+      }),
+  },
+  {
+    id: 'PCL-ROUTE-REWRITE-RESTRICTED',
+    severity: 'warning',
+    always: true,
+    fix: 'Nothing to do if that is meant; else narrow the route or the rule. Refusals name the rule and the route.',
+    check: (policy) =>
+      policy.routes.flatMap((route, index) => {
+        if (route.stripPrefix === undefined && route.addPrefix === undefined) return []
+        const upstreamPath = rewrittenPath(route.path, route)
+        const rules = [
+          ...policy.access.map((rule, at) => ({ rule, name: `access[${at}]` })),
+          ...(route.access ?? []).map((rule, at) => ({ rule, name: `routes[${index}].access[${at}]` })),
+        ]
+        // A route whose own paths some rule already judges was thought about; one whose paths no rule
+        // names, but whose rewrites land on restricted ones, is the surprise worth a warning.
+        if (rules.some(({ rule }) => patternsOverlap(route.path, rule.path))) return []
+        return rules
+          .filter(({ rule }) => patternsOverlap(upstreamPath, rule.path))
+          .map(({ rule, name }) => ({
+            field: ['routes', index, route.stripPrefix !== undefined ? 'stripPrefix' : 'addPrefix'],
+            reason: `the route rewrites ${route.path}, which no access rule names, to ${upstreamPath}, which ${name} (${rule.path}) restricts: its requests are judged on both paths`,
+          }))
       }),
   },
   {

@@ -371,6 +371,18 @@ export const clientIpSchema = z
   })
   .describe('Who the client is: one derivation used by every guard, the logs and the headers sent upstream.')
 
+export const requestHeadersSchema = z
+  .strictObject({
+    underscores: z
+      .enum(['drop', 'forward'])
+      .default('drop')
+      .describe(
+        'Request headers with _ in their name: drop (default, as nginx does) or forward. WSGI and CGI servers read X_User and X-User as one header, so a dropped spelling cannot pass for a dashed one. Headers the gateway vouches for are removed in every spelling either way.',
+      ),
+  })
+  .prefault({})
+  .describe('What the app receives of the client’s request headers.')
+
 const corsFields = {
   origins: z
     .array(origin)
@@ -865,6 +877,7 @@ export const policySchema = z
     tls: tlsSchema,
     hsts: hstsSchema,
     clientIp: clientIpSchema,
+    requestHeaders: requestHeadersSchema,
     cors: corsSchema.optional(),
     access: z
       .array(accessRuleSchema)

@@ -266,3 +266,153 @@ describe('verified JWT claims', () => {
     expect(forged).toEqual([200, 200, 200, 429, 429])
   })
 })
+
+/**
+ * An auth service that passes exactly one question per session cookie, the first it is asked, and
+ * refuses every other: a cached pass reused for another question shows up as a 200 it never gave.
+ */
+async function oneShotAuthService() {
+  const asked: IncomingHttpHeaders[] = []
+  const passed = new Set<string>()
+  let cacheControl: string | undefined
+  const server: Server = createServer((request, response) => {
+    asked.push(request.headers)
+    const session = String(request.headers.cookie ?? '')
+    if (session && !passed.has(session)) {
+      passed.add(session)
+      response
+        .writeHead(200, {
+          'x-auth-request-user': session.replace('session=', ''),
+          ...(cacheControl ? { 'cache-control': cacheControl } : {}),
+        })
+        .end()
+    } else {
+      response.writeHead(401).end()
+    }
+  })
+  const port = await listen(server, 0)
+  return {
+    url: `http://127.0.0.1:${port}/auth`,
+    asked,
+    answerWith(value: string | undefined) {
+      cacheControl = value
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.closeAllConnections()
+        server.close(() => resolve())
+      }),
+  }
+}
+
+describe('a forward-auth cache', () => {
+  let gateway: RunningGateway
+  let echo: Upstream
+  let auth: Awaited<ReturnType<typeof oneShotAuthService>>
+  let sessions = 0
+
+  beforeAll(async () => {
+    echo = await echoUpstream()
+    auth = await oneShotAuthService()
+    gateway = await startGateway({
+      policies: {
+        'cached.yaml': policyYaml({
+          app: 'cached',
+          hosts: ['fa.test', 'admin.fa.test'],
+          target: echo.url,
+          tls: '  mode: "off"',
+          extra: [
+            `forwardAuth: { url: "${auth.url}", cacheTtl: 1m, requestHeaders: [cookie, authorization, accept, x-api-key] }`,
+            // The peer (this test) is a trusted proxy, so X-Forwarded-For names the client.
+            'clientIp: { trustedProxies: [127.0.0.1/32] }',
+            'routes:',
+            '  - { path: /v1/**, stripPrefix: /v1 }',
+          ].join('\n'),
+        }),
+      },
+    })
+  })
+
+  afterAll(async () => {
+    await gateway?.stop()
+    await Promise.all([echo?.close(), auth?.close()])
+  })
+
+  interface Question {
+    method?: string
+    host?: string
+    target?: string
+    client?: string
+    headers?: Record<string, string>
+  }
+
+  const ask = (session: string, question: Question) =>
+    fetchOnce(`http://${question.host ?? 'fa.test'}${question.target ?? '/doc/1'}`, {
+      port: gateway.ports.http,
+      method: question.method ?? 'GET',
+      headers: {
+        cookie: session,
+        'x-forwarded-for': question.client ?? '198.51.100.7',
+        ...question.headers,
+      },
+    })
+
+  it.each<[string, Question]>([
+    ['the path', { target: '/private' }],
+    ['the query', { target: '/doc/1?as=admin' }],
+    ['the method', { method: 'DELETE' }],
+    ['the host', { host: 'admin.fa.test' }],
+    ['the client address', { client: '203.0.113.9' }],
+    ['a forwarded header (accept)', { headers: { accept: 'text/html' } }],
+    ['a forwarded header the first request lacked (x-api-key)', { headers: { 'x-api-key': 'alice-key' } }],
+    ['the authorization', { headers: { authorization: 'Bearer other' } }],
+  ])('does not reuse a pass when only %s changes', async (_dimension, changed) => {
+    const session = `session=user-${++sessions}`
+    expect((await ask(session, {})).status).toBe(200)
+    const before = auth.asked.length
+    expect((await ask(session, changed)).status).toBe(401)
+    expect(auth.asked.length).toBe(before + 1)
+    // The same question again is answered from the cache, without asking.
+    expect((await ask(session, {})).status).toBe(200)
+    expect(auth.asked.length).toBe(before + 1)
+  })
+
+  it('asks with the host as routing reads it, so every spelling of one host is one question', async () => {
+    const session = `session=user-${++sessions}`
+    expect((await ask(session, { host: 'ADMIN.FA.TEST.' })).status).toBe(200)
+    expect(auth.asked.at(-1)?.['x-forwarded-host']).toBe('admin.fa.test')
+    const before = auth.asked.length
+    expect((await ask(session, { host: 'admin.fa.test' })).status).toBe(200)
+    expect(auth.asked.length).toBe(before)
+  })
+
+  it('tells the auth service the path the upstream receives after a route strips its prefix', async () => {
+    const session = `session=user-${++sessions}`
+    const answer = await ask(session, { target: '/v1/items?x=1' })
+    expect(answer.status).toBe(200)
+    expect(auth.asked.at(-1)?.['x-forwarded-uri']).toBe('/items?x=1')
+    expect(answer.json<{ url: string }>().url).toBe('/items?x=1')
+  })
+
+  it.each(['no-store', 'private', 'no-cache', 'max-age=0'])(
+    'never caches an answer that says %s',
+    async (value) => {
+      auth.answerWith(value)
+      try {
+        const session = `session=user-${++sessions}`
+        expect((await ask(session, {})).status).toBe(200)
+        // Asked again: refused, since the one-shot service passes a session once.
+        expect((await ask(session, {})).status).toBe(401)
+      } finally {
+        auth.answerWith(undefined)
+      }
+    },
+  )
+
+  it('never caches a refusal as a pass', async () => {
+    const before = auth.asked.length
+    expect((await ask('', {})).status).toBe(401)
+    expect((await ask('', {})).status).toBe(401)
+    expect(auth.asked.length).toBe(before + 2)
+  })
+})

@@ -1,12 +1,45 @@
 import { describe, expect, it } from 'vitest'
-import { downstreamResponseHeaders, upstreamRequestHeaders } from '../../src/gateway/headers.js'
+import {
+  downstreamResponseHeaders,
+  type ForwardedFacts,
+  upstreamRequestHeaders,
+} from '../../src/gateway/headers.js'
+import { type DroppedHeader, normalisedHost, VouchedHeaders } from '../../src/net/vouched-headers.js'
 
-const facts = {
+const vouched = new VouchedHeaders({
+  clientIpHeader: 'x-forwarded-for',
+  identityHeaders: ['x-auth-request-user', 'x-auth-request-groups'],
+  underscores: 'drop',
+})
+
+const facts: ForwardedFacts = {
   chain: ['192.0.2.7', '10.0.0.2'],
   clientIp: '192.0.2.7',
+  peerTrusted: false,
   proto: 'https',
   host: 'shop.example.com',
   requestId: 'id-1',
+  vouched,
+  identity: undefined,
+}
+
+/** The headers the upstream gets for one client header, and what was reported dropped. */
+function forward(name: string, value: string, options: Partial<ForwardedFacts> = {}) {
+  const sink: { droppedHeaders: DroppedHeader[] | undefined } = { droppedHeaders: undefined }
+  const headers = upstreamRequestHeaders(
+    { [name]: value },
+    { ...facts, ...options },
+    { websocket: false, dropped: sink },
+  )
+  return { headers, dropped: sink.droppedHeaders ?? [] }
+}
+
+/** The spellings a WSGI or CGI server folds to one name (Node has lowered the case): `_` for any `-`. */
+function spellings(name: string): string[] {
+  const all = name.replaceAll('-', '_')
+  const first = name.replace('-', '_')
+  const last = name.replace(/-([^-]*)$/, '_$1')
+  return [...new Set([name, all, first, last])]
 }
 
 describe('upstreamRequestHeaders', () => {
@@ -67,6 +100,104 @@ describe('upstreamRequestHeaders', () => {
       'x-real-ip',
       'x-request-id',
     ])
+  })
+})
+
+describe('headers the gateway vouches for', () => {
+  const forged = [
+    'x-auth-request-user',
+    'x-auth-request-groups',
+    'x-forwarded-for',
+    'x-forwarded-host',
+    'x-forwarded-proto',
+    'x-forwarded-port',
+    'x-forwarded-prefix',
+    'forwarded',
+    'x-real-ip',
+    'x-client-ip',
+    'true-client-ip',
+    'cf-connecting-ip',
+    'x-original-url',
+    'x-request-id',
+  ]
+  it.each(forged.flatMap((name) => spellings(name).map((spelling) => [name, spelling])))(
+    '%s spelled %s never reaches the app with the client’s value',
+    (name, spelling) => {
+      for (const underscores of ['drop', 'forward'] as const) {
+        const rules = new VouchedHeaders({
+          clientIpHeader: 'x-forwarded-for',
+          identityHeaders: ['x-auth-request-user', 'x-auth-request-groups'],
+          underscores,
+        })
+        const { headers } = forward(spelling, 'admin', { vouched: rules })
+        for (const [sent, value] of Object.entries(headers)) {
+          expect(
+            sent.replaceAll('_', '-') === name && value === 'admin',
+            `${spelling} with underscores: ${underscores}`,
+          ).toBe(false)
+        }
+      }
+    },
+  )
+
+  it('reports identity and untrusted forwarding headers it dropped, and every underscored name', () => {
+    expect(forward('x_auth_request_user', 'admin').dropped).toEqual([
+      { name: 'x_auth_request_user', reason: 'identity' },
+    ])
+    expect(forward('x-auth-request-user', 'admin').dropped).toEqual([
+      { name: 'x-auth-request-user', reason: 'identity' },
+    ])
+    expect(forward('x-forwarded-prefix', '/evil').dropped).toEqual([
+      { name: 'x-forwarded-prefix', reason: 'forwarding' },
+    ])
+    expect(forward('x_custom_thing', '1')).toEqual({
+      headers: expect.not.objectContaining({ x_custom_thing: '1' }),
+      dropped: [{ name: 'x_custom_thing', reason: 'underscore' }],
+    })
+    // A trusted proxy's forwarding headers were read (the chain), not forged: nothing to report.
+    expect(forward('x-forwarded-prefix', '/app', { peerTrusted: true }).dropped).toEqual([])
+  })
+
+  it('forwards underscored names the app does not reserve when the policy says so', () => {
+    const rules = new VouchedHeaders({
+      clientIpHeader: 'x-forwarded-for',
+      identityHeaders: [],
+      underscores: 'forward',
+    })
+    expect(forward('x_custom_thing', '1', { vouched: rules }).headers.x_custom_thing).toBe('1')
+  })
+
+  it('gives client-IP headers the verified address, and the clientIp.header always', () => {
+    expect(forward('X_Client_IP'.toLowerCase(), '6.6.6.6').headers['x-client-ip']).toBeUndefined()
+    const rules = new VouchedHeaders({
+      clientIpHeader: 'x-forwarded-for',
+      identityHeaders: [],
+      underscores: 'forward',
+    })
+    expect(forward('x_client_ip', '6.6.6.6', { vouched: rules }).headers).toMatchObject({
+      'x-client-ip': '192.0.2.7',
+    })
+    expect(forward('true-client-ip', '6.6.6.6').headers['true-client-ip']).toBe('192.0.2.7')
+    const cdn = new VouchedHeaders({
+      clientIpHeader: 'CF-Connecting-IP',
+      identityHeaders: [],
+      underscores: 'drop',
+    })
+    expect(
+      upstreamRequestHeaders({}, { ...facts, vouched: cdn }, { websocket: false })['cf-connecting-ip'],
+    ).toBe('192.0.2.7')
+  })
+
+  it.each([
+    ['Shop.Example.COM', 'https', 'shop.example.com'],
+    ['shop.example.com.', 'https', 'shop.example.com'],
+    ['shop.example.com.:443', 'https', 'shop.example.com'],
+    ['shop.example.com:8443', 'https', 'shop.example.com:8443'],
+    ['shop.example.com:80', 'http', 'shop.example.com'],
+    ['shop.example.com:443', 'http', 'shop.example.com:443'],
+    ['[::1]:443', 'https', '[::1]'],
+  ])('normalises the host %s over %s to %s', (host, proto, expected) => {
+    expect(normalisedHost(host, proto)).toBe(expected)
   })
 })
 

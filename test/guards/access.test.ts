@@ -20,6 +20,7 @@ function check(method: string, rawPath: string, clientIp: string) {
     method,
     claims: undefined,
     path: canonical.path,
+    rewritten: undefined,
     identity: { ip: clientIp, via: 'peer', chain: [clientIp], peerTrusted: false },
   })
 }

@@ -45,8 +45,8 @@ describe('BasicAuthGuard', async () => {
   })
 
   it('leaves the excepted paths open', async () => {
-    expect(guard.applies({ path: '/workspaces' })).toBe(true)
-    expect(guard.applies({ path: '/health' })).toBe(false)
+    expect(guard.applies({ path: '/workspaces', rewritten: undefined })).toBe(true)
+    expect(guard.applies({ path: '/health', rewritten: undefined })).toBe(false)
   })
 
   it('the schema refuses plain passwords and user names with a colon', () => {

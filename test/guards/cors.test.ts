@@ -47,6 +47,7 @@ describe('CORS decisions', () => {
   it('answers an allowed preflight itself', () => {
     expect(
       guard.check({
+        secure: true,
         method: 'OPTIONS',
         headers: {
           origin: 'https://app.example.com',
@@ -87,11 +88,13 @@ describe('CORS decisions', () => {
       'PCL_CORS_HEADER_DENIED',
     ],
   ])('refuses preflight %j', (headers, code) => {
-    expect(guard.check({ method: 'OPTIONS', headers })).toMatchObject({ kind: 'deny', code })
+    expect(guard.check({ secure: true, method: 'OPTIONS', headers })).toMatchObject({ kind: 'deny', code })
   })
 
   it('grants an allowed actual request, exact origin and credentials', () => {
-    expect(guard.check({ method: 'GET', headers: { origin: 'https://app.example.com' } })).toEqual({
+    expect(
+      guard.check({ secure: true, method: 'GET', headers: { origin: 'https://app.example.com' } }),
+    ).toEqual({
       kind: 'allow',
       responseHeaders: {
         'access-control-allow-origin': 'https://app.example.com',
@@ -103,15 +106,19 @@ describe('CORS decisions', () => {
   })
 
   it('rejects or omits a disallowed actual request, and always varies on Origin', () => {
-    expect(guard.check({ method: 'POST', headers: { origin: 'https://evil.test' } })).toMatchObject({
+    expect(
+      guard.check({ secure: true, method: 'POST', headers: { origin: 'https://evil.test' } }),
+    ).toMatchObject({
       kind: 'deny',
       code: 'PCL_CORS_ORIGIN_DENIED',
     })
-    expect(omitting.check({ method: 'POST', headers: { origin: 'https://evil.test' } })).toEqual({
+    expect(
+      omitting.check({ secure: true, method: 'POST', headers: { origin: 'https://evil.test' } }),
+    ).toEqual({
       kind: 'allow',
       responseHeaders: { vary: 'Origin' },
     })
-    expect(guard.check({ method: 'GET', headers: {} })).toEqual({
+    expect(guard.check({ secure: true, method: 'GET', headers: {} })).toEqual({
       kind: 'allow',
       responseHeaders: { vary: 'Origin' },
     })
@@ -123,8 +130,9 @@ describe('CORS decisions', () => {
     ['Host carries the default port', { origin: 'https://db.example.com', host: 'db.example.com:443' }],
     ['Origin: null, Sec-Fetch-Site: same-origin', { origin: 'null', 'sec-fetch-site': 'same-origin' }],
     ['a navigation the user typed', { origin: 'https://other.test', 'sec-fetch-site': 'none' }],
+    ['Host as a client spells it', { origin: 'https://db.example.com', host: 'DB.Example.COM.' }],
   ])('never refuses a same-origin write, listed or not: %s', (_case, headers) => {
-    expect(guard.check({ method: 'POST', headers })).toEqual({
+    expect(guard.check({ secure: true, method: 'POST', headers })).toEqual({
       kind: 'allow',
       responseHeaders: { vary: 'Origin' },
     })
@@ -141,17 +149,46 @@ describe('CORS decisions', () => {
       'Origin: null from elsewhere',
       { origin: 'null', host: 'db.example.com', 'sec-fetch-site': 'cross-site' },
     ],
+    // Same host, other scheme: http://db.example.com is another origin than the HTTPS page's.
+    ['the same host over http', { origin: 'http://db.example.com', host: 'db.example.com' }],
+    [
+      'the same host over http, cross-site',
+      { origin: 'http://db.example.com', host: 'db.example.com', 'sec-fetch-site': 'cross-site' },
+    ],
+    [
+      'the same origin, but the browser says cross-site',
+      { origin: 'https://db.example.com', host: 'db.example.com', 'sec-fetch-site': 'cross-site' },
+    ],
+    [
+      'the same origin, but the browser says same-site',
+      { origin: 'https://db.example.com', host: 'db.example.com', 'sec-fetch-site': 'same-site' },
+    ],
+    ['the same host on port 80 over https', { origin: 'https://db.example.com', host: 'db.example.com:80' }],
+    ['a look-alike host spelling', { origin: 'https://db.example.com.evil.test', host: 'db.example.com' }],
   ])('still refuses a cross-origin write: %s', (_case, headers) => {
-    expect(guard.check({ method: 'POST', headers })).toMatchObject({
+    expect(guard.check({ secure: true, method: 'POST', headers })).toMatchObject({
       kind: 'deny',
       code: 'PCL_CORS_ORIGIN_DENIED',
     })
   })
 
+  it('reads the scheme of the request: over plain HTTP the http origin is the same, the https one is not', () => {
+    const post = (origin: string, site?: string) =>
+      guard.check({
+        secure: false,
+        method: 'POST',
+        headers: { origin, host: 'db.example.com', ...(site ? { 'sec-fetch-site': site } : {}) },
+      }).kind
+    expect(post('http://db.example.com')).toBe('allow')
+    expect(post('https://db.example.com')).toBe('deny')
+    expect(post('http://db.example.com', 'cross-site')).toBe('deny')
+    expect(post('https://db.example.com', 'same-origin')).toBe('allow')
+  })
+
   it('refuses "*" with credentials at load', () => {
     expect(corsSchema.safeParse({ origins: ['*'], credentials: true }).success).toBe(false)
     const any = new CorsGuard(corsSchema.parse({ origins: ['*'] }))
-    expect(any.check({ method: 'GET', headers: { origin: 'https://x.test' } })).toMatchObject({
+    expect(any.check({ secure: true, method: 'GET', headers: { origin: 'https://x.test' } })).toMatchObject({
       responseHeaders: { 'access-control-allow-origin': '*' },
     })
   })

@@ -3,7 +3,12 @@ import { CookieHardener } from '../../src/guards/cookies.js'
 import { SecurityHeaders } from '../../src/guards/headers.js'
 import { BodyLimitsGuard, HeadLimitsGuard } from '../../src/guards/limits.js'
 import { WebSocketGuard } from '../../src/guards/websocket.js'
-import { compilePathPattern, isPathPattern } from '../../src/net/path-pattern.js'
+import {
+  compilePathPattern,
+  isPathPattern,
+  patternsOverlap,
+  rewrittenPath,
+} from '../../src/net/path-pattern.js'
 import { cookiesSchema, headersSchema, limitsSchema, websocketSchema } from '../../src/policy/schema.js'
 
 describe('security headers', () => {
@@ -129,11 +134,27 @@ describe('WebSocket guard', () => {
     ['/other', { origin: 'https://evil.test' }, none, 'PCL_WS_ORIGIN_DENIED'],
     ['/other', {}, none, 'allow'],
     ['/public', { origin: 'https://anyone.test' }, none, 'allow'],
+    // Same-origin means scheme, host and port; the browser's Sec-Fetch-Site decides when it is sent.
+    ['/other', { origin: 'https://ws.test', host: 'ws.test' }, none, 'allow'],
+    ['/other', { origin: 'http://ws.test', host: 'ws.test' }, none, 'PCL_WS_ORIGIN_DENIED'],
+    [
+      '/other',
+      { origin: 'http://ws.test', host: 'ws.test', 'sec-fetch-site': 'cross-site' },
+      none,
+      'PCL_WS_ORIGIN_DENIED',
+    ],
+    [
+      '/other',
+      { origin: 'https://ws.test', host: 'ws.test', 'sec-fetch-site': 'same-site' },
+      none,
+      'PCL_WS_ORIGIN_DENIED',
+    ],
     ['/other', {}, { app: 10, ip: 0 }, 'PCL_WS_TOO_MANY_CONNECTIONS'],
     ['/other', {}, { app: 3, ip: 2 }, 'PCL_WS_TOO_MANY_CONNECTIONS'],
   ])('%s %j with %j → %s', (matchPath, headers, live, expected) => {
     const decision = guard.check({
       path: matchPath,
+      secure: true,
       headers,
       identity: { ip: '192.0.2.1', via: 'peer', chain: ['192.0.2.1'], peerTrusted: false },
       services: { liveWebSockets: () => live },
@@ -159,5 +180,28 @@ describe('path patterns', () => {
   })
   it.each(['studio', '/a/**/b', '/a**', '/a?b', '/a/../b', '/a//b'])('refuses %s', (pattern) => {
     expect(isPathPattern(pattern)).toBe(false)
+  })
+  it.each([
+    ['/**', '/admin/**', true],
+    ['/v1/**', '/admin/**', false],
+    ['/admin', '/admin/**', true],
+    ['/ADMIN/x', '/admin/*', true],
+    ['/a/*/c', '/a/b/*', true],
+    ['/a/*/c', '/a/b/d', false],
+    ['/', '/**', true],
+    ['/', '/x', false],
+    ['/metrics/', '/metrics', true],
+  ])('%s and %s overlap: %s', (first, second, expected) => {
+    expect([patternsOverlap(first, second), patternsOverlap(second, first)]).toEqual([expected, expected])
+  })
+  it.each([
+    ['/v1/admin/x', { stripPrefix: '/v1' }, '/admin/x'],
+    ['/V1/admin', { stripPrefix: '/v1' }, '/admin'],
+    ['/v1', { stripPrefix: '/v1' }, '/'],
+    ['/v10/x', { stripPrefix: '/v1' }, '/v10/x'],
+    ['/old/users', { stripPrefix: '/old', addPrefix: '/admin' }, '/admin/users'],
+    ['/x', { addPrefix: '/api' }, '/api/x'],
+  ])('rewrites %s with %j to %s', (path, rewrite, expected) => {
+    expect(rewrittenPath(path, rewrite)).toBe(expected)
   })
 })

@@ -127,8 +127,8 @@ describe('routes', () => {
     expect(names(studio)).toContain('forwardAuth')
     expect(names(guarded)).not.toContain('forwardAuth')
     // Headers only the auth service may set are dropped from clients on every path of the app.
-    expect([...studio.identityHeaders]).toContain('x-auth-request-user')
-    expect([...guarded.identityHeaders]).toContain('x-auth-request-user')
+    expect(studio.vouched.of('x-auth-request-user')).toBe('identity')
+    expect(guarded.vouched.of('x_auth_request_user')).toBe('identity')
   })
 
   it('shows the route in the trace', async () => {

@@ -1,0 +1,220 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import WebSocket from 'ws'
+import { fetchOnce } from '../support/clients.js'
+import { type RunningGateway, runCli, startGateway } from '../support/gateway.js'
+import { echoUpstream, type Upstream } from '../support/upstreams.js'
+
+/** Opens a WebSocket through the gateway; resolves with the socket, or the status of the refusal. */
+function upgrade(
+  url: string,
+  headers: Record<string, string>,
+  localAddress?: string,
+): Promise<{ status: number; socket?: WebSocket }> {
+  return new Promise((resolve, reject) => {
+    const socket = new WebSocket(url, {
+      headers,
+      rejectUnauthorized: false,
+      ...(localAddress ? { localAddress } : {}),
+    })
+    socket.once('open', () => resolve({ status: 101, socket }))
+    socket.once('unexpected-response', (_request, response) => {
+      response.resume()
+      resolve({ status: response.statusCode ?? 0 })
+    })
+    socket.once('error', reject)
+  })
+}
+
+describe('same-origin means scheme, host and port', () => {
+  let gateway: RunningGateway
+  let echo: Upstream
+
+  beforeAll(async () => {
+    echo = await echoUpstream()
+    gateway = await startGateway({
+      policies: {
+        'app.yaml': [
+          'app: app',
+          'hosts: [app.test]',
+          `upstream: { targets: ["${echo.url}"] }`,
+          // A foreign origin is refused; the app's own pages need no listing.
+          'cors: { origins: [https://front.example.com], onDisallowed: reject }',
+        ].join('\n'),
+      },
+    })
+  })
+
+  afterAll(async () => {
+    await gateway?.stop()
+    await echo?.close()
+  })
+
+  const post = (headers: Record<string, string>) =>
+    fetchOnce('https://app.test/form', { port: gateway.ports.https, method: 'POST', headers, body: 'x=1' })
+
+  it.each([
+    ['its own https origin', { origin: 'https://app.test' }, 200],
+    ['its own origin with the default port', { origin: 'https://app.test:443' }, 200],
+    [
+      'its own origin, the browser saying same-origin',
+      { origin: 'https://app.test', 'sec-fetch-site': 'same-origin' },
+      200,
+    ],
+    ['the same host over http', { origin: 'http://app.test' }, 403],
+    [
+      'the same host over http, cross-site',
+      { origin: 'http://app.test', 'sec-fetch-site': 'cross-site' },
+      403,
+    ],
+    [
+      'its own origin, but the browser says cross-site',
+      { origin: 'https://app.test', 'sec-fetch-site': 'cross-site' },
+      403,
+    ],
+    [
+      'its own origin, but the browser says same-site',
+      { origin: 'https://app.test', 'sec-fetch-site': 'same-site' },
+      403,
+    ],
+    ['the same host on another port', { origin: 'https://app.test:8443' }, 403],
+  ])('a form POST from %s: %s', async (_case, headers, status) => {
+    const answer = await post(headers)
+    expect(answer.status, answer.body).toBe(status)
+    if (status === 403) expect(answer.json()).toMatchObject({ error: { code: 'PCL_CORS_ORIGIN_DENIED' } })
+  })
+
+  it.each([
+    ['its own https origin', { origin: 'https://app.test' }, 101],
+    ['the same host over http', { origin: 'http://app.test' }, 403],
+    [
+      'the same host over http, cross-site',
+      { origin: 'http://app.test', 'sec-fetch-site': 'cross-site' },
+      403,
+    ],
+    [
+      'its own origin, but the browser says cross-site',
+      { origin: 'https://app.test', 'sec-fetch-site': 'cross-site' },
+      403,
+    ],
+  ])('a WebSocket from %s: %s', async (_case, headers, status) => {
+    const result = await upgrade(`wss://127.0.0.1:${gateway.ports.https}/socket`, {
+      host: 'app.test',
+      ...headers,
+    })
+    result.socket?.close()
+    expect(result.status).toBe(status)
+  })
+})
+
+describe('a path rewrite never lands past an access rule', () => {
+  let gateway: RunningGateway
+  let echo: Upstream
+  const policy = (target: string) =>
+    [
+      'app: api',
+      'hosts: [api.test]',
+      `upstream: { targets: ["${target}"] }`,
+      'tls: { mode: "off" }',
+      'access:',
+      '  - { path: /admin/**, allow: [10.0.0.0/8] }',
+      'routes:',
+      // Onto the app's own targets: /v1/admin/x reaches the app as /admin/x.
+      '  - name: v1',
+      '    path: /v1/**',
+      '    stripPrefix: /v1',
+      '    access: [{ path: /secret/**, deny: all }]',
+      '  - name: legacy',
+      '    path: /old/**',
+      '    stripPrefix: /old',
+      '    addPrefix: /admin',
+    ].join('\n')
+
+  beforeAll(async () => {
+    echo = await echoUpstream()
+    gateway = await startGateway({ policies: { 'api.yaml': policy(echo.url) } })
+  })
+
+  afterAll(async () => {
+    await gateway?.stop()
+    await echo?.close()
+  })
+
+  const get = (target: string) => fetchOnce(`http://api.test${target}`, { port: gateway.ports.http })
+
+  it.each([
+    ['/v1/admin/x', 'access[0] /admin/** (the path routes[0] v1 rewrites to)'],
+    ['/v1/ADMIN/x', 'access[0] /admin/** (the path routes[0] v1 rewrites to)'],
+    ['/v1//admin/./x', 'access[0] /admin/** (the path routes[0] v1 rewrites to)'],
+    ['/v1/secret/y', 'routes[0].access[0] /secret/** (the path routes[0] v1 rewrites to)'],
+    ['/old/users', 'access[0] /admin/** (the path routes[1] legacy rewrites to)'],
+  ])('%s is refused by %s', async (target, rule) => {
+    const answer = await get(target)
+    expect(answer.status).toBe(403)
+    expect(answer.json()).toMatchObject({ error: { code: 'PCL_ACCESS_DENIED' } })
+    const id = answer.headers['x-request-id']
+    const line = await gateway.waitForLog((entry) => entry.msg === 'request' && entry.reqId === id)
+    expect([line.rule, line.route]).toEqual([rule, rule.includes('legacy') ? 'legacy' : 'v1'])
+  })
+
+  it('still serves what the rules allow, rewritten', async () => {
+    const answer = await get('/v1/items?x=1')
+    expect(answer.status).toBe(200)
+    expect(answer.json<{ url: string }>().url).toBe('/items?x=1')
+  })
+
+  it('is reported by check, at the route’s rewrite', async () => {
+    const { stdout } = await runCli(['check', gateway.policiesDir])
+    expect(stdout).toMatch(
+      /api\.yaml:\d+:\d+ PCL-ROUTE-REWRITE-RESTRICTED warning: the route rewrites \/v1\/\*\*, which no access rule names, to \/\*\*, which access\[0\] \(\/admin\/\*\*\) restricts/,
+    )
+    expect(stdout).toMatch(
+      /PCL-ROUTE-REWRITE-RESTRICTED warning: the route rewrites \/old\/\*\*, which no access rule names, to \/admin\/\*\*/,
+    )
+  })
+})
+
+describe('a route that sets only maxMessageSize', () => {
+  let gateway: RunningGateway
+  let echo: Upstream
+  const open: WebSocket[] = []
+
+  beforeAll(async () => {
+    echo = await echoUpstream()
+    gateway = await startGateway({
+      policies: {
+        'chat.yaml': [
+          'app: chat',
+          'hosts: [chat.test]',
+          `upstream: { targets: ["${echo.url}"] }`,
+          'tls: { mode: "off" }',
+          'websocket: { maxConnections: 3, maxConnectionsPerIp: 2 }',
+          'routes:',
+          '  - { path: /big/**, websocket: { maxMessageSize: 4mb } }',
+        ].join('\n'),
+      },
+    })
+  })
+
+  afterAll(async () => {
+    for (const socket of open) socket.close()
+    await gateway?.stop()
+    await echo?.close()
+  })
+
+  const connect = async (path: string, from: string) => {
+    const result = await upgrade(`ws://127.0.0.1:${gateway.ports.http}${path}`, { host: 'chat.test' }, from)
+    if (result.socket) open.push(result.socket)
+    return result.status
+  }
+
+  it('counts its WebSockets against the app’s caps, not a copy of them', async () => {
+    // Per IP: two in all, whichever path.
+    expect(await connect('/ws', '127.0.0.1')).toBe(101)
+    expect(await connect('/big/x', '127.0.0.1')).toBe(101)
+    expect(await connect('/big/y', '127.0.0.1')).toBe(429)
+    // For the app: three in all.
+    expect(await connect('/big/z', '127.0.0.2')).toBe(101)
+    expect(await connect('/ws', '127.0.0.3')).toBe(429)
+    expect(await connect('/big/w', '127.0.0.3')).toBe(429)
+  })
+})
