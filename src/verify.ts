@@ -6,7 +6,8 @@ import type { Policy } from './policy/schema.js'
 
 /**
  * Probes a live deployment from the outside, as the seeds' "sanity check before go-live" sections do:
- * every check sends real requests and reports pass, fail or skip with the evidence it saw.
+ * every check sends real requests and reports pass, fail or skip with the evidence it saw, or error when a
+ * probe got no answer to judge (refused, unresolved, reset, timed out): never a pass.
  */
 export interface VerifyOptions {
   /** https://host[:port] of the deployment. */
@@ -23,7 +24,7 @@ export interface VerifyOptions {
   healthPath?: string
 }
 
-export type CheckStatus = 'pass' | 'fail' | 'skip'
+export type CheckStatus = 'pass' | 'fail' | 'skip' | 'error'
 
 export interface CheckResult {
   id: string
@@ -88,7 +89,8 @@ export async function verify(options: VerifyOptions): Promise<CheckResult[]> {
       const [status, evidence] = await run()
       results.push({ id, title, status, evidence })
     } catch (error) {
-      results.push({ id, title, status: 'fail', evidence: `error: ${(error as Error).message}` })
+      // No answer is no evidence: the property may hold or not, so the check neither passes nor fails.
+      results.push({ id, title, status: 'error', evidence: `no answer: ${(error as Error).message}` })
     }
   }
   return results
@@ -97,11 +99,27 @@ export async function verify(options: VerifyOptions): Promise<CheckResult[]> {
 export function formatResults(results: readonly CheckResult[]): string {
   const lines = results.map(
     (result) =>
-      `${result.status.toUpperCase().padEnd(4)} ${result.id.padEnd(26)} ${result.title}: ${result.evidence}`,
+      `${result.status.toUpperCase().padEnd(5)} ${result.id.padEnd(26)} ${result.title}: ${result.evidence}`,
   )
-  const failed = results.filter((result) => result.status === 'fail').length
-  lines.push(`${results.length - failed} of ${results.length} checks passed or skipped; ${failed} failed`)
+  const count = (status: CheckStatus) => results.filter((result) => result.status === status).length
+  lines.push(
+    `${results.length} checks: ${count('pass')} passed, ${count('skip')} skipped, ${count('fail')} failed, ${count('error')} errors (no answer)`,
+  )
   return lines.join('\n')
+}
+
+/** Whether a run may be trusted: every check passed or did not apply. */
+export function allPassed(results: readonly CheckResult[]): boolean {
+  return results.every((result) => result.status === 'pass' || result.status === 'skip')
+}
+
+/** What a probe that got no answer says: the OpenSSL code for TLS, else the message and its code. */
+function failure(probe: string, error: unknown): Error {
+  const { message, code } = error as NodeJS.ErrnoException
+  if (code?.startsWith('ERR_SSL_')) return new Error(`${probe}: TLS ${code}`, { cause: error })
+  return new Error(`${probe}: ${message}${code && !message.includes(code) ? ` (${code})` : ''}`, {
+    cause: error,
+  })
 }
 
 function fetchHead(
@@ -111,13 +129,16 @@ function fetchHead(
   extra: { secure?: boolean; headers?: Record<string, string>; method?: string } = {},
 ): Promise<Answer> {
   const secure = extra.secure ?? true
+  const method = extra.method ?? 'GET'
+  const port = secure ? Number(url.port || 443) : options.httpPort
+  const probe = `${method} ${secure ? 'https' : 'http'}://${url.hostname}:${port}${path}`
   return new Promise((resolve, reject) => {
     const send = secure ? httpsRequest : httpRequest
     const request = send(
       {
         host: options.connect ?? url.hostname,
-        port: secure ? Number(url.port || 443) : options.httpPort,
-        method: extra.method ?? 'GET',
+        port,
+        method,
         path,
         headers: { host: secure ? url.host : url.hostname, ...extra.headers },
         agent: false,
@@ -132,10 +153,15 @@ function fetchHead(
         response.once('end', () =>
           resolve({ status: response.statusCode ?? 0, headers: response.headers, body }),
         )
+        // An answer cut off before its end is no answer: its status may not be what the server meant.
+        response.once('error', (error) => reject(failure(probe, error)))
+        response.once('close', () => {
+          if (!response.complete) reject(new Error(`${probe}: the answer was cut off`))
+        })
       },
     )
     request.once('timeout', () => request.destroy(new Error('timed out')))
-    request.once('error', reject)
+    request.once('error', (error) => reject(failure(probe, error)))
     request.end()
   })
 }
@@ -176,7 +202,10 @@ function handshake(
         socket.end()
       },
     )
-    socket.once('error', reject)
+    socket.setTimeout(10_000, () => socket.destroy(new Error('timed out')))
+    socket.once('error', (error) =>
+      reject(failure(`TLS handshake with ${url.hostname}:${url.port || 443}`, error)),
+    )
   })
 }
 
@@ -264,8 +293,8 @@ async function checkOwnWebSocket(options: VerifyOptions, url: URL): Promise<[Che
   let ok = true
   for (const path of paths) {
     const outcome = await upgrade(options, url, path, url.origin)
-    if (outcome.startsWith('403')) ok = false
-    seen.push(`upgrade to ${path} from ${url.origin} → ${outcome}`)
+    if (!outcome.opened) ok = false
+    seen.push(`upgrade to ${path} from ${url.origin} → ${describeUpgrade(outcome)}`)
   }
   return [ok ? 'pass' : 'fail', seen.join(', ')]
 }
@@ -274,9 +303,13 @@ function websocketProbePath(pattern: string): string {
   return pattern.replace(/\/\*\*$/, '/verify').replace(/\*/g, 'x')
 }
 
-/** A WebSocket handshake: `101 (opened)`, the refusing status, or the error. */
-function upgrade(options: VerifyOptions, url: URL, path: string, origin: string): Promise<string> {
-  return new Promise<string>((resolve) => {
+/** How a WebSocket handshake ended: opened, or answered with a status that is not 101. */
+type Upgrade = { opened: true } | { opened: false; answer: Answer }
+
+/** A WebSocket handshake; rejects when it got no answer (refused, reset, timed out, closed unanswered). */
+function upgrade(options: VerifyOptions, url: URL, path: string, origin: string): Promise<Upgrade> {
+  const probe = `upgrade to wss://${url.hostname}:${url.port || 443}${path}`
+  return new Promise<Upgrade>((resolve, reject) => {
     const socket = new WebSocket(`wss://${options.connect ?? url.hostname}:${url.port || 443}${path}`, {
       headers: { host: url.host, origin },
       rejectUnauthorized: false,
@@ -286,22 +319,36 @@ function upgrade(options: VerifyOptions, url: URL, path: string, origin: string)
     })
     socket.once('open', () => {
       socket.terminate()
-      resolve('101 (opened)')
+      resolve({ opened: true })
     })
     socket.once('unexpected-response', (_request, response) => {
-      resolve(String(response.statusCode))
-      socket.terminate()
+      let body = ''
+      response.on('data', (chunk: Buffer) => {
+        if (body.length < 4096) body += chunk.toString('utf8')
+      })
+      // A refusal's body ends with its length or with the connection; either way it is what was said.
+      response.once('close', () => {
+        resolve({
+          opened: false,
+          answer: { status: response.statusCode ?? 0, headers: response.headers, body },
+        })
+        socket.terminate()
+      })
     })
-    socket.once('error', (error) => resolve(`error ${error.message}`))
+    socket.once('error', (error) => reject(failure(probe, error)))
   })
+}
+
+function describeUpgrade(outcome: Upgrade): string {
+  return outcome.opened ? '101 (opened)' : String(outcome.answer.status)
 }
 
 async function checkWebSocket(options: VerifyOptions, url: URL): Promise<[CheckStatus, string]> {
   const path = websocketProbePath(options.policy?.websocket.paths[0]?.path ?? '/')
   const outcome = await upgrade(options, url, path, foreignOrigin)
   return [
-    outcome.startsWith('101') ? 'fail' : 'pass',
-    `upgrade to ${path} from ${foreignOrigin} → ${outcome}`,
+    outcome.opened ? 'fail' : 'pass',
+    `upgrade to ${path} from ${foreignOrigin} → ${describeUpgrade(outcome)}`,
   ]
 }
 

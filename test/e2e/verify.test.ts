@@ -1,33 +1,128 @@
+import { lookup } from 'node:dns/promises'
 import { mkdtemp, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { type RunningGateway, runCli, startGateway } from '../support/gateway.js'
-import { echoUpstream, type Upstream } from '../support/upstreams.js'
+import { echoUpstream, refusingPort, tcpUpstream, type Upstream } from '../support/upstreams.js'
 
 interface Check {
   id: string
-  status: 'pass' | 'fail' | 'skip'
+  status: 'pass' | 'fail' | 'skip' | 'error'
   evidence: string
 }
+
+/** Every check `verify` runs when given a policy with CORS, WebSocket and access rules, and --health. */
+const allChecks = [
+  'https-redirect',
+  'tls-version',
+  'certificate',
+  'hsts',
+  'cors-foreign-origin',
+  'websocket-foreign-origin',
+  'forwarded-for-spoofing',
+  'same-origin-write',
+  'preflight-allowed-headers',
+  'websocket-own-origin',
+  'restricted-paths',
+  'health',
+]
+
+const good = [
+  'app: good',
+  'hosts: [good.test]',
+  'upstream: { targets: ["UPSTREAM"] }',
+  'clientIp: { trustedProxies: [10.0.0.0/8] }',
+  'cors: { origins: [https://app.example.com] }',
+  'websocket: { paths: [{ path: /live/** }] }',
+  'access:',
+  '  - { path: /studio/**, allow: [10.0.0.0/8] }',
+  '  - { path: /sql, deny: all, respond: 404 }',
+  'rateLimits: [{ name: per-ip, limit: 100, window: 10m }]',
+  '',
+].join('\n')
+
+/** `verify --format json` with these arguments: its exit code and its checks by id. */
+async function runVerify(args: string[]): Promise<{ code: number | null; checks: Map<string, Check> }> {
+  const result = await runCli(['verify', ...args, '--format', 'json'])
+  const checks = JSON.parse(result.stdout) as Check[]
+  return { code: result.code, checks: new Map(checks.map((check) => [check.id, check])) }
+}
+
+/** The good policy, for probes of something that is not the gateway (its upstream is never asked). */
+async function goodPolicyFile(): Promise<string> {
+  const file = path.join(await mkdtemp(path.join(tmpdir(), 'pcl-verify-')), 'good.yaml')
+  await writeFile(file, good.replace('UPSTREAM', 'http://127.0.0.1:9'))
+  return file
+}
+
+/**
+ * `verify` of nothing: a closed port, a host that does not resolve, a server that hangs up at once. No
+ * answer is no evidence, so no check may pass, and the run must not exit 0.
+ */
+describe('portcullis verify with nothing to answer', () => {
+  let policy: string
+  let hangUp: Upstream
+  beforeAll(async () => {
+    // The premise: were it to resolve, the probes would leave the loopback.
+    await expect(lookup('nothing.invalid')).rejects.toMatchObject({ code: 'ENOTFOUND' })
+    policy = await goodPolicyFile()
+    hangUp = await tcpUpstream((socket) => socket.destroy())
+  })
+  afterAll(async () => {
+    await hangUp?.close()
+  })
+
+  const targets: [string, () => string[]][] = [
+    ['a closed port', () => [`https://good.test:${refusingPort}`, '--connect', '127.0.0.1']],
+    ['a host that does not resolve', () => [`https://nothing.invalid:${refusingPort}`]],
+    ['a server that hangs up at once', () => [`https://good.test:${hangUp.port}`, '--connect', '127.0.0.1']],
+  ]
+  it.each(targets)('%s: every check is an error, none passes, exit 1', async (_name, target) => {
+    const port = new URL(target()[0] ?? '').port
+    const { code, checks } = await runVerify([
+      ...target(),
+      '--http-port',
+      port,
+      '--policy',
+      policy,
+      '--health',
+      '/health',
+    ])
+    expect([...checks.keys()]).toEqual(allChecks)
+    const all = [...checks.values()]
+    expect(all.filter((check) => check.status === 'pass')).toEqual([])
+    // Not a fail either: nothing was seen that says the deployment is wrong.
+    expect(
+      all.filter((check) => check.status !== 'error' || !check.evidence.startsWith('no answer: ')),
+    ).toEqual([])
+    expect(code).toBe(1)
+  })
+
+  it('prints the error with its reason', async () => {
+    const result = await runCli([
+      'verify',
+      `https://good.test:${refusingPort}`,
+      '--connect',
+      '127.0.0.1',
+      '--http-port',
+      String(refusingPort),
+    ])
+    expect(result.stdout).toMatch(
+      /^ERROR websocket-foreign-origin +A foreign Origin cannot open a WebSocket: no answer: upgrade to wss:\/\/good\.test:1\/: connect ECONNREFUSED 127\.0\.0\.1:1$/m,
+    )
+    expect(result.stdout).toMatch(
+      /^ERROR https-redirect +.*: no answer: GET http:\/\/good\.test:1\/verify\?probe=1: connect ECONNREFUSED/m,
+    )
+    expect(result.stdout).toMatch(/^12 checks: 0 passed, 4 skipped, 0 failed, 8 errors \(no answer\)$/m)
+    expect(result.code).toBe(1)
+  })
+})
 
 /** `verify` against a deployment configured well and one configured badly, on the same gateway. */
 describe('portcullis verify', () => {
   let gateway: RunningGateway
   let echo: Upstream
-  const good = [
-    'app: good',
-    'hosts: [good.test]',
-    'upstream: { targets: ["UPSTREAM"] }',
-    'clientIp: { trustedProxies: [10.0.0.0/8] }',
-    'cors: { origins: [https://app.example.com] }',
-    'websocket: { paths: [{ path: /live/** }] }',
-    'access:',
-    '  - { path: /studio/**, allow: [10.0.0.0/8] }',
-    '  - { path: /sql, deny: all, respond: 404 }',
-    'rateLimits: [{ name: per-ip, limit: 100, window: 10m }]',
-    '',
-  ].join('\n')
   const bad = [
     'app: bad',
     'hosts: [bad.test]',
@@ -56,7 +151,6 @@ describe('portcullis verify', () => {
 
   /** `verify` of a host on the test gateway, trusting its internal CA. */
   const verifyArgs = (host: string) => [
-    'verify',
     `https://${host}:${gateway.ports.https}`,
     '--connect',
     '127.0.0.1',
@@ -66,22 +160,8 @@ describe('portcullis verify', () => {
     path.join(gateway.stateDir, 'internal/ca.crt'),
   ]
 
-  async function run(
-    host: string,
-    policy = path.join(gateway.policiesDir, 'good.yaml'),
-  ): Promise<{ code: number | null; checks: Map<string, Check> }> {
-    const result = await runCli([
-      ...verifyArgs(host),
-      '--policy',
-      policy,
-      '--health',
-      '/health',
-      '--format',
-      'json',
-    ])
-    const checks = JSON.parse(result.stdout) as Check[]
-    return { code: result.code, checks: new Map(checks.map((check) => [check.id, check])) }
-  }
+  const run = (host: string, policy = path.join(gateway.policiesDir, 'good.yaml')) =>
+    runVerify([...verifyArgs(host), '--policy', policy, '--health', '/health'])
 
   it('passes every check on a well-configured deployment, with evidence', async () => {
     const { code, checks } = await run('good.test')
@@ -134,11 +214,12 @@ describe('portcullis verify', () => {
   })
 
   it('prints one line per check', async () => {
-    const result = await runCli(verifyArgs('good.test'))
+    const result = await runCli(['verify', ...verifyArgs('good.test')])
     expect(result.stdout).toMatch(
-      /^PASS https-redirect +Plain HTTP redirects to HTTPS: http:\/\/good\.test:\d+\/verify → 308 https:\/\/good\.test:\d+\/verify\?probe=1$/m,
+      /^PASS +https-redirect +Plain HTTP redirects to HTTPS: http:\/\/good\.test:\d+\/verify → 308 https:\/\/good\.test:\d+\/verify\?probe=1$/m,
     )
-    expect(result.stdout).toMatch(/^SKIP restricted-paths/m)
-    expect(result.stdout).toMatch(/checks passed or skipped; 0 failed$/m)
+    expect(result.stdout).toMatch(/^SKIP +restricted-paths/m)
+    expect(result.stdout).toMatch(/^12 checks: \d+ passed, \d+ skipped, 0 failed, 0 errors \(no answer\)$/m)
+    expect(result.code).toBe(0)
   })
 })
