@@ -2,6 +2,7 @@ import { request as httpRequest, type IncomingHttpHeaders } from 'node:http'
 import { request as httpsRequest } from 'node:https'
 import { type PeerCertificate, connect as tlsConnect } from 'node:tls'
 import WebSocket, { type ClientOptions } from 'ws'
+import { type ErrorCode, errorCodes, errorStatus } from './errors.js'
 import type { Policy } from './policy/schema.js'
 
 /**
@@ -54,7 +55,11 @@ export async function verify(options: VerifyOptions): Promise<CheckResult[]> {
       () => checkCertificate(options, url),
     ],
     ['hsts', 'HSTS present with max-age of 180+ days', () => checkHsts(options, url)],
-    ['cors-foreign-origin', 'A foreign Origin gets no CORS grant', () => checkCors(options, url)],
+    [
+      'cors-foreign-origin',
+      "A foreign Origin's preflight is refused, with no CORS grant",
+      () => checkCors(options, url),
+    ],
     [
       'websocket-foreign-origin',
       'A foreign Origin cannot open a WebSocket',
@@ -80,7 +85,11 @@ export async function verify(options: VerifyOptions): Promise<CheckResult[]> {
       "The app's own pages may open its WebSockets",
       () => checkOwnWebSocket(options, url),
     ],
-    ['restricted-paths', 'Restricted paths answer 403/404 from here', () => checkRestricted(options, url)],
+    [
+      'restricted-paths',
+      'Restricted paths are refused by the gateway from here',
+      () => checkRestricted(options, url),
+    ],
     ['health', 'The health endpoint answers', () => checkHealth(options, url)],
   ]
   const results: CheckResult[] = []
@@ -120,6 +129,31 @@ function failure(probe: string, error: unknown): Error {
   return new Error(`${probe}: ${message}${code && !message.includes(code) ? ` (${code})` : ''}`, {
     cause: error,
   })
+}
+
+/**
+ * The code of a refusal the gateway itself wrote: its JSON error body, with the status of that code,
+ * under the X-Request-Id it answered with. A bare 403 or 404 may come from anywhere (the app, a proxy
+ * in front, a server that is not the gateway) and says nothing about the gateway's guards.
+ */
+function gatewayRefusal(answer: Answer): ErrorCode | undefined {
+  let error: { code?: unknown; requestId?: unknown } | undefined
+  try {
+    error = (JSON.parse(answer.body) as { error?: typeof error } | null)?.error
+  } catch {
+    return undefined
+  }
+  const code = error?.code
+  if (typeof code !== 'string' || !Object.hasOwn(errorCodes, code)) return undefined
+  const requestId = answer.headers['x-request-id']
+  if (typeof requestId !== 'string' || error?.requestId !== requestId) return undefined
+  return errorStatus(code as ErrorCode) === answer.status ? (code as ErrorCode) : undefined
+}
+
+/** A status as evidence: with the gateway's code when the gateway refused, e.g. `403 PCL_ACCESS_DENIED`. */
+function describeAnswer(answer: Answer): string {
+  const code = gatewayRefusal(answer)
+  return code ? `${answer.status} ${code}` : String(answer.status)
 }
 
 function fetchHead(
@@ -237,16 +271,18 @@ async function checkHsts(options: VerifyOptions, url: URL): Promise<[CheckStatus
   ]
 }
 
+/** Passes only on the gateway's refusal: a preflight answered without a grant may just be an app's. */
 async function checkCors(options: VerifyOptions, url: URL): Promise<[CheckStatus, string]> {
   const answer = await fetchHead(options, url, '/', {
     method: 'OPTIONS',
     headers: { origin: foreignOrigin, 'access-control-request-method': 'POST' },
   })
   const granted = answer.headers['access-control-allow-origin']
-  const ok = granted === undefined || (granted !== '*' && granted !== foreignOrigin)
+  const grants = granted === '*' || granted === foreignOrigin
+  const refused = gatewayRefusal(answer) === 'PCL_CORS_ORIGIN_DENIED'
   return [
-    ok ? 'pass' : 'fail',
-    `preflight from ${foreignOrigin} → ${answer.status}, Access-Control-Allow-Origin: ${granted ?? '(none)'}`,
+    refused && !grants ? 'pass' : 'fail',
+    `preflight from ${foreignOrigin} → ${describeAnswer(answer)}${refused ? '' : " (not the gateway's CORS refusal)"}, Access-Control-Allow-Origin: ${granted ?? '(none)'}`,
   ]
 }
 
@@ -259,9 +295,12 @@ async function checkSameOriginWrite(options: VerifyOptions, url: URL): Promise<[
       method: 'POST',
       headers: { origin, 'sec-fetch-site': 'same-origin', 'content-length': '0' },
     })
-    const refused = /"code":"PCL_CORS_/.test(answer.body)
-    if (refused) ok = false
-    seen.push(`POST / with Origin ${origin} → ${answer.status}${refused ? ' (refused by CORS)' : ''}`)
+    // Evidence that the gateway judged it: its X-Request-Id is on every answer it sends or relays.
+    const judged = typeof answer.headers['x-request-id'] === 'string'
+    const refused = gatewayRefusal(answer)?.startsWith('PCL_CORS_') ?? false
+    if (!judged || refused) ok = false
+    const note = refused ? ' (refused by CORS)' : judged ? '' : ' (not from the gateway: no X-Request-Id)'
+    seen.push(`POST / with Origin ${origin} → ${describeAnswer(answer)}${note}`)
   }
   return [ok ? 'pass' : 'fail', seen.join(', ')]
 }
@@ -280,10 +319,39 @@ async function checkPreflight(options: VerifyOptions, url: URL): Promise<[CheckS
       'access-control-request-headers': headers,
     },
   })
+  const ok = answer.status >= 200 && answer.status < 300
+  const missing = ok ? ungranted(answer, origin, method, cors.allowedHeaders) : []
   return [
-    answer.status === 204 || answer.status === 200 ? 'pass' : 'fail',
-    `preflight from ${origin} for ${method} with ${headers} → ${answer.status}`,
+    ok && missing.length === 0 ? 'pass' : 'fail',
+    `preflight from ${origin} for ${method} with ${headers} → ${describeAnswer(answer)}${missing.length > 0 ? ` (no grant for ${missing.join(', ')})` : ''}`,
   ]
+}
+
+/**
+ * What a 2xx preflight answer leaves out, judged as a browser does (Fetch's CORS-preflight check): an
+ * OK status alone lets nothing through. `*` is no grant with credentials, and never for Authorization.
+ */
+function ungranted(answer: Answer, origin: string, method: string, headers: readonly string[]): string[] {
+  const list = (name: string) =>
+    new Set(
+      String(answer.headers[name] ?? '')
+        .split(',')
+        .map((entry) => entry.trim().toLowerCase())
+        .filter(Boolean),
+    )
+  const credentials = answer.headers['access-control-allow-credentials'] === 'true'
+  const wildcard = (granted: ReadonlySet<string>) => !credentials && granted.has('*')
+  const missing: string[] = []
+  const allowOrigin = answer.headers['access-control-allow-origin']
+  if (allowOrigin !== origin && (credentials || allowOrigin !== '*')) missing.push('the origin')
+  const methods = list('access-control-allow-methods')
+  const safelisted = method === 'GET' || method === 'HEAD' || method === 'POST'
+  if (!safelisted && !methods.has(method.toLowerCase()) && !wildcard(methods)) missing.push(method)
+  const allowed = list('access-control-allow-headers')
+  for (const header of headers.map((name) => name.toLowerCase())) {
+    if (!allowed.has(header) && (header === 'authorization' || !wildcard(allowed))) missing.push(header)
+  }
+  return missing
 }
 
 async function checkOwnWebSocket(options: VerifyOptions, url: URL): Promise<[CheckStatus, string]> {
@@ -340,15 +408,18 @@ function upgrade(options: VerifyOptions, url: URL, path: string, origin: string)
 }
 
 function describeUpgrade(outcome: Upgrade): string {
-  return outcome.opened ? '101 (opened)' : String(outcome.answer.status)
+  return outcome.opened ? '101 (opened)' : describeAnswer(outcome.answer)
 }
 
+/** Passes only when the gateway refused the upgrade for its Origin; any other answer proves nothing. */
 async function checkWebSocket(options: VerifyOptions, url: URL): Promise<[CheckStatus, string]> {
   const path = websocketProbePath(options.policy?.websocket.paths[0]?.path ?? '/')
   const outcome = await upgrade(options, url, path, foreignOrigin)
+  const refused = !outcome.opened && gatewayRefusal(outcome.answer) === 'PCL_WS_ORIGIN_DENIED'
+  const note = refused || outcome.opened ? '' : " (not the gateway's Origin refusal)"
   return [
-    outcome.opened ? 'fail' : 'pass',
-    `upgrade to ${path} from ${foreignOrigin} → ${describeUpgrade(outcome)}`,
+    refused ? 'pass' : 'fail',
+    `upgrade to ${path} from ${foreignOrigin} → ${describeUpgrade(outcome)}${note}`,
   ]
 }
 
@@ -387,8 +458,11 @@ async function checkRestricted(options: VerifyOptions, url: URL): Promise<[Check
     const path = rule.path.replace(/\/\*\*$/, '/verify').replace(/\*/g, 'x')
     const method = rule.methods?.[0] ?? 'GET'
     const answer = await fetchHead(options, url, path, { method })
-    if (answer.status !== 403 && answer.status !== 404) ok = false
-    seen.push(`${method} ${path} → ${answer.status}`)
+    // The access guard's refusal, not a 403 or 404 the app (or anything else) happened to send.
+    const code = gatewayRefusal(answer)
+    const refused = code === 'PCL_ACCESS_DENIED' || code === 'PCL_NOT_FOUND'
+    if (!refused) ok = false
+    seen.push(`${method} ${path} → ${describeAnswer(answer)}${refused ? '' : " (not the gateway's refusal)"}`)
   }
   return [ok ? 'pass' : 'fail', seen.join(', ')]
 }

@@ -1,8 +1,12 @@
 import { lookup } from 'node:dns/promises'
 import { mkdtemp, writeFile } from 'node:fs/promises'
+import { createServer as createHttpServer, type RequestListener, type Server } from 'node:http'
+import { createServer as createHttpsServer } from 'node:https'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { afterAll, beforeAll, describe, expect, it } from 'vitest'
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
+import { listen } from '../../src/demo/echo-app.js'
+import { InternalCa } from '../../src/tls/internal-ca.js'
 import { type RunningGateway, runCli, startGateway } from '../support/gateway.js'
 import { echoUpstream, refusingPort, tcpUpstream, type Upstream } from '../support/upstreams.js'
 
@@ -119,6 +123,90 @@ describe('portcullis verify with nothing to answer', () => {
   })
 })
 
+/**
+ * `verify` of a server that is not the gateway: one HTTPS and one HTTP listener, with a certificate
+ * trusted for good.test, answering the same status to every request, upgrades included. What holds for
+ * any server (a trusted certificate, a health path that answers) passes; what needs the gateway's own
+ * refusal, grant or relay does not, whatever the status.
+ */
+describe('portcullis verify of a server that is not the gateway', () => {
+  let policy: string
+  let caFile: string
+  let leaf: { cert: string; key: string }
+  const servers: Server[] = []
+  beforeAll(async () => {
+    policy = await goodPolicyFile()
+    const ca = await InternalCa.open(await mkdtemp(path.join(tmpdir(), 'pcl-verify-ca-')))
+    leaf = await ca.leafFor('plain', ['good.test'])
+    caFile = ca.caCertificateFile
+  })
+  afterEach(async () => {
+    for (const server of servers.splice(0)) {
+      server.closeAllConnections()
+      await new Promise((resolve) => server.close(resolve))
+    }
+  })
+
+  /** The two listeners' ports; neither has an upgrade listener, so upgrades are answered as requests. */
+  async function plainServer(status: number): Promise<{ https: number; http: number }> {
+    const answer: RequestListener = (request, response) => {
+      request.resume()
+      response.writeHead(status, { 'content-type': 'text/plain' }).end('plain\n')
+    }
+    const https = createHttpsServer(leaf, answer)
+    const http = createHttpServer(answer)
+    servers.push(https, http)
+    return { https: await listen(https, 0), http: await listen(http, 0) }
+  }
+
+  const fails = {
+    'https-redirect': 'fail',
+    'tls-version': 'pass',
+    certificate: 'pass',
+    hsts: 'fail',
+    'cors-foreign-origin': 'fail',
+    'websocket-foreign-origin': 'fail',
+    'forwarded-for-spoofing': 'skip',
+    'same-origin-write': 'fail',
+    'preflight-allowed-headers': 'fail',
+    'websocket-own-origin': 'fail',
+    'restricted-paths': 'fail',
+  }
+  it.each([
+    [200, { ...fails, health: 'pass' }],
+    [403, { ...fails, health: 'fail' }],
+    [404, { ...fails, health: 'fail' }],
+  ])(
+    'one that answers %i to everything passes nothing that needs the gateway, exit 1',
+    async (status, expected) => {
+      const ports = await plainServer(status)
+      const { code, checks } = await runVerify([
+        `https://good.test:${ports.https}`,
+        '--connect',
+        '127.0.0.1',
+        '--http-port',
+        String(ports.http),
+        '--ca',
+        caFile,
+        '--policy',
+        policy,
+        '--health',
+        '/health',
+      ])
+      expect(Object.fromEntries([...checks.values()].map((check) => [check.id, check.status]))).toEqual(
+        expected,
+      )
+      expect(checks.get('websocket-foreign-origin')?.evidence).toBe(
+        `upgrade to /live/verify from https://portcullis-verify.invalid → ${status} (not the gateway's Origin refusal)`,
+      )
+      expect(checks.get('restricted-paths')?.evidence).toBe(
+        `GET /studio/verify → ${status} (not the gateway's refusal), GET /sql → ${status} (not the gateway's refusal)`,
+      )
+      expect(code).toBe(1)
+    },
+  )
+})
+
 /** `verify` against a deployment configured well and one configured badly, on the same gateway. */
 describe('portcullis verify', () => {
   let gateway: RunningGateway
@@ -168,7 +256,9 @@ describe('portcullis verify', () => {
     expect([...checks.values()].filter((check) => check.status !== 'pass')).toEqual([])
     expect(code).toBe(0)
     expect(checks.get('tls-version')?.evidence).toMatch(/negotiated TLSv1\.3; TLS 1\.1 refused/)
-    expect(checks.get('restricted-paths')?.evidence).toBe('GET /studio/verify → 403, GET /sql → 404')
+    expect(checks.get('restricted-paths')?.evidence).toBe(
+      'GET /studio/verify → 403 PCL_ACCESS_DENIED, GET /sql → 404 PCL_NOT_FOUND',
+    )
     expect(checks.get('forwarded-for-spoofing')?.evidence).toMatch(
       /sent at once: (\d+, ){7}\d+ \(one shared budget/,
     )
@@ -209,7 +299,7 @@ describe('portcullis verify', () => {
     const meant = await run('good.test', expected)
     expect(meant.checks.get('preflight-allowed-headers')).toMatchObject({
       status: 'fail',
-      evidence: expect.stringMatching(/with content-type, apikey → 403$/),
+      evidence: expect.stringMatching(/with content-type, apikey → 403 PCL_CORS_HEADER_DENIED$/),
     })
   })
 
