@@ -4,6 +4,7 @@ import { createServer as createHttpServer, type RequestListener, type Server } f
 import { createServer as createHttpsServer } from 'node:https'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
+import type { SecureContextOptions } from 'node:tls'
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest'
 import { listen } from '../../src/demo/echo-app.js'
 import { InternalCa } from '../../src/tls/internal-ca.js'
@@ -148,16 +149,34 @@ describe('portcullis verify of a server that is not the gateway', () => {
   })
 
   /** The two listeners' ports; neither has an upgrade listener, so upgrades are answered as requests. */
-  async function plainServer(status: number): Promise<{ https: number; http: number }> {
+  async function plainServer(
+    status: number,
+    tls: SecureContextOptions = {},
+  ): Promise<{ https: number; http: number }> {
     const answer: RequestListener = (request, response) => {
       request.resume()
       response.writeHead(status, { 'content-type': 'text/plain' }).end('plain\n')
     }
-    const https = createHttpsServer(leaf, answer)
+    const https = createHttpsServer({ ...leaf, ...tls }, answer)
     const http = createHttpServer(answer)
     servers.push(https, http)
     return { https: await listen(https, 0), http: await listen(http, 0) }
   }
+
+  const verifyPlain = (ports: { https: number; http: number }) =>
+    runVerify([
+      `https://good.test:${ports.https}`,
+      '--connect',
+      '127.0.0.1',
+      '--http-port',
+      String(ports.http),
+      '--ca',
+      caFile,
+      '--policy',
+      policy,
+      '--health',
+      '/health',
+    ])
 
   const fails = {
     'https-redirect': 'fail',
@@ -180,19 +199,7 @@ describe('portcullis verify of a server that is not the gateway', () => {
     'one that answers %i to everything passes nothing that needs the gateway, exit 1',
     async (status, expected) => {
       const ports = await plainServer(status)
-      const { code, checks } = await runVerify([
-        `https://good.test:${ports.https}`,
-        '--connect',
-        '127.0.0.1',
-        '--http-port',
-        String(ports.http),
-        '--ca',
-        caFile,
-        '--policy',
-        policy,
-        '--health',
-        '/health',
-      ])
+      const { code, checks } = await verifyPlain(ports)
       expect(Object.fromEntries([...checks.values()].map((check) => [check.id, check.status]))).toEqual(
         expected,
       )
@@ -205,6 +212,15 @@ describe('portcullis verify of a server that is not the gateway', () => {
       expect(code).toBe(1)
     },
   )
+
+  it('one that still speaks TLS 1.1 fails tls-version: the probe offers it in earnest', async () => {
+    const ports = await plainServer(200, { minVersion: 'TLSv1', ciphers: 'DEFAULT@SECLEVEL=0' })
+    const { checks } = await verifyPlain(ports)
+    expect(checks.get('tls-version')).toMatchObject({
+      status: 'fail',
+      evidence: 'negotiated TLSv1.3; TLS 1.1 accepted TLSv1.1',
+    })
+  })
 })
 
 /** `verify` against a deployment configured well and one configured badly, on the same gateway. */
@@ -255,7 +271,9 @@ describe('portcullis verify', () => {
     const { code, checks } = await run('good.test')
     expect([...checks.values()].filter((check) => check.status !== 'pass')).toEqual([])
     expect(code).toBe(0)
-    expect(checks.get('tls-version')?.evidence).toMatch(/negotiated TLSv1\.3; TLS 1\.1 refused/)
+    expect(checks.get('tls-version')?.evidence).toBe(
+      'negotiated TLSv1.3; TLS 1.1 refused by the server (ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION)',
+    )
     expect(checks.get('restricted-paths')?.evidence).toBe(
       'GET /studio/verify → 403 PCL_ACCESS_DENIED, GET /sql → 404 PCL_NOT_FOUND',
     )
