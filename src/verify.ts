@@ -203,8 +203,12 @@ function fetchHead(
 async function checkRedirect(options: VerifyOptions, url: URL): Promise<[CheckStatus, string]> {
   const answer = await fetchHead(options, url, '/verify?probe=1', { secure: false })
   const location = String(answer.headers.location ?? '')
+  // The same host, parsed: `https://good.test.evil.example/` starts like `https://good.test` too.
+  const to = URL.canParse(location) ? new URL(location) : undefined
   const ok =
-    (answer.status === 301 || answer.status === 308) && location.startsWith(`https://${url.hostname}`)
+    (answer.status === 301 || answer.status === 308) &&
+    to?.protocol === 'https:' &&
+    to.hostname === url.hostname
   return [
     ok ? 'pass' : 'fail',
     `http://${url.hostname}:${options.httpPort}/verify → ${answer.status} ${location || '(no Location)'}`,
@@ -451,8 +455,14 @@ async function checkSpoofing(options: VerifyOptions, url: URL): Promise<[CheckSt
       return match ? Number(match[1]) : undefined
     }),
   )
-  if (probes.some((remaining) => remaining === undefined))
+  const counted = probes.filter((remaining) => remaining !== undefined).length
+  if (counted === 0)
     return ['skip', 'no RateLimit header on / to compare budgets (no rate limit applies there)']
+  // Budgets that cannot all be compared, or that are all spent, say nothing about whose they are.
+  if (counted < probes.length)
+    return ['fail', `only ${counted} of 8 answers to forged X-Forwarded-For carried a RateLimit header`]
+  if (probes.every((remaining) => remaining === 0))
+    return ['fail', 'every answer to 8 forged X-Forwarded-For had a spent budget (RateLimit remaining 0)']
   const distinct = new Set(probes).size
   return [
     distinct > 1 ? 'pass' : 'fail',

@@ -148,15 +148,21 @@ describe('portcullis verify of a server that is not the gateway', () => {
     }
   })
 
-  /** The two listeners' ports; neither has an upgrade listener, so upgrades are answered as requests. */
-  async function plainServer(
-    status: number,
-    tls: SecureContextOptions = {},
-  ): Promise<{ https: number; http: number }> {
+  /** An answer of `status` to every request, with the headers `headers` gives for the nth answer. */
+  function answering(status: number, headers: (nth: number) => Record<string, string> = () => ({})) {
+    let answered = 0
     const answer: RequestListener = (request, response) => {
       request.resume()
-      response.writeHead(status, { 'content-type': 'text/plain' }).end('plain\n')
+      response.writeHead(status, { 'content-type': 'text/plain', ...headers(++answered) }).end('plain\n')
     }
+    return answer
+  }
+
+  /** The two listeners' ports; neither has an upgrade listener, so upgrades are answered as requests. */
+  async function plainServer(
+    answer: RequestListener,
+    tls: SecureContextOptions = {},
+  ): Promise<{ https: number; http: number }> {
     const https = createHttpsServer({ ...leaf, ...tls }, answer)
     const http = createHttpServer(answer)
     servers.push(https, http)
@@ -198,7 +204,7 @@ describe('portcullis verify of a server that is not the gateway', () => {
   ])(
     'one that answers %i to everything passes nothing that needs the gateway, exit 1',
     async (status, expected) => {
-      const ports = await plainServer(status)
+      const ports = await plainServer(answering(status))
       const { code, checks } = await verifyPlain(ports)
       expect(Object.fromEntries([...checks.values()].map((check) => [check.id, check.status]))).toEqual(
         expected,
@@ -214,11 +220,38 @@ describe('portcullis verify of a server that is not the gateway', () => {
   )
 
   it('one that still speaks TLS 1.1 fails tls-version: the probe offers it in earnest', async () => {
-    const ports = await plainServer(200, { minVersion: 'TLSv1', ciphers: 'DEFAULT@SECLEVEL=0' })
+    const ports = await plainServer(answering(200), { minVersion: 'TLSv1', ciphers: 'DEFAULT@SECLEVEL=0' })
     const { checks } = await verifyPlain(ports)
     expect(checks.get('tls-version')).toMatchObject({
       status: 'fail',
       evidence: 'negotiated TLSv1.3; TLS 1.1 accepted TLSv1.1',
+    })
+  })
+
+  it('one that redirects to another host fails https-redirect', async () => {
+    const elsewhere = 'https://good.test.evil.invalid/verify?probe=1'
+    const ports = await plainServer(answering(308, () => ({ location: elsewhere })))
+    const { checks } = await verifyPlain(ports)
+    expect(checks.get('https-redirect')).toMatchObject({
+      status: 'fail',
+      evidence: `http://good.test:${ports.http}/verify → 308 ${elsewhere}`,
+    })
+  })
+
+  it('one whose RateLimit header comes on some answers only fails forwarded-for-spoofing', async () => {
+    const ports = await plainServer(
+      answering(
+        200,
+        (nth): Record<string, string> =>
+          nth % 2 === 0 ? { ratelimit: `"per-ip";r=${100 - nth};t=600` } : {},
+      ),
+    )
+    const { checks } = await verifyPlain(ports)
+    expect(checks.get('forwarded-for-spoofing')).toMatchObject({
+      status: 'fail',
+      evidence: expect.stringMatching(
+        /^only 4 of 8 answers to forged X-Forwarded-For carried a RateLimit header$/,
+      ),
     })
   })
 })
