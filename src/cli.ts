@@ -105,11 +105,12 @@ const verifyUsage = `Usage: portcullis verify <https://host[:port]> [--policy <f
                          [--http-port 80] [--ca <pem file>] [--health <path>] [--format text|json]
 
 Probes a live deployment from the outside and prints pass, fail, skip or error per check with the
-evidence: HTTP redirects to HTTPS, TLS version, certificate validity and expiry, HSTS, no CORS grant and
-no WebSocket for a foreign Origin, a forged X-Forwarded-For not changing the client (needs a rate limit
-on /), restricted paths of --policy answering 403/404, and --health answering. A check passes only on
-what it saw; a probe that got no answer (refused, unresolved, TLS failure, reset, timed out) is an
-error, never a pass.
+evidence: HTTP redirects to HTTPS, TLS version, certificate validity and expiry, HSTS, the gateway
+refusing a foreign Origin's preflight and WebSocket, a forged X-Forwarded-For not changing the client
+(needs a rate limit on /), the gateway refusing restricted paths of --policy, and --health answering.
+A check passes only on evidence it saw; where it is about a guard of the gateway, only the gateway's
+own refusal (its PCL_* error body) counts. A probe that got no answer (refused, unresolved, TLS
+failure, reset, timed out) is an error, never a pass.
 --connect sends the connections to that address instead of resolving the host (like curl --resolve).
 
 Exit codes: 0 every check passed or was skipped, 1 a check failed or got no answer, 2 bad arguments.`
