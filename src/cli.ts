@@ -17,7 +17,7 @@ import { checkAlways, checkProduction, formatFinding } from './policy/rules.js'
 import type { Policy } from './policy/schema.js'
 import { loadPolicySource } from './policy/source.js'
 import { envName, flagName, resolveSettings, type SettingName, settingsSchema } from './settings.js'
-import { formatResults, verify } from './verify.js'
+import { allPassed, formatResults, verify } from './verify.js'
 
 const usage = {
   main: `Usage: portcullis <command> [options]
@@ -104,13 +104,16 @@ async function explainCommand(args: string[]): Promise<number> {
 const verifyUsage = `Usage: portcullis verify <https://host[:port]> [--policy <file>] [--connect <address>]
                          [--http-port 80] [--ca <pem file>] [--health <path>] [--format text|json]
 
-Probes a live deployment from the outside and prints pass, fail or skip per check with the evidence:
-HTTP redirects to HTTPS, TLS version, certificate validity and expiry, HSTS, no CORS grant and no
-WebSocket for a foreign Origin, a forged X-Forwarded-For not changing the client (needs a rate limit
-on /), restricted paths of --policy answering 403/404, and --health answering.
+Probes a live deployment from the outside and prints pass, fail, skip or error per check with the
+evidence: HTTP redirects to HTTPS, TLS version, certificate validity and expiry, HSTS, the gateway
+refusing a foreign Origin's preflight and WebSocket, a forged X-Forwarded-For not changing the client
+(needs a rate limit on /), the gateway refusing restricted paths of --policy, and --health answering.
+A check passes only on evidence it saw; where it is about a guard of the gateway, only the gateway's
+own refusal (its PCL_* error body) counts. A probe that got no answer (refused, unresolved, TLS
+failure, reset, timed out) is an error, never a pass.
 --connect sends the connections to that address instead of resolving the host (like curl --resolve).
 
-Exit codes: 0 no check failed, 1 a check failed, 2 bad arguments.`
+Exit codes: 0 every check passed or was skipped, 1 a check failed or got no answer, 2 bad arguments.`
 
 async function verifyCommand(args: string[]): Promise<number> {
   const { values, positionals } = parseArgs({
@@ -153,7 +156,7 @@ async function verifyCommand(args: string[]): Promise<number> {
     ...(values.health ? { healthPath: values.health } : {}),
   })
   console.log(values.format === 'json' ? JSON.stringify(results, null, 2) : formatResults(results))
-  return results.some((result) => result.status === 'fail') ? 1 : 0
+  return allPassed(results) ? 0 : 1
 }
 
 function serveUsage(): string {
