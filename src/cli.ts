@@ -276,6 +276,7 @@ async function check(args: string[]): Promise<number> {
         })
       : checkAlways(source.policies)
   const errors = findings.filter((finding) => finding.severity === 'error')
+  const notes = findings.filter((finding) => finding.severity === 'note')
   const code = problems.length > 0 ? 2 : errors.length > 0 ? 1 : 0
   if (values.format === 'json') {
     console.log(JSON.stringify({ valid: problems.length === 0, problems, findings }, null, 2))
@@ -286,7 +287,7 @@ async function check(args: string[]): Promise<number> {
   if (problems.length > 0) console.log(`${problems.length} problem(s) in ${files.length} file(s)`)
   else if (findings.length > 0) {
     console.log(
-      `${files.length} policy file(s) valid; ${errors.length} production error(s), ${findings.length - errors.length} warning(s)`,
+      `${files.length} policy file(s) valid; ${errors.length} production error(s), ${findings.length - errors.length - notes.length} warning(s)${notes.length > 0 ? `, ${notes.length} note(s)` : ''}`,
     )
   } else console.log(`${files.length} policy file(s) valid`)
   return code

@@ -55,7 +55,7 @@ export function logAccess(
           rule: refusal.rule,
           enforced: exchange?.refusal !== undefined,
           method: request.method,
-          path: path.length > 200 ? `${path.slice(0, 200)}…` : path,
+          path: shortened(path) ?? path,
           clientIp: clientIp ?? '',
         }
       : undefined,
@@ -104,8 +104,15 @@ export function logAccess(
     websocket: exchange?.upgrade || undefined,
     code: exchange?.refusal?.code,
     rule: exchange?.refusal?.rule,
+    // What was refused (the header, origin, method or limit), as the client was told.
+    reason: shortened(exchange?.refusal?.message),
     wouldBlock: exchange?.wouldBlock,
   })
+}
+
+/** A client-chosen value (a path, an Origin in a refusal's message) is cut to keep lines short. */
+function shortened(text: string | undefined): string | undefined {
+  return text !== undefined && text.length > 200 ? `${text.slice(0, 200)}…` : text
 }
 
 /** Cookies being set are secrets whatever the settings say. */

@@ -255,6 +255,7 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
     )
       headers.connection = 'close'
     exchange.responseHeaders = headers
+    if (context.log.isLevelEnabled('debug')) logHeaderEdits(request, fromApp, headers)
     return headers
   }
 
@@ -350,6 +351,23 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
   })
 
   return edge
+}
+
+/** At debug level: each header of an answer the gateway added, rewrote or removed, and how. */
+function logHeaderEdits(request: FastifyRequest, fromApp: OutgoingHttpHeaders, sent: OutgoingHttpHeaders) {
+  const edits: Record<string, string> = {}
+  for (const name of new Set([...Object.keys(fromApp), ...Object.keys(sent)])) {
+    const before = fromApp[name]
+    const after = sent[name]
+    if (String(before) === String(after)) continue
+    edits[name] =
+      before === undefined
+        ? `added: ${String(after)}`
+        : after === undefined
+          ? 'removed'
+          : `${String(before)} → ${String(after)}`
+  }
+  request.log.debug({ responseHeaderEdits: edits }, 'response headers edited')
 }
 
 /** RFC 6455 §4.2.1: checked before the upstream is asked, so a handshake the relay would refuse costs it nothing. */

@@ -30,6 +30,8 @@ export interface Explanation {
   rule?: string
   /** What the client's answer would carry from the gateway. */
   responseHeaders: OutgoingHttpHeaders
+  /** What the gateway does to the headers of the app's answers (removed, added, cookies). */
+  responseEdits?: readonly string[]
   /** For a proxied request: what the upstream would receive. */
   upstream?: {
     target: string
@@ -106,7 +108,12 @@ function describe(exchange: Exchange, outcome: Outcome, steps: TraceStep[]): Exp
   const route = app.route
     ? `app ${app.id}, route ${app.route.label} (${app.route.path}${app.route.sets.length > 0 ? `; sets ${app.route.sets.join(', ')}` : ''})`
     : `app ${app.id}`
-  const base = { route, app: { id: app.id, file: app.file, mode: app.mode }, steps }
+  const base = {
+    route,
+    app: { id: app.id, file: app.file, mode: app.mode },
+    steps,
+    responseEdits: app.responseEdits.explained,
+  }
   const responseHeaders = (fromApp: OutgoingHttpHeaders = {}) =>
     app.responseEdits.apply(fromApp, exchange.addedHeaders, exchange.secure)
   switch (outcome.kind) {
@@ -217,6 +224,10 @@ export function formatExplanation(explanation: Explanation): string {
   if (headers.length > 0) {
     lines.push('response headers added by the gateway:')
     for (const [name, value] of headers) lines.push(`  ${name}: ${String(value)}`)
+  }
+  if (explanation.responseEdits && explanation.responseEdits.length > 0) {
+    lines.push("edits of the app's answers:")
+    for (const edit of explanation.responseEdits) lines.push(`  ${edit}`)
   }
   return lines.join('\n')
 }

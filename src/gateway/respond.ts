@@ -14,7 +14,7 @@ declare module 'fastify' {
  * the code and policy rule recorded on the exchange for the access log and metrics.
  */
 export function refuse(reply: FastifyReply, code: ErrorCode, rule: string, message?: string): FastifyReply {
-  reply.request.exchange?.refuse(code, rule)
+  reply.request.exchange?.refuse(code, rule, message)
   return reply
     .code(errorStatus(code))
     .type('application/json; charset=utf-8')

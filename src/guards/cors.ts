@@ -44,6 +44,10 @@ export class CorsGuard implements Guard, ResponseEdit {
     return isCorsHeader(name)
   }
 
+  explainEdit(): string {
+    return "Access-Control-*: the app's removed, the gateway's grant added for allowed origins; Vary: Origin"
+  }
+
   check(request: Pick<GuardExchange, 'method' | 'headers' | 'secure'>): Decision {
     const originHeader = request.headers.origin
     const requestedMethod = request.headers['access-control-request-method']

@@ -28,6 +28,18 @@ export class SecurityHeaders implements ResponseEdit {
     return this.removed.has(name)
   }
 
+  explainEdit(): string {
+    const added = this.defaults.map(([name, value]) => `${name}: ${value}`).join(', ')
+    const set = this.overrides.map(([name, value]) => `${name}: ${value}`).join(', ')
+    return [
+      `removed: ${[...this.removed].join(', ')}`,
+      added ? `added where the app set none: ${added}` : undefined,
+      set ? `set over the app's: ${set}` : undefined,
+    ]
+      .filter((part) => part !== undefined)
+      .join('; ')
+  }
+
   /** Defaults where the app set none, then the overrides. */
   edit(headers: OutgoingHttpHeaders): void {
     for (const [name, value] of this.defaults) if (headers[name] === undefined) headers[name] = value
@@ -49,6 +61,8 @@ function helmetHeaders(section: Policy['headers']): Record<string, string> {
   helmet({
     contentSecurityPolicy: false,
     strictTransportSecurity: false, // the gateway sends HSTS from the policy's hsts section
+    // It ends document.domain, which an old app's cross-subdomain frames may rely on.
+    originAgentCluster: false,
     xFrameOptions: off(section.frameOptions, {
       action: section.frameOptions.toLowerCase() as 'deny' | 'sameorigin',
     }),
@@ -59,6 +73,9 @@ function helmetHeaders(section: Policy['headers']): Record<string, string> {
     crossOriginResourcePolicy: off(section.crossOriginResourcePolicy, {
       policy: section.crossOriginResourcePolicy as 'same-origin' | 'same-site' | 'cross-origin',
     }),
+    crossOriginEmbedderPolicy: off(section.crossOriginEmbedderPolicy, {
+      policy: section.crossOriginEmbedderPolicy as 'require-corp' | 'credentialless' | 'unsafe-none',
+    }),
   })({} as IncomingMessage, collector as unknown as ServerResponse, () => {})
   return headers
 }
@@ -66,6 +83,10 @@ function helmetHeaders(section: Policy['headers']): Record<string, string> {
 /** Strict-Transport-Security on every answer over HTTPS, when the policy's `hsts` asks for it. */
 export class StrictTransportSecurity implements ResponseEdit {
   constructor(private readonly value: string) {}
+
+  explainEdit(): string {
+    return `strict-transport-security: ${this.value} on HTTPS answers, replacing the app's`
+  }
 
   edit(headers: OutgoingHttpHeaders, secure: boolean): void {
     if (secure) headers['strict-transport-security'] = this.value

@@ -137,6 +137,6 @@ function conclude(app: App, exchange: Exchange, chainDecision: Decision): Outcom
 }
 
 function refuse(exchange: Exchange, code: ErrorCode, rule: string, message?: string): Outcome {
-  exchange.refuse(code, rule)
+  exchange.refuse(code, rule, message)
   return message === undefined ? { kind: 'refuse', code, rule } : { kind: 'refuse', code, rule, message }
 }

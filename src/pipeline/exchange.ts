@@ -28,6 +28,8 @@ export type Outcome =
 export interface Refusal {
   code: ErrorCode
   rule: string
+  /** What was refused, as the client is told: the header, origin, method or limit that decided. */
+  message?: string
 }
 
 /**
@@ -102,7 +104,7 @@ export class Exchange implements GuardExchange {
     this.identity = { ip: arrival.peer, via: 'peer', chain: [arrival.peer], peerTrusted: false }
   }
 
-  refuse(code: ErrorCode, rule: string): void {
-    this.refusal = { code, rule }
+  refuse(code: ErrorCode, rule: string, message?: string): void {
+    this.refusal = message === undefined ? { code, rule } : { code, rule, message }
   }
 }

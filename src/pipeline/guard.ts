@@ -121,6 +121,8 @@ export interface Guard {
 export interface ResponseEdit {
   drops?(name: string): boolean
   edit?(headers: OutgoingHttpHeaders, secure: boolean): void
+  /** What the edit does to every answer, for `explain`. */
+  explainEdit(): string
 }
 
 /** One guard's verdict, recorded for `portcullis explain`. */

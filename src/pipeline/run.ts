@@ -75,10 +75,10 @@ function judge(
 export function applyMode(
   mode: 'enforce' | 'report-only',
   decision: Decision,
-): { decision: Decision; wouldBlock?: { code: ErrorCode; rule: string } } {
+): { decision: Decision; wouldBlock?: { code: ErrorCode; rule: string; message: string } } {
   if (decision.kind !== 'deny' || mode !== 'report-only' || decision.code === 'PCL_BAD_REQUEST')
     return { decision }
-  const wouldBlock = { code: decision.code, rule: decision.rule }
+  const wouldBlock = { code: decision.code, rule: decision.rule, message: decision.message }
   if (!decision.headers) return { decision: { kind: 'allow' }, wouldBlock }
   const { 'retry-after': _retryAfter, ...informational } = decision.headers
   return { decision: { kind: 'allow', responseHeaders: informational }, wouldBlock }
@@ -92,8 +92,11 @@ export function applyMode(
 export class ResponseEdits {
   private readonly droppers: ((name: string) => boolean)[]
   private readonly editors: ResponseEdit[]
+  /** What each edit does, in order, for `explain`. */
+  readonly explained: readonly string[]
 
   constructor(edits: readonly ResponseEdit[]) {
+    this.explained = edits.map((edit) => edit.explainEdit())
     this.droppers = edits.flatMap((edit) => (edit.drops ? [edit.drops.bind(edit)] : []))
     this.editors = edits.filter((edit) => edit.edit !== undefined)
   }

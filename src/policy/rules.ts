@@ -11,7 +11,8 @@ export interface ProductionContext {
   replicas: number
 }
 
-export type Severity = 'error' | 'warning'
+/** A note suggests a hardening the policy has not decided on; it never fails a check. */
+export type Severity = 'error' | 'warning' | 'note'
 
 export interface Finding extends PolicyProblem {
   rule: string
@@ -299,6 +300,29 @@ export const productionRules: readonly Rule[] = [
     },
   },
   {
+    id: 'PCL-ISOLATION-UNDECIDED',
+    severity: 'note',
+    fix: 'Set it where the app allows (same-origin, or cross-origin for an API other sites use), with a route turning it off on the paths that need otherwise (an OAuth popup’s return page); consider crossOriginEmbedderPolicy and contentSecurityPolicy too.',
+    check: (policy) => {
+      const decided = (setting: 'crossOriginOpenerPolicy' | 'crossOriginResourcePolicy') =>
+        policy.headers[setting] !== 'off'
+      return [
+        decided('crossOriginOpenerPolicy')
+          ? undefined
+          : {
+              field: ['headers', 'crossOriginOpenerPolicy'],
+              reason: 'no Cross-Origin-Opener-Policy: other sites can keep a handle on the app’s windows',
+            },
+        decided('crossOriginResourcePolicy')
+          ? undefined
+          : {
+              field: ['headers', 'crossOriginResourcePolicy'],
+              reason: 'no Cross-Origin-Resource-Policy: any site can embed the app’s resources',
+            },
+      ].filter((finding) => finding !== undefined)
+    },
+  },
+  {
     id: 'PCL-REPORT-ONLY',
     severity: 'error',
     fix: 'Set mode: enforce once the report-only logs show no false positives.',
@@ -337,7 +361,9 @@ function findings(
       const own = rule.check(loaded.policy, context).map(({ field, reason }) => finding(field, reason))
       // A route's merged settings are held to the same rules, for what the route itself sets (the
       // rest is the app's, checked above). Its access and rate-limit rules add to the app's, so rules
-      // about those lists are judged on the app's alone.
+      // about those lists are judged on the app's alone. A route that sets aside what a note suggests
+      // (an OAuth return page without COOP) does so on purpose.
+      if (rule.severity === 'note') return own
       const routes = loaded.routes.flatMap(({ policy, sets }, index) =>
         rule
           .check(policy, context)

@@ -546,12 +546,22 @@ export const headersSchema = z
       ),
     crossOriginOpenerPolicy: z
       .enum(['same-origin', 'same-origin-allow-popups', 'unsafe-none', 'off'])
-      .default('same-origin')
-      .describe('Cross-Origin-Opener-Policy.'),
+      .default('off')
+      .describe(
+        'Cross-Origin-Opener-Policy. Off unless set: same-origin breaks OAuth and "Sign in with" popups (window.opener is null on return); set it where no popup flow needs the opener, with a route exempting the paths that do.',
+      ),
     crossOriginResourcePolicy: z
       .enum(['same-origin', 'same-site', 'cross-origin', 'off'])
-      .default('same-origin')
-      .describe('Cross-Origin-Resource-Policy.'),
+      .default('off')
+      .describe(
+        'Cross-Origin-Resource-Policy. Off unless set: same-origin blocks the app’s images and media on its own front end when that is another origin.',
+      ),
+    crossOriginEmbedderPolicy: z
+      .enum(['require-corp', 'credentialless', 'unsafe-none', 'off'])
+      .default('off')
+      .describe(
+        'Cross-Origin-Embedder-Policy. Off unless set: require-corp blocks every cross-origin resource without CORP or CORS.',
+      ),
     set: z
       .record(headerName, z.string())
       .default({})
@@ -714,7 +724,22 @@ export const jwtSchema = z
 export const cookiesSchema = z
   .strictObject({
     secure: z.boolean().default(true).describe('Add Secure to cookies set over HTTPS.'),
-    httpOnly: z.boolean().default(true).describe('Add HttpOnly where the app set none.'),
+    httpOnly: z
+      .array(
+        z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, {
+          error: 'must be a cookie name, * standing for any characters (session, "*_session")',
+        }),
+        {
+          error: (issue) =>
+            typeof issue.input === 'boolean'
+              ? 'lists the cookies to mark HttpOnly (names, or patterns such as "*_session"): HttpOnly is never added to every cookie, since scripts must read CSRF-token cookies'
+              : undefined,
+        },
+      )
+      .default([])
+      .describe(
+        'Cookies to mark HttpOnly where the app did not: names, * standing for any characters. Default none: a script-read cookie (XSRF-TOKEN) must stay readable.',
+      ),
     sameSite: z
       .enum(['Lax', 'Strict', 'None', 'off'])
       .default('Lax')
@@ -722,7 +747,9 @@ export const cookiesSchema = z
     exclude: z
       .array(z.string().min(1))
       .default([])
-      .describe('Cookie names left untouched (e.g. a CSRF token read by scripts).'),
+      .describe(
+        'Cookie names left untouched by Secure and SameSite (a cookie a third party must get as sent).',
+      ),
   })
   .prefault({})
   .describe('Hardening of the Set-Cookie headers of the app.')

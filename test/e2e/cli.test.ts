@@ -78,6 +78,7 @@ describe('portcullis check --production', () => {
     'clientIp: { trustedProxies: [10.0.0.0/8] }',
     'cors: { origins: [https://shop.example.com] }',
     'access: [{ path: /**, deny: [192.0.2.0/24] }]',
+    'headers: { crossOriginOpenerPolicy: same-origin, crossOriginResourcePolicy: same-origin }',
     '',
   ].join('\n')
 

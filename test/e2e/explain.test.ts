@@ -52,6 +52,8 @@ describe('portcullis explain', () => {
       ['X-Forwarded-For: 198.51.100.7', 'X-Forwarded-Proto: https', 'X-Forwarded-Host: public.example'],
     ],
     ['GET', '/api/items?x=1', '127.0.0.2', ['X-Forwarded-Proto: http']],
+    ['GET', '/api/items', '127.0.0.1', ['X_Custom: 1', 'X-Forwarded-Prefix: /evil', 'X-Client-IP: 6.6.6.6']],
+    ['GET', '/api/items', '127.0.0.1', ['Host: SHOP.Test.']],
     ['GET', '/api/items', '127.0.0.1', ['X-Forwarded-Proto: http']],
     [
       'OPTIONS',
@@ -106,6 +108,13 @@ describe('portcullis explain', () => {
     const pick = (all: Record<string, string>) =>
       Object.fromEntries(forwarding.map((name) => [name, all[name]]))
     expect(pick(trace.upstream.headers)).toEqual(pick(echoed.headers))
+    // Every header explain says the upstream gets, it gets; the client's that explain says are dropped, it does not.
+    for (const [name, value] of Object.entries(trace.upstream.headers))
+      if (name !== 'x-request-id') expect(echoed.headers[name], name).toBe(value)
+    for (const header of headers) {
+      const name = (header.split(':', 1)[0] as string).toLowerCase()
+      if (!(name in trace.upstream.headers)) expect(echoed.headers, name).not.toHaveProperty(name)
+    }
   })
 
   it('prints each guard with its verdict and the rule that decided', async () => {
@@ -125,6 +134,12 @@ describe('portcullis explain', () => {
     )
     expect(result.stdout).toContain(
       'result: refused; status 403 PCL_ACCESS_DENIED (rule access[0] /studio/**)',
+    )
+    // What the gateway does to the app's answers, cookies included.
+    expect(result.stdout).toContain("edits of the app's answers:")
+    expect(result.stdout).toContain('  Set-Cookie: Secure added over HTTPS; SameSite=Lax where none is set')
+    expect(result.stdout).toMatch(
+      / {2}removed: server, x-powered-by; added where the app set none: .*x-content-type-options: nosniff/,
     )
   })
 })

@@ -56,7 +56,7 @@ limits:
   bodySizes: [{ path: /api/manifests/**, max: 64kb }]
   maxUrlLength: 200
   maxHeaderSize: 4kb
-cookies: { exclude: [csrf] }
+cookies: { exclude: [csrf], httpOnly: [sid] }
 `
     gateway = await startGateway({
       policies: {
@@ -316,6 +316,36 @@ cookies: { exclude: [csrf] }
       expect(refused.status).toBe(403)
       expect(refused.json()).toMatchObject({ error: { code: 'PCL_CORS_ORIGIN_DENIED' } })
     })
+
+    it.each([
+      [
+        {
+          'access-control-request-method': 'PUT',
+          'access-control-request-headers': 'content-type, x-supabase-api-version',
+        },
+        'PCL_CORS_HEADER_DENIED',
+        'Header x-supabase-api-version is not allowed',
+      ],
+      [
+        { 'access-control-request-method': 'PROPFIND' },
+        'PCL_CORS_METHOD_DENIED',
+        'Method PROPFIND is not allowed',
+      ],
+    ])(
+      'names what a preflight refused, in its answer and the access line: %j',
+      async (asked, code, reason) => {
+        // A browser shows only "Failed to fetch": the operator must be able to tell which header it was.
+        const refused = await fetchOnce('http://guarded.test/api/items', {
+          port: gateway.ports.http,
+          method: 'OPTIONS',
+          headers: { origin: 'https://app.example.com', ...asked },
+        })
+        expect(refused.json()).toMatchObject({ error: { code, message: reason } })
+        const id = refused.headers['x-request-id']
+        const line = await gateway.waitForLog((entry) => entry.msg === 'request' && entry.reqId === id)
+        expect(line).toMatchObject({ code, reason })
+      },
+    )
   })
 
   it('hardens the app’s response headers and cookies', async () => {
@@ -324,7 +354,7 @@ cookies: { exclude: [csrf] }
     expect(answer.headers['x-powered-by']).toBeUndefined()
     expect(answer.headers['x-content-type-options']).toBe('nosniff')
     expect(answer.headers['x-frame-options']).toBe('SAMEORIGIN')
-    // Plain HTTP: no Secure, but HttpOnly and SameSite; the excluded CSRF cookie is left alone.
+    // Plain HTTP: no Secure, SameSite added, HttpOnly only where named; the excluded cookie is left alone.
     expect(answer.headers['set-cookie']).toEqual([
       'sid=abc; Path=/; HttpOnly; SameSite=Lax',
       'csrf=t; Path=/',

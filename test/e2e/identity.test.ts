@@ -106,7 +106,7 @@ describe('forward authentication', () => {
     expect(browser.headers.location).toBe(
       'https://auth.test/oauth2/sign_in?rd=https%3A%2F%2Fsecure.test%2Fdashboard',
     )
-    expect(String(browser.headers['set-cookie'])).toMatch(/^_oauth2_proxy_csrf=abc; Path=\/; HttpOnly/)
+    expect(String(browser.headers['set-cookie'])).toMatch(/^_oauth2_proxy_csrf=abc; Path=\/; SameSite=Lax$/)
     const script = await ask('secure.test', '/api/items')
     expect([script.status, script.body]).toEqual([401, 'Unauthorized'])
     expect((await ask('secure.test', '/public/logo.png')).status).toBe(200)

@@ -41,6 +41,7 @@ describe('same-origin means scheme, host and port', () => {
           'cors: { origins: [https://front.example.com], onDisallowed: reject }',
         ].join('\n'),
       },
+      args: ['--log-level', 'debug'],
     })
   })
 
@@ -81,6 +82,19 @@ describe('same-origin means scheme, host and port', () => {
     const answer = await post(headers)
     expect(answer.status, answer.body).toBe(status)
     if (status === 403) expect(answer.json()).toMatchObject({ error: { code: 'PCL_CORS_ORIGIN_DENIED' } })
+  })
+
+  it('logs at debug level every header of an answer the gateway added or removed', async () => {
+    const answer = await fetchOnce('https://app.test/page', { port: gateway.ports.https })
+    const id = answer.headers['x-request-id']
+    const line = await gateway.waitForLog(
+      (entry) => entry.msg === 'response headers edited' && entry.reqId === id,
+    )
+    expect(line.responseHeaderEdits).toMatchObject({
+      'x-content-type-options': 'added: nosniff',
+      'strict-transport-security': 'added: max-age=31536000',
+      vary: 'added: Origin',
+    })
   })
 
   it.each([

@@ -29,11 +29,18 @@ describe('security headers', () => {
       'x-frame-options': 'DENY',
       'x-content-type-options': 'nosniff',
       'referrer-policy': 'strict-origin-when-cross-origin',
-      'cross-origin-opener-policy': 'same-origin',
-      'cross-origin-resource-policy': 'same-origin',
       'x-extra': 'yes',
       'content-type': 'text/html',
     })
+    // By default nothing a correct app could break on: no COOP (OAuth popups), CORP (its images on
+    // another origin), COEP or Origin-Agent-Cluster (document.domain).
+    for (const name of [
+      'cross-origin-opener-policy',
+      'cross-origin-resource-policy',
+      'cross-origin-embedder-policy',
+      'origin-agent-cluster',
+    ])
+      expect(kept).not.toHaveProperty(name)
     expect(kept).not.toHaveProperty('server')
     expect(kept).not.toHaveProperty('x-powered-by')
     expect(kept).not.toHaveProperty('x-debug')
@@ -46,22 +53,31 @@ describe('security headers', () => {
       headersSchema.parse({
         contentSecurityPolicy: "default-src 'self'",
         frameOptions: 'off',
-        crossOriginResourcePolicy: 'off',
+        crossOriginOpenerPolicy: 'same-origin',
+        crossOriginResourcePolicy: 'same-site',
+        crossOriginEmbedderPolicy: 'credentialless',
       }),
     )
     const edited: Record<string, string> = {}
     headers.edit(edited)
     expect(edited['content-security-policy']).toBe("default-src 'self'")
     expect(edited).not.toHaveProperty('x-frame-options')
-    expect(edited).not.toHaveProperty('cross-origin-resource-policy')
+    expect(edited).toMatchObject({
+      'cross-origin-opener-policy': 'same-origin',
+      'cross-origin-resource-policy': 'same-site',
+      'cross-origin-embedder-policy': 'credentialless',
+    })
   })
 })
 
 describe('cookie hardening', () => {
-  const hardener = new CookieHardener(cookiesSchema.parse({ exclude: ['csrf'] }))
+  const hardener = new CookieHardener(
+    cookiesSchema.parse({ exclude: ['csrf'], httpOnly: ['sid', '*_session'] }),
+  )
   it.each([
     ['sid=1', true, 'sid=1; Secure; HttpOnly; SameSite=Lax'],
     ['sid=1', false, 'sid=1; HttpOnly; SameSite=Lax'],
+    ['app_session=1', true, 'app_session=1; Secure; HttpOnly; SameSite=Lax'],
     [
       'sid=1; Path=/; secure; httponly; samesite=Strict',
       true,
@@ -69,14 +85,23 @@ describe('cookie hardening', () => {
     ],
     ['sid=1; SameSite=None', true, 'sid=1; SameSite=None; Secure; HttpOnly'],
     ['csrf=abc; Path=/', true, 'csrf=abc; Path=/'],
+    // A cookie scripts read (axios and Angular copy XSRF-TOKEN into a header) is never made HttpOnly.
+    ['XSRF-TOKEN=t; Path=/', true, 'XSRF-TOKEN=t; Path=/; Secure; SameSite=Lax'],
+    ['sidx=1', false, 'sidx=1; SameSite=Lax'],
   ])('%s (https: %s) → %s', (cookie, secure, expected) => {
     expect(hardener.harden(cookie, secure)).toEqual([expected])
   })
 
   it('never adds SameSite=None without Secure', () => {
     const none = new CookieHardener(cookiesSchema.parse({ sameSite: 'None' }))
-    expect(none.harden('a=1', false)).toEqual(['a=1; HttpOnly'])
-    expect(none.harden('a=1', true)).toEqual(['a=1; Secure; HttpOnly; SameSite=None'])
+    expect(none.harden('a=1', false)).toEqual(['a=1'])
+    expect(none.harden('a=1', true)).toEqual(['a=1; Secure; SameSite=None'])
+  })
+
+  it('refuses httpOnly: true, which would hide every cookie from scripts', () => {
+    const parsed = cookiesSchema.safeParse({ httpOnly: true })
+    expect(parsed.success).toBe(false)
+    expect(parsed.error?.issues[0]?.message).toMatch(/never added to every cookie/)
   })
 })
 

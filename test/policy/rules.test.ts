@@ -12,6 +12,7 @@ const clean: PolicyInput = {
   clientIp: { trustedProxies: ['10.0.0.0/8'] },
   cors: { origins: ['https://shop.example.com'] },
   access: [{ path: '/**', deny: ['192.0.2.0/24'] }],
+  headers: { crossOriginOpenerPolicy: 'same-origin', crossOriginResourcePolicy: 'same-origin' },
 }
 
 function findings(changes: Partial<PolicyInput>, context: ProductionContext = { redis: true, replicas: 1 }) {
@@ -106,6 +107,17 @@ describe('production rules', () => {
       expect(findings(passes).map((finding) => finding.rule)).not.toContain(rule)
     },
   )
+
+  it('notes the browser-isolation headers a policy left undecided, never on a route that turns one off', () => {
+    const undecided = findings({ headers: {} })
+    expect(undecided.map((finding) => `${finding.rule} ${finding.severity} ${finding.field}`)).toEqual([
+      'PCL-ISOLATION-UNDECIDED note headers.crossOriginOpenerPolicy',
+      'PCL-ISOLATION-UNDECIDED note headers.crossOriginResourcePolicy',
+    ])
+    expect(findings({ routes: [{ path: '/docs/**', headers: { crossOriginOpenerPolicy: 'off' } }] })).toEqual(
+      [],
+    )
+  })
 
   it('rate limits without Redis: a warning for one replica, an error for more, nothing with Redis', () => {
     const limited = { rateLimits: [{ name: 'per-ip', limit: 10, window: '1m' }] }
