@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
 import type { ErrorCode } from '../errors.js'
 import type { ForwardedFacts } from '../gateway/headers.js'
-import type { HostRouter } from '../gateway/routing.js'
+import type { HostRouter, TlsFacts } from '../gateway/routing.js'
 import type { ClientIdentity } from '../guards/client-ip.js'
 import type { App } from '../policy/compile.js'
 import type { BodyLimit, GuardExchange, GuardServices } from './guard.js'
@@ -47,7 +47,7 @@ export class Exchange implements GuardExchange {
   readonly peer: string
   readonly upgrade: boolean
   /** Set on TLS connections. */
-  readonly tls?: { servername: string | undefined; protocol: string | null }
+  readonly tls?: TlsFacts
   app: App | undefined = undefined
   /** The peer until an app's trusted proxies say otherwise. */
   identity: ClientIdentity
