@@ -171,7 +171,7 @@ export const productionRules: readonly Rule[] = [
     id: 'PCL-TLS-GROUPS-RETRY',
     severity: 'warning',
     always: true,
-    fix: 'Keep X25519 in tls.groups (first), next to the groups you need.',
+    fix: 'Keep X25519 in tls.groups, next to the groups you need.',
     check: (policy) =>
       policy.tls.groups && !policy.tls.groups.includes('X25519')
         ? [
