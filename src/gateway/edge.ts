@@ -1,6 +1,12 @@
-import { randomUUID } from 'node:crypto'
-import { createServer, type IncomingMessage, type OutgoingHttpHeaders, ServerResponse } from 'node:http'
-import { createSecureServer } from 'node:http2'
+import { createHash, randomUUID } from 'node:crypto'
+import {
+  createServer,
+  type Server as HttpServer,
+  type IncomingMessage,
+  type OutgoingHttpHeaders,
+  ServerResponse,
+} from 'node:http'
+import { createSecureServer, type Http2SecureServer } from 'node:http2'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { TLSSocket } from 'node:tls'
@@ -8,6 +14,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest, 
 import type { Logger } from 'pino'
 import { type ErrorCode, errorBody, errorStatus, rawHttpError } from '../errors.js'
 import { canonicalIp } from '../net/ip.js'
+import { defaultTlsProfile, type TlsProfile } from '../net/tls-profiles.js'
 import type { RecentActivity } from '../observe/dashboard.js'
 import type { GatewayMetrics } from '../observe/metrics.js'
 import { decide } from '../pipeline/decide.js'
@@ -23,7 +30,7 @@ import type { ConnectionTracker } from './connections.js'
 import { peerAddress } from './front-door.js'
 import { awaitsContinue, forwardHttp } from './proxy.js'
 import { refuse } from './respond.js'
-import type { HostRouter } from './routing.js'
+import type { HostRouter, TlsFacts } from './routing.js'
 import { serveStatic } from './static-files.js'
 import type { Reservation, WebSocketRelay } from './websocket.js'
 
@@ -53,6 +60,20 @@ export interface TlsSettings {
   placeholder: PemPair
 }
 
+/** An edge listener: its Fastify app and the Node servers the front door hands connections to. */
+export interface Edge {
+  readonly fastify: FastifyInstance
+  /**
+   * The server for connections made with this TLS profile (TLS only; plain HTTP has one server): made
+   * the first time a profile is asked for, with the same handler and wiring as every other.
+   */
+  serverFor(profile?: TlsProfile): HttpServer | Http2SecureServer
+  /** Session-ticket keys for every TLS server, present and future: a ticket opens on any of them. */
+  setTicketKeys(key: Buffer): void
+}
+
+type RequestHandler = (request: IncomingMessage, response: ServerResponse) => void
+
 interface PendingUpgrade {
   socket: Duplex
   head: Buffer
@@ -78,6 +99,10 @@ const acmeChallengePath = '/.well-known/acme-challenge/'
 /** What HTTP/1 and HTTP/2 requests both have. */
 type RawRequest = Pick<IncomingMessage, 'headers' | 'socket'>
 
+/** The key of the profile of the server that accepted a TLS connection, set when its handshake ends. */
+const profileOfSocket = Symbol('tlsProfile')
+type ProfiledSocket = TLSSocket & { [profileOfSocket]?: string }
+
 const requestIdPattern = /^[A-Za-z0-9._:-]{1,128}$/
 
 /**
@@ -87,7 +112,7 @@ const requestIdPattern = /^[A-Za-z0-9._:-]{1,128}$/
  * and WebSocket traffic. Upgrades go through the same hook as requests, so every guard decides an
  * upgrade before it happens.
  */
-export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInstance {
+export function createEdge(context: EdgeContext, tls?: TlsSettings): Edge {
   const secure = tls !== undefined
   // A request reads the policy generation once, when it arrives: a reload in between cannot split it.
   const routerFor = (raw: object): HostRouter => {
@@ -113,13 +138,14 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
         rawHeaders: request.raw.rawHeaders,
         peer: peerOf(request.raw),
         upgrade: (request.raw as HeldByRaw)[upgradeOfRequest] !== undefined,
-        ...(secure ? { tls: tlsOf(request.raw.socket as TLSSocket) } : {}),
+        ...(secure ? { tls: tlsOf(request.raw) } : {}),
       },
       routerFor(request.raw),
       services,
     )
     return request.exchange
   }
+  const answerClientErrors = answerClientError(context.log)
   const common = {
     loggerInstance: context.log,
     logController: new LogController({ disableRequestLogging: true }),
@@ -127,74 +153,66 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
     requestIdHeader: false as const,
     return503OnClosing: false,
     forceCloseConnections: false,
-    clientErrorHandler: answerClientError(context.log),
+    clientErrorHandler: answerClientErrors,
     // Fastify's router refuses some targets (bad UTF-8) before any hook runs; answer those like ours.
     frameworkErrors: ((error: Error, request: FastifyRequest, reply: FastifyReply) => {
       exchangeOf(request)
       return refuse(reply, 'PCL_BAD_REQUEST', 'path', `Invalid request: ${error.message}`)
     }) as never,
   }
-  // Both servers hand `Expect: 100-continue` requests to the same handler ('checkContinue'): Node would
-  // otherwise answer 100 before any guard ran, inviting a body that is then refused (RFC 9110 §10.1.1).
-  // The proxy sends the 100 once every guard admitted the request and its body is about to go upstream.
+  // Fastify's request handler, handed to the first server; every later one (a TLS profile's) gets it too.
+  let handler: RequestHandler | undefined
+  const makeServer = (profile: TlsProfile): HttpServer | Http2SecureServer =>
+    tls ? secureServer(tls, profile, context, handler as RequestHandler) : createServer(handler)
+  const serverFactory = (given: RequestHandler) => {
+    handler = given
+    return makeServer(defaultTlsProfile)
+  }
   // Fastify types an HTTP/2 instance apart from an HTTP/1 one; at runtime both hand us compatible
   // request/response objects, and the hooks below only use what both have.
   const edge = (tls
-    ? Fastify({
-        ...common,
-        http2: true,
-        serverFactory: (handler) => {
-          const server = createSecureServer(
-            {
-              allowHTTP1: true,
-              // As nginx: one client cannot open thousands of streams (each an upstream request) at once.
-              settings: { maxConcurrentStreams: 128 },
-              minVersion: 'TLSv1.2',
-              // Node derives it from the command line by default; a session resumes only where it
-              // matches, and replicas (or a restart) with other flags must accept each other's tickets.
-              sessionIdContext: 'portcullis',
-              cert: tls.placeholder.cert,
-              key: tls.placeholder.key,
-              SNICallback: (servername, done) =>
-                done(null, tls.certificates.contextFor(context.router().find(servername)?.id)),
-            },
-            handler,
-          )
-          server.on('checkContinue', handler)
-          // HTTP/2 CONNECT (a tunnel) is not proxied: a JSON refusal rather than Node's bare 405.
-          server.on('connect', (_request, response) => {
-            response.writeHead(errorStatus('PCL_BAD_REQUEST'), {
-              'content-type': 'application/json; charset=utf-8',
-            })
-            response.end(
-              JSON.stringify(errorBody('PCL_BAD_REQUEST', randomUUID(), 'CONNECT is not supported')),
-            )
-          })
-          return server
-        },
-      })
-    : Fastify({
-        ...common,
-        serverFactory: (handler) => {
-          const server = createServer(handler)
-          server.on('checkContinue', handler)
-          return server
-        },
-      })) as unknown as FastifyInstance
+    ? Fastify({ ...common, http2: true, serverFactory: serverFactory as never })
+    : Fastify({ ...common, serverFactory: serverFactory as never })) as unknown as FastifyInstance
 
-  enforceDeadlines(edge.server, secure, context.listener, answerClientError(context.log))
+  /** Everything a server needs besides its options, the same for each: one place, applied to each. */
+  const wire = (server: HttpServer | Http2SecureServer, profile: TlsProfile) => {
+    // `Expect: 100-continue` requests go to the same handler: Node would otherwise answer 100 before any
+    // guard ran, inviting a body that is then refused (RFC 9110 §10.1.1). The proxy sends the 100 once
+    // every guard admitted the request and its body is about to go upstream.
+    server.on('checkContinue', handler as RequestHandler)
+    if (secure) {
+      // HTTP/2 CONNECT (a tunnel) is not proxied: a JSON refusal rather than Node's bare 405.
+      server.on('connect', refuseConnect)
+      server.on('secureConnection', (socket: ProfiledSocket) => {
+        socket[profileOfSocket] = profile.key
+      })
+    }
+    enforceDeadlines(server, secure, context.listener, answerClientErrors)
+    context.connections.watch(server)
+    server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
+      socket.on('error', () => socket.destroy())
+      context.connections.release(socket as never)
+      ;(request as HeldByRaw)[upgradeOfRequest] = { socket, head }
+      const response = new ServerResponse(request)
+      response.assignSocket(socket as never)
+      response.once('finish', () => socket.destroy())
+      edge.routing(request, response)
+    })
+  }
+  const first = edge.server as unknown as HttpServer | Http2SecureServer
+  wire(first, defaultTlsProfile)
+  const servers: Pick<Edge, 'serverFor' | 'setTicketKeys'> = secure
+    ? profileServers(first as Http2SecureServer, (profile) => {
+        const server = makeServer(profile) as Http2SecureServer
+        wire(server, profile)
+        // Fastify answers client errors on the server it was given; the others get the same answer.
+        server.on('clientError', answerClientErrors)
+        context.log.info({ profile: profile.name }, 'HTTPS server made for a TLS profile')
+        return server
+      })
+    : { serverFor: () => first, setTicketKeys: () => {} }
 
   edge.decorateRequest('exchange', null)
-  context.connections.watch(edge.server)
-  edge.server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
-    socket.on('error', () => socket.destroy())
-    context.connections.release(socket as never)
-    ;(request as HeldByRaw)[upgradeOfRequest] = { socket, head }
-    const response = new ServerResponse(request)
-    response.assignSocket(socket as never)
-    response.once('finish', () => socket.destroy())
-    edge.routing(request, response)
-  })
 
   // Bodies are streamed to the upstream untouched: no parsing, no buffering.
   edge.removeAllContentTypeParsers()
@@ -350,7 +368,73 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): FastifyInst
     },
   })
 
-  return edge
+  return { fastify: edge, ...servers }
+}
+
+/**
+ * The HTTPS listener's servers, one per TLS profile: the first one Fastify was given (the default
+ * profile's), and the others made the first time their profile is asked for. All share one
+ * session-ticket key, present and future.
+ */
+function profileServers(
+  first: Http2SecureServer,
+  make: (profile: TlsProfile) => Http2SecureServer,
+): Pick<Edge, 'serverFor' | 'setTicketKeys'> {
+  const servers = new Map([[defaultTlsProfile.key, first]])
+  let ticketKey: Buffer | undefined
+  return {
+    serverFor: (profile = defaultTlsProfile) => {
+      let server = servers.get(profile.key)
+      if (!server) {
+        server = make(profile)
+        if (ticketKey) server.setTicketKeys(ticketKey)
+        servers.set(profile.key, server)
+      }
+      return server
+    },
+    setTicketKeys: (key) => {
+      ticketKey = key
+      for (const server of servers.values()) server.setTicketKeys(key)
+    },
+  }
+}
+
+/** One HTTPS server: HTTP/2 with HTTP/1.1 fallback, certificates by SNI, the profile's TLS settings. */
+function secureServer(
+  tls: TlsSettings,
+  profile: TlsProfile,
+  context: EdgeContext,
+  handler: RequestHandler,
+): Http2SecureServer {
+  return createSecureServer(
+    {
+      allowHTTP1: true,
+      // As nginx: one client cannot open thousands of streams (each an upstream request) at once.
+      settings: { maxConcurrentStreams: 128 },
+      // The SNI context cannot change these (OpenSSL keeps the listener's): they are the server's own.
+      minVersion: profile.minVersion,
+      ciphers: profile.ciphers,
+      ecdhCurve: profile.groups,
+      // Node derives it from the command line by default; a session resumes only where it
+      // matches, and replicas (or a restart) with other flags must accept each other's tickets.
+      // Each profile has its own: a session never resumes on a server with other TLS settings.
+      sessionIdContext:
+        profile.key === defaultTlsProfile.key
+          ? 'portcullis'
+          : createHash('sha256').update(profile.key).digest('hex').slice(0, 32),
+      cert: tls.placeholder.cert,
+      key: tls.placeholder.key,
+      SNICallback: (servername, done) =>
+        done(null, tls.certificates.contextFor(context.router().find(servername)?.id)),
+    },
+    // Fastify's handler serves HTTP/2 compatibility requests as well as HTTP/1 ones.
+    handler as never,
+  )
+}
+
+function refuseConnect(_request: unknown, response: ServerResponse): void {
+  response.writeHead(errorStatus('PCL_BAD_REQUEST'), { 'content-type': 'application/json; charset=utf-8' })
+  response.end(JSON.stringify(errorBody('PCL_BAD_REQUEST', randomUUID(), 'CONNECT is not supported')))
 }
 
 /** At debug level: each header of an answer the gateway added, rewrote or removed, and how. */
@@ -417,13 +501,23 @@ function trustedRequestId(router: HostRouter, raw: RawRequest): string | undefin
   return app?.clientIp.isTrusted(peerOf(raw)) ? id : undefined
 }
 
-/** The connection's peer; for HTTP/2, through the session's socket (the request's is a proxy object). */
-function peerOf(raw: RawRequest): string {
+/** The connection's socket; for HTTP/2, the session's (the request's is a proxy object). */
+function socketOf(raw: RawRequest): Socket {
   const session = (raw as { stream?: { session?: { socket?: Socket } } }).stream?.session
-  return peerAddress(session?.socket ?? raw.socket)
+  return session?.socket ?? raw.socket
 }
 
-/** The TLS facts routing needs: the SNI name the connection was made for, and its protocol version. */
-function tlsOf(socket: TLSSocket): { servername: string | undefined; protocol: string | null } {
-  return { servername: socket.servername || undefined, protocol: socket.getProtocol() }
+/** The connection's peer. */
+function peerOf(raw: RawRequest): string {
+  return peerAddress(socketOf(raw))
+}
+
+/** The TLS facts routing needs: the SNI name, the protocol version and the profile of the connection. */
+function tlsOf(raw: RawRequest): TlsFacts {
+  const socket = socketOf(raw) as ProfiledSocket
+  return {
+    servername: socket.servername || undefined,
+    protocol: socket.getProtocol(),
+    profile: socket[profileOfSocket],
+  }
 }

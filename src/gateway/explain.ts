@@ -23,6 +23,8 @@ export interface ExplainRequest {
 export interface Explanation {
   route: string
   app?: { id: string; file: string; mode: App['mode'] }
+  /** Over TLS: the profile the app's connections are made with. */
+  tls?: { profile: string; minVersion: string; ciphers: string; groups: string }
   steps: TraceStep[]
   status: number
   outcome: string
@@ -54,6 +56,7 @@ export async function explain(apps: readonly App[], request: ExplainRequest): Pr
   const headers: IncomingHttpHeaders = { host }
   for (const [name, value] of Object.entries(request.headers)) headers[name.toLowerCase()] = value
   const store = new ResilientRateLimitStore({ local: new MemoryStore(), replicas: 1 })
+  const router = new HostRouter(apps)
   const exchange = new Exchange(
     {
       id: '(generated per request)',
@@ -65,9 +68,18 @@ export async function explain(apps: readonly App[], request: ExplainRequest): Pr
       rawHeaders: Object.entries(headers).flatMap(([name, value]) => [name, String(value)]),
       peer: canonicalIp(request.ip),
       upgrade: headers.upgrade?.toLowerCase() === 'websocket',
-      ...(secure ? { tls: { servername: url.hostname, protocol: request.tlsVersion } } : {}),
+      ...(secure
+        ? {
+            tls: {
+              servername: url.hostname,
+              protocol: request.tlsVersion,
+              // The server the front door hands a connection for this name to.
+              profile: router.tlsProfileFor(url.hostname).key,
+            },
+          }
+        : {}),
     },
-    new HostRouter(apps),
+    router,
     { rateLimits: { store }, liveWebSockets: () => ({ app: 0, ip: 0 }) },
   )
   const steps: TraceStep[] = []
@@ -108,9 +120,20 @@ function describe(exchange: Exchange, outcome: Outcome, steps: TraceStep[]): Exp
   const route = app.route
     ? `app ${app.id}, route ${app.route.label} (${app.route.path}${app.route.sets.length > 0 ? `; sets ${app.route.sets.join(', ')}` : ''})`
     : `app ${app.id}`
+  const { profile } = app.tls
   const base = {
     route,
     app: { id: app.id, file: app.file, mode: app.mode },
+    ...(exchange.tls && app.tls.mode !== 'off'
+      ? {
+          tls: {
+            profile: profile.name,
+            minVersion: profile.minVersion,
+            ciphers: profile.ciphers,
+            groups: profile.groups,
+          },
+        }
+      : {}),
     steps,
     responseEdits: app.responseEdits.explained,
   }
@@ -193,6 +216,11 @@ export function formatExplanation(explanation: Explanation): string {
   lines.push(
     `route: ${explanation.route}${explanation.app ? ` (${explanation.app.file}, mode ${explanation.app.mode})` : ''}`,
   )
+  const { tls } = explanation
+  if (tls)
+    lines.push(
+      `tls: profile ${tls.profile} (${tls.minVersion} and later; groups ${tls.groups}; ciphers ${tls.ciphers})`,
+    )
   for (const [index, step] of explanation.steps.entries()) {
     const { decision } = step
     const verdict =

@@ -1,7 +1,7 @@
 import type { EventEmitter } from 'node:events'
 import { createServer, type Server, type Socket } from 'node:net'
 import type { Logger } from 'pino'
-import { readClientHello } from '../net/client-hello.js'
+import { type ClientHelloRead, readClientHello } from '../net/client-hello.js'
 import { type CidrSet, canonicalIp } from '../net/ip.js'
 import { parseProxyHeader } from '../net/proxy-protocol.js'
 
@@ -26,19 +26,25 @@ export interface FrontDoorOptions {
   headerTimeoutMs: number
   maxConnections: number
   log: Logger
-  /** Where TLS connections offering ALPN `acme-tls/1` go while an app validates with TLS-ALPN-01. */
-  acmeTlsAlpn?: { active(): boolean; server: EventEmitter }
 }
 
 /**
- * Accepts the TCP connections of an edge server (plain HTTP or TLS) and hands them over, so a PROXY
- * protocol header can be read before HTTP or TLS starts. The header is accepted only from the
- * configured peers: from anyone else it would let a client choose its own address.
+ * Where a connection goes: a server, or the server its TLS ClientHello picks (by SNI or ALPN), read
+ * before TLS starts and handed over with the bytes intact.
  */
-export function frontDoor(edgeServer: EventEmitter, options: FrontDoorOptions): Server {
+export type Door = { server: EventEmitter } | { byHello(hello: ClientHelloRead): EventEmitter }
+
+/**
+ * Accepts the TCP connections of an edge listener (plain HTTP or TLS) and hands them over, so a PROXY
+ * protocol header can be read before HTTP or TLS starts. The header is accepted only from the
+ * configured peers: from anyone else it would let a client choose its own address. `door` is asked
+ * once per connection, when it is ready to be handed over.
+ */
+export function frontDoor(door: () => Door, options: FrontDoorOptions): Server {
   const handOver = (socket: Socket) => {
-    if (options.acmeTlsAlpn?.active()) routeByAlpn(socket, edgeServer, options.acmeTlsAlpn.server, options)
-    else edgeServer.emit('connection', socket)
+    const to = door()
+    if ('server' in to) to.server.emit('connection', socket)
+    else routeByHello(socket, to.byHello, options)
   }
   const front = createServer({ noDelay: true }, (socket) => {
     const peer = canonicalIp(socket.remoteAddress)
@@ -63,19 +69,42 @@ export function frontDoor(edgeServer: EventEmitter, options: FrontDoorOptions): 
   return front
 }
 
-/** Reads the ClientHello, then gives the connection to the ACME responder or to the edge, bytes intact. */
-function routeByAlpn(
+/** Reads the ClientHello, then gives the connection to the server it picks, bytes intact. */
+function routeByHello(
   socket: Socket,
-  edgeServer: EventEmitter,
-  responder: EventEmitter,
+  pick: (hello: ClientHelloRead) => EventEmitter,
   options: FrontDoorOptions,
 ): void {
   readFirstBytes(socket, options.headerTimeoutMs, readClientHello, (hello, buffered) => {
     socket.unshift(buffered)
-    const acme = hello.kind === 'hello' && hello.alpn.includes('acme-tls/1')
     // No resume: the TLS server reads the unshifted bytes itself; a flowing socket would drop them.
-    ;(acme ? responder : edgeServer).emit('connection', socket)
+    pick(hello).emit('connection', socket)
   })
+}
+
+/**
+ * The doors of the HTTPS listener for one policy generation. With one TLS profile in use, connections
+ * go straight to its server and nothing is read first; with several, the SNI name picks the server of
+ * the app it routes to. While an app validates with TLS-ALPN-01, connections offering ALPN `acme-tls/1`
+ * go to the ACME responder whatever their name.
+ */
+export function tlsDoors(options: {
+  /** The server of the one TLS profile in use, when only one is. */
+  sole: EventEmitter | undefined
+  /** The server for connections made for this SNI name, when several are. */
+  serverForName(servername: string | undefined): EventEmitter
+  acmeResponder: EventEmitter
+}): { plain: Door; acme: Door } {
+  const { sole, serverForName, acmeResponder } = options
+  const byName = (hello: ClientHelloRead) =>
+    sole ?? serverForName(hello.kind === 'hello' ? hello.servername : undefined)
+  return {
+    plain: sole ? { server: sole } : { byHello: byName },
+    acme: {
+      byHello: (hello) =>
+        hello.kind === 'hello' && hello.alpn.includes('acme-tls/1') ? acmeResponder : byName(hello),
+    },
+  }
 }
 
 /**

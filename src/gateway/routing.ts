@@ -1,5 +1,6 @@
 import { isIP } from 'node:net'
 import type { ErrorCode } from '../errors.js'
+import { defaultTlsProfile, type TlsProfile } from '../net/tls-profiles.js'
 import type { App } from '../policy/compile.js'
 
 /**
@@ -9,14 +10,28 @@ import type { App } from '../policy/compile.js'
 export class HostRouter {
   private readonly exact = new Map<string, App>()
   private readonly wildcard = new Map<string, App>()
+  /** The distinct TLS profiles of the apps served over TLS: with one, the listener reads no ClientHello. */
+  readonly tlsProfiles: readonly TlsProfile[]
 
   constructor(apps: readonly App[]) {
+    const profiles = new Map<string, TlsProfile>()
     for (const app of apps) {
+      if (app.tls.mode !== 'off') profiles.set(app.tls.profile.key, app.tls.profile)
       for (const host of app.hosts) {
         if (host.startsWith('*.')) this.wildcard.set(host.slice(2), app)
         else this.exact.set(host, app)
       }
     }
+    this.tlsProfiles = [...profiles.values()]
+  }
+
+  /**
+   * The TLS settings a connection for this SNI name is made with: those of the app it routes to, or the
+   * default (intermediate) ones for no name, an unknown one, or an app served on plain HTTP.
+   */
+  tlsProfileFor(servername: string | undefined): TlsProfile {
+    const app = this.find(servername)
+    return app && app.tls.mode !== 'off' ? app.tls.profile : defaultTlsProfile
   }
 
   /** `host` may carry a port, brackets, upper case or a trailing dot, as Host headers and SNI do. */
@@ -53,7 +68,17 @@ export interface ArrivingRequest {
   /** Origin-form request target: path and query. */
   url: string
   /** Set on TLS connections. */
-  tls?: { servername: string | undefined; protocol: string | null }
+  tls?: TlsFacts
+}
+
+/** What routing needs of a TLS connection. */
+export interface TlsFacts {
+  /** The SNI name the connection was made for. */
+  servername: string | undefined
+  /** The negotiated version, `TLSv1.3`. */
+  protocol: string | null
+  /** The key of the profile of the server that accepted the connection. */
+  profile?: string
 }
 
 const tlsVersionRank: Record<string, number> = { 'TLSv1.2': 2, 'TLSv1.3': 3 }
@@ -99,7 +124,7 @@ export function decideRoute(router: HostRouter, request: ArrivingRequest, httpsP
       app,
     }
   }
-  const { servername, protocol } = request.tls
+  const { servername, protocol, profile } = request.tls
   // RFC 6066 forbids IP literals in SNI; some clients (wrk, old libraries) send them anyway: no name given.
   if (servername && !isIP(servername) && router.find(servername) !== app) {
     return {
@@ -107,6 +132,17 @@ export function decideRoute(router: HostRouter, request: ArrivingRequest, httpsP
       code: 'PCL_MISDIRECTED_REQUEST',
       rule: 'hosts',
       message: `This TLS connection was made for "${servername}", not for this host`,
+      app,
+    }
+  }
+  // The front door hands a connection to its SNI app's server; one that reached another (no SNI, a
+  // ClientHello it could not read, a reload in between) never gets this app's answers with other settings.
+  if (profile !== undefined && profile !== app.tls.profile.key) {
+    return {
+      kind: 'reject',
+      code: 'PCL_MISDIRECTED_REQUEST',
+      rule: 'tls.profile',
+      message: `This TLS connection was not made with the TLS settings of app ${app.id} (profile ${app.tls.profile.name})`,
       app,
     }
   }

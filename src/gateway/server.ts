@@ -39,8 +39,8 @@ import { TargetResolver } from '../upstreams/discovery.js'
 import { UpstreamPools } from '../upstreams/pools.js'
 import { admissionProblems, internalLeaves } from './admission.js'
 import { ConnectionTracker } from './connections.js'
-import { createEdge, type EdgeContext } from './edge.js'
-import { frontDoor } from './front-door.js'
+import { createEdge, type Edge, type EdgeContext } from './edge.js'
+import { type Door, frontDoor, tlsDoors } from './front-door.js'
 import { HostRouter } from './routing.js'
 import { WebSocketRelay } from './websocket.js'
 
@@ -69,6 +69,8 @@ interface Generation {
   apps: readonly App[]
   router: HostRouter
   loadedAt: Date
+  /** Where the HTTPS listener hands a connection: without and with TLS-ALPN-01 validations running. */
+  doors: { plain: Door; acme: Door }
 }
 
 export interface ListeningAddresses {
@@ -97,8 +99,8 @@ export class Gateway {
   private readonly pools: UpstreamPools
   private readonly relay: WebSocketRelay
   private readonly connections = new ConnectionTracker()
-  private readonly http: FastifyInstance
-  private readonly https: FastifyInstance
+  private readonly http: Edge
+  private readonly https: Edge
   private readonly admin: FastifyInstance
   /** `--probe-port`: /health and /ready apart from the admin page. */
   private readonly probes: FastifyInstance | undefined
@@ -134,7 +136,6 @@ export class Gateway {
     })
     if (welcome) this.pools.applyHealth(welcome.health)
     this.relay = new WebSocketRelay(this.pools, primary && new SharedWebSocketCaps(primary))
-    this.generation = { apps: [], router: new HostRouter([]), loadedAt: new Date() }
     this.redis = settings.redis
       ? connectRedis(settings.redis, settings.redisTimeout, [rateLimitCommand])
       : undefined
@@ -199,6 +200,7 @@ export class Gateway {
     }
     this.http = createEdge(context)
     this.https = createEdge(context, { certificates, placeholder })
+    this.generation = this.generationOf([])
     const probes = { report: () => this.health(), readiness: () => this.readiness() }
     this.admin = createAdmin(
       log,
@@ -218,7 +220,7 @@ export class Gateway {
     this.probes = settings.probePort === undefined ? undefined : createProbes(log, probes)
     // Every worker and replica must encrypt tickets with one key, or a client resumes only where it
     // got its ticket: from Redis when configured, else from the primary, else this process's own.
-    const applyTicketKey = (key: Buffer) => (this.https.server as unknown as TlsServer).setTicketKeys(key)
+    const applyTicketKey = (key: Buffer) => this.https.setTicketKeys(key)
     this.ticketKeys =
       this.redis || !primary
         ? new TicketKeyRotation({
@@ -311,13 +313,14 @@ export class Gateway {
       maxConnections: settings.maxConnections,
       log: this.log,
     }
-    await Promise.all([this.http.ready(), this.https.ready()])
+    await Promise.all([this.http.fastify.ready(), this.https.fastify.ready()])
+    const plain: Door = { server: this.http.serverFor() }
     this.fronts = {
-      http: settings.httpPort === 'off' ? undefined : frontDoor(this.http.server, options),
-      https: frontDoor(this.https.server, {
-        ...options,
-        acmeTlsAlpn: { active: () => this.acme.answersTlsAlpn, server: this.acmeResponder },
-      }),
+      http: settings.httpPort === 'off' ? undefined : frontDoor(() => plain, options),
+      https: frontDoor(() => {
+        const { doors } = this.generation
+        return this.acme.answersTlsAlpn ? doors.acme : doors.plain
+      }, options),
     }
     if (this.fronts.http && settings.httpPort !== 'off')
       await listen(this.fronts.http, settings.httpPort, settings.listen)
@@ -399,7 +402,19 @@ export class Gateway {
     // Targets named in DNS are looked up before the apps are served (a lookup that fails is logged,
     // retried, and leaves the fixed targets serving), but not for longer than a DNS timeout.
     await Promise.race([this.pools.settled(), sleep(firstLookupWaitMs)])
-    this.generation = { apps, router: new HostRouter(apps), loadedAt: new Date() }
+    this.generation = this.generationOf(apps)
+  }
+
+  /** A generation of apps, with the HTTPS doors their TLS profiles need. */
+  private generationOf(apps: readonly App[]): Generation {
+    const router = new HostRouter(apps)
+    const [only, ...others] = router.tlsProfiles
+    const doors = tlsDoors({
+      sole: others.length === 0 ? this.https.serverFor(only) : undefined,
+      serverForName: (servername) => this.https.serverFor(router.tlsProfileFor(servername)),
+      acmeResponder: this.acmeResponder,
+    })
+    return { apps, router, loadedAt: new Date(), doors }
   }
 
   /** Internal leaves live 30 days and are renewed with a third left, without waiting for a reload. */
@@ -550,8 +565,8 @@ export class Gateway {
     // Past the grace period nothing is awaited that a stuck peer could hold: upstream requests still
     // running are cut, and closing the listeners gets a fixed margin, so a stop always ends.
     const closed = Promise.all([
-      this.http.close(),
-      this.https.close(),
+      this.http.fastify.close(),
+      this.https.fastify.close(),
       this.pools.close(result === 'timeout' ? 'destroy' : 'close'),
     ])
     let margin: NodeJS.Timeout | undefined

@@ -1,7 +1,7 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
 import type { ErrorCode } from '../errors.js'
 import type { ForwardedFacts } from '../gateway/headers.js'
-import type { HostRouter } from '../gateway/routing.js'
+import type { HostRouter, TlsFacts } from '../gateway/routing.js'
 import type { ClientIdentity } from '../guards/client-ip.js'
 import type { DroppedHeader } from '../net/vouched-headers.js'
 import type { App } from '../policy/compile.js'
@@ -50,7 +50,7 @@ export class Exchange implements GuardExchange {
   readonly peer: string
   readonly upgrade: boolean
   /** Set on TLS connections. */
-  readonly tls?: { servername: string | undefined; protocol: string | null }
+  readonly tls?: TlsFacts
   app: App | undefined = undefined
   /** The peer until an app's trusted proxies say otherwise. */
   identity: ClientIdentity

@@ -15,7 +15,9 @@ import { RateLimitGuard } from '../guards/rate-limit.js'
 import { WebSocketGuard } from '../guards/websocket.js'
 import { parseCidr } from '../net/ip.js'
 import { compilePathPattern } from '../net/path-pattern.js'
+import { type TlsProfile, tlsProfile } from '../net/tls-profiles.js'
 import { VouchedHeaders } from '../net/vouched-headers.js'
+
 import type { Guard, ResponseEdit } from '../pipeline/guard.js'
 import { ResponseEdits } from '../pipeline/run.js'
 import { type DiscoveredTarget, discoveredTarget } from '../upstreams/discovery.js'
@@ -51,6 +53,8 @@ export interface App {
   readonly tls: {
     readonly mode: Policy['tls']['mode']
     readonly minVersion: Policy['tls']['minVersion']
+    /** The settings of the HTTPS server its connections are handed to. */
+    readonly profile: TlsProfile
     /** The certificate files' contents, for `manual`. */
     readonly manual?: PemPair
     readonly acme?: AcmeSettings
@@ -272,6 +276,7 @@ function compileSettings(
     tls: deepFreeze({
       mode: policy.tls.mode,
       minVersion: policy.tls.minVersion,
+      profile: tlsProfile(policy.tls.profile, policy.tls),
       ...(manual ? { manual } : {}),
       ...(policy.tls.acme ? { acme: acmeSettings(policy.tls.acme) } : {}),
     }),

@@ -1,5 +1,7 @@
 import { CidrSet, parseCidr } from '../net/ip.js'
 import { compilePathPattern, patternsOverlap, rewrittenPath } from '../net/path-pattern.js'
+import { cipherWeakness, groupWeakness } from '../net/tls-profiles.js'
+
 import type { FieldPath, LoadedPolicy, PolicyProblem } from './load.js'
 import type { Policy } from './schema.js'
 
@@ -167,6 +169,42 @@ export const productionRules: readonly Rule[] = [
             {
               field: ['tls', 'acme', 'directory'],
               reason: `${policy.tls.acme.directory} is a staging CA: browsers do not trust its certificates`,
+            },
+          ]
+        : [],
+  },
+  {
+    id: 'PCL-TLS-WEAK-CIPHER',
+    severity: 'error',
+    fix: "Remove tls.ciphers to get the profile's suites, or list only ECDHE suites with GCM or CHACHA20-POLY1305 (and TLS_* suites).",
+    check: (policy) =>
+      (policy.tls.ciphers ?? []).flatMap((suite, index) => {
+        const weakness = cipherWeakness(suite)
+        return weakness ? [{ field: ['tls', 'ciphers', index], reason: `${suite} is weak: ${weakness}` }] : []
+      }),
+  },
+  {
+    id: 'PCL-TLS-WEAK-GROUP',
+    severity: 'error',
+    fix: 'Remove tls.groups to get X25519, P-256 and P-384, or list only elliptic-curve groups.',
+    check: (policy) =>
+      (policy.tls.groups ?? []).flatMap((group, index) => {
+        const weakness = groupWeakness(group)
+        return weakness ? [{ field: ['tls', 'groups', index], reason: `${group} is ${weakness}` }] : []
+      }),
+  },
+  {
+    id: 'PCL-TLS-GROUPS-RETRY',
+    severity: 'warning',
+    always: true,
+    fix: 'Keep X25519 in tls.groups, next to the groups you need.',
+    check: (policy) =>
+      policy.tls.groups && !policy.tls.groups.includes('X25519')
+        ? [
+            {
+              field: ['tls', 'groups'],
+              reason:
+                'browsers and most clients send an X25519 key share: without X25519 they must retry the handshake, and Node then negotiates neither HTTP/2 nor session resumption on those connections',
             },
           ]
         : [],

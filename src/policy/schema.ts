@@ -3,6 +3,7 @@ import { passwordHashPattern } from '../auth/passwords.js'
 import { parseCidr } from '../net/ip.js'
 import { isOriginSpec } from '../net/origin.js'
 import { isPathPattern } from '../net/path-pattern.js'
+import { isCipherSuite, isTls13Suite, tlsGroupNames, tlsProfileNames } from '../net/tls-profiles.js'
 import { duration, size } from './units.js'
 
 /**
@@ -265,6 +266,11 @@ const acmeSchema = z
   })
   .describe('Automatic certificates from an ACME CA, required when mode is acme.')
 
+const cipherSuite = z.string().refine(isCipherSuite, {
+  error:
+    'must be the OpenSSL name of one cipher suite, such as ECDHE-ECDSA-AES128-GCM-SHA256 or TLS_AES_128_GCM_SHA256 (no keywords such as HIGH)',
+})
+
 export const tlsSchema = z
   .strictObject({
     mode: z
@@ -281,9 +287,46 @@ export const tlsSchema = z
       .enum(['TLSv1.2', 'TLSv1.3'])
       .default('TLSv1.2')
       .describe('Lowest TLS version accepted for this app.'),
+    profile: z
+      .enum(tlsProfileNames)
+      .default('intermediate')
+      .describe(
+        'intermediate: TLS 1.2 with ECDHE and AEAD suites only, and TLS 1.3 (Mozilla intermediate without DHE). ' +
+          'modern: TLS 1.3 only. Both offer the groups X25519, P-256 and P-384.',
+      ),
+    ciphers: z
+      .array(cipherSuite)
+      .min(1, { error: 'needs at least one suite' })
+      .optional()
+      .describe(
+        "The exact cipher suites offered instead of the profile's: OpenSSL names, TLS 1.2 suites and TLS 1.3 TLS_* suites.",
+      ),
+    groups: z
+      .array(z.enum(tlsGroupNames))
+      .min(1, { error: 'needs at least one group' })
+      .optional()
+      .describe(
+        "The exact key-exchange groups offered instead of the profile's (X25519, P-256, P-384, ...).",
+      ),
   })
   .prefault({})
   .superRefine((tls, context) => {
+    if (tls.mode === 'off') {
+      for (const field of ['ciphers', 'groups'] as const) {
+        if (tls[field])
+          context.addIssue({ code: 'custom', path: [field], message: 'is only used when TLS is on' })
+      }
+    }
+    if (tls.profile === 'modern') {
+      for (const [index, suite] of (tls.ciphers ?? []).entries()) {
+        if (!isTls13Suite(suite))
+          context.addIssue({
+            code: 'custom',
+            path: ['ciphers', index],
+            message: `${suite} is a TLS 1.2 suite, and profile modern is TLS 1.3 only`,
+          })
+      }
+    }
     if (tls.mode === 'manual' && !tls.manual) {
       context.addIssue({ code: 'custom', path: ['manual'], message: 'is required when tls.mode is manual' })
     }

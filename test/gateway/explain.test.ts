@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { hashPassword } from '../../src/auth/passwords.js'
-import { explain } from '../../src/gateway/explain.js'
+import { explain, formatExplanation } from '../../src/gateway/explain.js'
 import { compileApp } from '../support/apps.js'
 
 describe('explain: what the gateway answers itself', async () => {
@@ -42,5 +42,32 @@ describe('explain: what the gateway answers itself', async () => {
     expect(refused.responseHeaders['www-authenticate']).toMatch(/^Basic realm=/)
     const basic = `Basic ${Buffer.from('admin:correct horse').toString('base64')}`
     expect((await run('/admin', { authorization: basic })).outcome).toMatch(/^proxied to /)
+  })
+})
+
+describe('explain: the TLS profile', async () => {
+  const [shop, strict] = await Promise.all([
+    compileApp({ app: 'shop', hosts: ['shop.test'] }),
+    compileApp({ app: 'strict', hosts: ['strict.test'], tls: { profile: 'modern', groups: ['X25519'] } }),
+  ])
+  const run = (url: string) =>
+    explain([shop, strict], { method: 'GET', url, ip: '203.0.113.7', headers: {}, tlsVersion: 'TLSv1.3' })
+
+  it('says which profile an app’s connections get, with its versions, groups and suites', async () => {
+    expect((await run('https://shop.test/')).tls).toEqual({
+      profile: 'intermediate',
+      minVersion: 'TLSv1.2',
+      groups: 'X25519:P-256:P-384',
+      ciphers: expect.stringMatching(/^TLS_AES_128_GCM_SHA256:.*:ECDHE-RSA-CHACHA20-POLY1305$/),
+    })
+    const strictly = await run('https://strict.test/')
+    expect(strictly).toMatchObject({
+      outcome: expect.stringMatching(/^proxied to /),
+      tls: { profile: 'modern + own groups', minVersion: 'TLSv1.3', groups: 'X25519' },
+    })
+    expect(formatExplanation(strictly).split('\n')[1]).toBe(
+      'tls: profile modern + own groups (TLSv1.3 and later; groups X25519; ciphers TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256)',
+    )
+    expect((await run('http://shop.test/')).tls).toBeUndefined()
   })
 })

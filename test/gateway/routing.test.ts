@@ -9,6 +9,11 @@ const [shop, admin, legacy] = await Promise.all([
   compileApp({ app: 'legacy', hosts: ['legacy.example.com'], tls: { mode: 'off' } }),
 ])
 const router = new HostRouter([shop, admin, legacy] as App[])
+const [strict, tuned] = await Promise.all([
+  compileApp({ app: 'strict', hosts: ['strict.example.com'], tls: { profile: 'modern' } }),
+  compileApp({ app: 'tuned', hosts: ['tuned.example.com'], tls: { groups: ['P-384'] } }),
+])
+const profiled = new HostRouter([shop, admin, legacy, strict, tuned] as App[])
 
 describe('HostRouter', () => {
   it.each([
@@ -33,6 +38,53 @@ describe('HostRouter', () => {
     ['Example.COM.:80', 'example.com'],
     ['localhost', 'localhost'],
   ])('hostnameOf(%s) = %s', (host, expected) => expect(hostnameOf(host)).toBe(expected))
+})
+
+describe('TLS profiles by SNI', () => {
+  it('lists the distinct profiles of the TLS apps: one when every app keeps the default', () => {
+    expect(router.tlsProfiles.map((profile) => profile.name)).toEqual(['intermediate'])
+    expect(profiled.tlsProfiles.map((profile) => profile.name)).toEqual([
+      'intermediate',
+      'modern',
+      'intermediate + own groups',
+    ])
+    expect(new HostRouter([legacy] as App[]).tlsProfiles).toEqual([])
+  })
+
+  it.each([
+    ['strict.example.com', 'modern'],
+    ['STRICT.example.com', 'modern'],
+    ['tuned.example.com', 'intermediate + own groups'],
+    ['shop.example.com', 'intermediate'],
+    ['legacy.example.com', 'intermediate'], // plain HTTP only: the default for a TLS connection to it
+    ['nobody.example.com', 'intermediate'],
+    [undefined, 'intermediate'],
+  ])('a connection for %s is made with %s', (servername, profile) => {
+    expect(profiled.tlsProfileFor(servername).name).toBe(profile)
+  })
+
+  it('refuses a request on a connection made with another profile than its app’s (421)', () => {
+    const on = (servername: string | undefined, host: string) =>
+      decideRoute(
+        profiled,
+        {
+          host,
+          url: '/',
+          tls: { servername, protocol: 'TLSv1.3', profile: profiled.tlsProfileFor(servername).key },
+        },
+        443,
+      )
+    expect(on('strict.example.com', 'strict.example.com')).toMatchObject({ kind: 'proxy' })
+    expect(on(undefined, 'shop.example.com')).toMatchObject({ kind: 'proxy' })
+    // No SNI: the default server, whose settings are not the modern app's.
+    expect(on(undefined, 'strict.example.com')).toMatchObject({
+      kind: 'reject',
+      code: 'PCL_MISDIRECTED_REQUEST',
+      rule: 'tls.profile',
+      message: 'This TLS connection was not made with the TLS settings of app strict (profile modern)',
+    })
+    expect(on(undefined, 'tuned.example.com')).toMatchObject({ kind: 'reject', rule: 'tls.profile' })
+  })
 })
 
 describe('decideRoute', () => {

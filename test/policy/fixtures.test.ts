@@ -41,7 +41,7 @@ describe('valid policies', () => {
     expect(set.policies[0]?.policy).toMatchObject({
       app: 'demo',
       upstream: { timeouts: { connect: 2000, headers: 30_000, idle: 60_000 } },
-      tls: { mode: 'internal', minVersion: 'TLSv1.2' },
+      tls: { mode: 'internal', minVersion: 'TLSv1.2', profile: 'intermediate' },
       hsts: { maxAge: 31_536_000, includeSubDomains: false, preload: false },
     })
   })
@@ -78,7 +78,7 @@ describe('valid policies', () => {
         targets: ['http://127.0.0.1:8080'],
         timeouts: { connect: 5000, headers: 30_000, idle: 60_000 },
       },
-      tls: { mode: 'internal', minVersion: 'TLSv1.2' },
+      tls: { mode: 'internal', minVersion: 'TLSv1.2', profile: 'intermediate' },
       hsts: { maxAge: 31_536_000, includeSubDomains: false, preload: false },
     })
   })

@@ -68,6 +68,26 @@ describe('production rules', () => {
       },
     ],
     ['PCL-HSTS-SHORT', { tls, hsts: { maxAge: 86_400 } }, { tls, hsts: { maxAge: 31_536_000 } }],
+    ...[
+      'ECDHE-ECDSA-AES128-SHA256',
+      'AES128-GCM-SHA256',
+      'DHE-RSA-AES128-GCM-SHA256',
+      'ECDHE-ECDSA-NULL-SHA',
+    ].map((weak) => [
+      'PCL-TLS-WEAK-CIPHER',
+      { tls: { ...tls, ciphers: ['TLS_AES_128_GCM_SHA256', weak] } },
+      { tls: { ...tls, ciphers: ['TLS_AES_128_GCM_SHA256', 'ECDHE-ECDSA-AES128-GCM-SHA256'] } },
+    ]),
+    [
+      'PCL-TLS-GROUPS-RETRY',
+      { tls: { ...tls, groups: ['P-256', 'P-384'] } },
+      { tls: { ...tls, groups: ['X25519', 'P-384'] } },
+    ],
+    [
+      'PCL-TLS-WEAK-GROUP',
+      { tls: { ...tls, groups: ['X25519', 'ffdhe2048'] } },
+      { tls: { ...tls, groups: ['X25519', 'P-521'] } },
+    ],
     [
       'PCL-PROXY-TRUST-ALL',
       { clientIp: { trustedProxies: ['0.0.0.0/0'] } },
@@ -157,6 +177,30 @@ describe('production rules', () => {
       ['PCL-CORS-WILDCARD', 'routes[1].cors.origins[0]'],
       ['PCL-WEBSOCKET-NO-ORIGIN', 'routes[0].websocket.paths[0]'],
     ])
+  })
+
+  it('says why each weak explicit TLS choice is refused, at its field; the profiles alone pass', () => {
+    const hits = findings({
+      tls: {
+        ...tls,
+        ciphers: [
+          'ECDHE-RSA-CHACHA20-POLY1305',
+          'ECDHE-ECDSA-AES256-SHA384',
+          'AES256-GCM-SHA384',
+          'NULL-SHA256',
+          'TLS_AES_256_GCM_SHA384',
+        ],
+        groups: ['X25519', 'P-384', 'ffdhe8192'],
+      },
+    })
+    expect(hits.map((hit) => `${hit.rule} ${hit.severity} ${hit.field}: ${hit.message}`)).toEqual([
+      'PCL-TLS-WEAK-CIPHER error tls.ciphers[1]: ECDHE-ECDSA-AES256-SHA384 is weak: CBC, not AEAD (Lucky13)',
+      'PCL-TLS-WEAK-CIPHER error tls.ciphers[2]: AES256-GCM-SHA384 is weak: no ECDHE key exchange',
+      'PCL-TLS-WEAK-CIPHER error tls.ciphers[3]: NULL-SHA256 is weak: no encryption (NULL)',
+      'PCL-TLS-WEAK-GROUP error tls.groups[2]: ffdhe8192 is a finite-field group: far slower than an elliptic curve of the same strength',
+    ])
+    for (const profile of ['intermediate', 'modern'] as const)
+      expect(findings({ tls: { ...tls, profile } })).toEqual([])
   })
 
   it('refuses JWT algorithms a public key must never verify (none, shared-secret HS*) outright', () => {
