@@ -12,6 +12,9 @@ export const errorCodes = {
   PCL_AUTH_UNAVAILABLE: { status: 502, message: 'The authentication service could not be reached' },
   PCL_AUTH_TIMEOUT: { status: 504, message: 'The authentication service did not answer in time' },
   PCL_NOT_FOUND: { status: 404, message: 'Not found' },
+  PCL_METHOD_NOT_ALLOWED: { status: 405, message: 'This method is not allowed here' },
+  PCL_PRECONDITION_FAILED: { status: 412, message: 'A precondition of the request is not met' },
+  PCL_RANGE_NOT_SATISFIABLE: { status: 416, message: 'The requested range is not in the file' },
   PCL_CORS_ORIGIN_DENIED: { status: 403, message: 'This origin is not allowed' },
   PCL_CORS_METHOD_DENIED: { status: 403, message: 'This method is not allowed for cross-origin requests' },
   PCL_CORS_HEADER_DENIED: {

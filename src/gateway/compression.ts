@@ -10,13 +10,11 @@ const compressible =
   /^(text\/(?!event-stream)|application\/(json|javascript|xml|x-javascript|ld\+json|manifest\+json|wasm|graphql-response\+json)|image\/svg\+xml|[^;]+\+(json|xml))/i
 
 /**
- * The encoding the client prefers among those we make, by its Accept-Encoding q-values; brotli wins a
- * tie (it is smaller). undefined when the client asked for neither, or refused both with q=0.
+ * The encodings we make that the client accepts, best first by its Accept-Encoding q-values; brotli
+ * wins a tie (it is smaller). Empty when the client asked for neither, or refused both with q=0.
  */
-export function negotiateEncoding(acceptEncoding: string | undefined): Encoding | undefined {
-  if (!acceptEncoding) return undefined
-  let best: Encoding | undefined
-  let bestQuality = 0
+export function acceptedEncodings(acceptEncoding: string | undefined): Encoding[] {
+  if (!acceptEncoding) return []
   let wildcard: number | undefined
   const quality = new Map<string, number>()
   for (const part of acceptEncoding.split(',')) {
@@ -26,14 +24,34 @@ export function negotiateEncoding(acceptEncoding: string | undefined): Encoding 
     if (name === '*') wildcard = value
     else quality.set(name, Number.isFinite(value) ? value : 0)
   }
-  for (const encoding of ['br', 'gzip'] as const) {
-    const value = quality.get(encoding) ?? wildcard ?? 0
-    if (value > bestQuality) {
-      best = encoding
-      bestQuality = value
-    }
-  }
-  return best
+  const br = quality.get('br') ?? wildcard ?? 0
+  const gzip = quality.get('gzip') ?? wildcard ?? 0
+  const accepted: Encoding[] = []
+  if (br > 0) accepted.push('br')
+  if (gzip > 0) gzip > br ? accepted.unshift('gzip') : accepted.push('gzip')
+  return accepted
+}
+
+/** The encoding the client prefers among those we make, or undefined (see `acceptedEncodings`). */
+export function negotiateEncoding(acceptEncoding: string | undefined): Encoding | undefined {
+  return acceptedEncodings(acceptEncoding)[0]
+}
+
+/** Whether answers of this Content-Type are worth compressing (text, JSON, JavaScript, XML, SVG, wasm). */
+export function isCompressibleType(contentType: string | undefined): boolean {
+  return compressible.test(contentType ?? '')
+}
+
+/**
+ * Whether the policy compresses an answer with these headers for a client that asks: compression on,
+ * not encoded already, no `no-transform`, a compressible type, and not known to be under `minSize`.
+ */
+export function worthCompressing(policy: Policy['compression'], headers: OutgoingHttpHeaders): boolean {
+  if (!policy.enabled || headers['content-encoding'] !== undefined) return false
+  if (/\bno-transform\b/i.test(String(headers['cache-control'] ?? ''))) return false
+  if (!isCompressibleType(String(headers['content-type'] ?? ''))) return false
+  const length = headers['content-length']
+  return length === undefined || Number(length) >= policy.minSize
 }
 
 export interface CompressionDecision {
@@ -52,13 +70,8 @@ export function decideCompression(
   status: number,
   headers: OutgoingHttpHeaders,
 ): CompressionDecision | undefined {
-  if (!policy.enabled || request.method === 'HEAD' || status < 200 || status === 204 || status === 304)
-    return undefined
-  if (headers['content-encoding'] !== undefined) return undefined
-  if (/\bno-transform\b/i.test(String(headers['cache-control'] ?? ''))) return undefined
-  if (!compressible.test(String(headers['content-type'] ?? ''))) return undefined
-  const length = headers['content-length']
-  if (length !== undefined && Number(length) < policy.minSize) return undefined
+  if (request.method === 'HEAD' || status < 200 || status === 204 || status === 304) return undefined
+  if (!worthCompressing(policy, headers)) return undefined
   const encoding = negotiateEncoding(request.headers['accept-encoding'])
   if (!encoding) return undefined
   const compressed: OutgoingHttpHeaders = { ...headers, 'content-encoding': encoding }

@@ -10,6 +10,7 @@ import { MemoryStore } from '../stores/rate-limit-store.js'
 import { ResilientRateLimitStore } from '../stores/resilient-store.js'
 import { upstreamRequestHeaders } from './headers.js'
 import { HostRouter } from './routing.js'
+import { locateStatic, type StaticAnswer } from './static-lookup.js'
 
 export interface ExplainRequest {
   method: string
@@ -84,14 +85,25 @@ export async function explain(apps: readonly App[], request: ExplainRequest): Pr
   )
   const steps: TraceStep[] = []
   try {
-    return describe(exchange, await decide(exchange, secure ? Number(url.port || 443) : 443, steps), steps)
+    const outcome = await decide(exchange, secure ? Number(url.port || 443) : 443, steps)
+    // The same lookup that answers: which file (index, fallback, precompressed variant) or none.
+    const found =
+      outcome.kind === 'static'
+        ? await locateStatic(outcome.entry, outcome.file, (exchange.app as App).compression, exchange)
+        : undefined
+    return describe(exchange, outcome, steps, found)
   } finally {
     store.close()
   }
 }
 
 /** An outcome as the report says it: what the client gets and, when proxied, what the upstream gets. */
-function describe(exchange: Exchange, outcome: Outcome, steps: TraceStep[]): Explanation {
+function describe(
+  exchange: Exchange,
+  outcome: Outcome,
+  steps: TraceStep[],
+  found: StaticAnswer | undefined,
+): Explanation {
   const { app } = exchange
   if (outcome.kind === 'redirect') {
     return {
@@ -167,13 +179,7 @@ function describe(exchange: Exchange, outcome: Outcome, steps: TraceStep[]): Exp
         responseHeaders: responseHeaders(),
       }
     case 'static':
-      return {
-        ...base,
-        status: 200,
-        outcome: `${reportOnly(exchange)}served by the gateway from ${outcome.root}${outcome.file} (404 if there is no such file)`,
-        rule: 'static',
-        responseHeaders: responseHeaders({ 'cache-control': outcome.cacheControl }),
-      }
+      return describeStatic(base, exchange, found as StaticAnswer, responseHeaders)
     case 'proxy': {
       const target = app.upstream.targets[0] ?? app.upstream.discovered[0]?.spec ?? ''
       const headers = upstreamRequestHeaders(exchange.headers, outcome.facts, {
@@ -194,6 +200,50 @@ function describe(exchange: Exchange, outcome: Outcome, steps: TraceStep[]): Exp
         },
       }
     }
+  }
+}
+
+/** A static answer as the report says it: the file and why, its encoding, or the redirect or 404. */
+function describeStatic(
+  base: Pick<Explanation, 'route' | 'app' | 'steps'>,
+  exchange: Exchange,
+  found: StaticAnswer,
+  responseHeaders: (fromApp?: OutgoingHttpHeaders) => OutgoingHttpHeaders,
+): Explanation {
+  if (found.kind === 'redirect')
+    return {
+      ...base,
+      status: 308,
+      outcome: `redirected by the gateway to ${found.location}, the directory's URL with its slash`,
+      rule: 'static',
+      responseHeaders: responseHeaders({ location: found.location }),
+    }
+  if (found.kind === 'missing')
+    return {
+      ...base,
+      status: errorStatus('PCL_NOT_FOUND'),
+      outcome: `${reportOnly(exchange)}refused: ${found.reason}`,
+      code: 'PCL_NOT_FOUND',
+      rule: 'static',
+      responseHeaders: responseHeaders(),
+    }
+  const why = {
+    path: '',
+    index: ' (the index of the directory)',
+    fallback: ' (the fallback: no file for this path)',
+  }[found.via]
+  const { encoding } = found
+  const how = !encoding
+    ? ''
+    : encoding.precompressed
+      ? `, precompressed (${encoding.name})`
+      : `, compressed on the fly (${encoding.name})`
+  return {
+    ...base,
+    status: 200,
+    outcome: `${reportOnly(exchange)}served by the gateway from ${found.file}${why}${how}`,
+    rule: 'static',
+    responseHeaders: responseHeaders({ ...found.headers }),
   }
 }
 

@@ -120,7 +120,17 @@ function conclude(app: App, exchange: Exchange, chainDecision: Decision): Outcom
   }
   exchange.addedHeaders = decision.responseHeaders
   const files = exchange.upgrade ? undefined : staticFor(app, exchange.target)
-  if (files) return { kind: 'static', ...files }
+  if (files) {
+    if (exchange.method === 'GET' || exchange.method === 'HEAD') return { kind: 'static', ...files }
+    // As nginx and Caddy answer for files: a POST to a client-side route never gets the app's HTML.
+    exchange.addedHeaders = { ...exchange.addedHeaders, allow: 'GET, HEAD' }
+    return refuse(
+      exchange,
+      'PCL_METHOD_NOT_ALLOWED',
+      'static',
+      `${files.entry.path} is static files: only GET and HEAD are answered`,
+    )
+  }
   if (exchange.rewritten) exchange.target = exchange.rewritten.target
   return {
     kind: 'proxy',

@@ -4,7 +4,7 @@ import type { ForwardedFacts } from '../gateway/headers.js'
 import type { HostRouter, TlsFacts } from '../gateway/routing.js'
 import type { ClientIdentity } from '../guards/client-ip.js'
 import type { DroppedHeader } from '../net/vouched-headers.js'
-import type { App } from '../policy/compile.js'
+import type { App, StaticEntry } from '../policy/compile.js'
 import type { BodyLimit, GuardExchange, GuardServices } from './guard.js'
 
 /** What the listener knows of a request when it arrives, before any policy is applied. */
@@ -21,7 +21,8 @@ export type Outcome =
   | { kind: 'refuse'; code: ErrorCode; rule: string; message?: string }
   /** The gateway answers without an error (a CORS preflight), or relays an auth service's answer. */
   | { kind: 'answer'; status: number; rule: string; body?: string }
-  | { kind: 'static'; root: string; file: string; cacheControl: string }
+  /** A `static` entry's path (after its prefix), for GET and HEAD; the file is looked up when answering. */
+  | { kind: 'static'; entry: StaticEntry; file: string }
   | { kind: 'proxy'; facts: ForwardedFacts }
 
 /** Which code and policy rule refused (or, in report-only mode, would have). */

@@ -62,7 +62,7 @@ export interface App {
   readonly healthPath: string | undefined
   readonly compression: Policy['compression']
   /** Static directories, resolved to absolute paths. */
-  readonly static: readonly { readonly path: string; readonly root: string; readonly cacheControl: string }[]
+  readonly static: readonly StaticEntry[]
   /** The Strict-Transport-Security value, or undefined when HSTS is off (max-age 0). */
   readonly hstsHeader: string | undefined
   /** Who the client is: resolved before any guard runs, from the peer and the proxies it trusts. */
@@ -85,6 +85,12 @@ export interface App {
   readonly poolId: string
   /** Whose WebSocket caps count the connection: the app's, or a route's own when it sets `websocket`. */
   readonly websocketScope: string
+}
+
+/** One `static` entry, its directory resolved against the policy file. */
+export type StaticEntry = Readonly<Omit<Policy['static'][number], 'dir' | 'index'>> & {
+  readonly root: string
+  readonly index: readonly string[]
 }
 
 /** A route: which requests it takes, and the settings they get. */
@@ -283,11 +289,12 @@ function compileSettings(
     healthPath: policy.healthPath,
     compression: deepFreeze({ ...policy.compression }),
     static: deepFreeze(
-      policy.static.map((entry) => ({
-        path: entry.path,
-        root: path.resolve(path.dirname(file), entry.dir),
-        cacheControl: entry.cacheControl,
-      })),
+      policy.static.map(
+        ({ dir, ...entry }): StaticEntry => ({
+          ...entry,
+          root: path.resolve(path.dirname(file), dir),
+        }),
+      ),
     ),
     hstsHeader: hstsHeader(policy.hsts),
     clientIp: host.clientIp,

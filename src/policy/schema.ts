@@ -643,21 +643,54 @@ export const compressionSchema = z
     'Response compression (brotli or gzip, as the client prefers) for text, JSON, JavaScript, XML and SVG, unless the app compressed already.',
   )
 
+/** A file name of a static directory: no slash, and not a dotfile (dotfiles are never served). */
+const staticFileName = z
+  .string()
+  .regex(/^(?!\.)[^/\\]+$/, { error: 'must be a file name such as index.html (no /, not starting with .)' })
+
 export const staticSchema = z
   .strictObject({
     path: z
       .string()
       .regex(/^\/([^\s?#*]*\/)?$/, { error: 'must be a path prefix ending with /, such as /build/' })
-      .describe('URL prefix served from the directory, e.g. /build/.'),
+      .describe('URL prefix served from the directory, e.g. /build/ (/build redirects to it).'),
     dir: z.string().min(1).describe('Directory with the files, relative to the policy file.'),
     cacheControl: z
       .string()
       .default('public, max-age=0, must-revalidate')
       .describe(
-        'Cache-Control of the files; content-hashed builds use "public, max-age=31536000, immutable".',
+        'Cache-Control of the files other than HTML; content-hashed builds use "public, max-age=31536000, immutable".',
+      ),
+    htmlCacheControl: z
+      .string()
+      .default('no-cache')
+      .describe(
+        'Cache-Control of HTML files and of the fallback, whatever cacheControl says: their names are not content-hashed, so browsers revalidate them (ETag) and see a new deploy at once. Default no-cache.',
+      ),
+    index: z
+      .union([staticFileName, z.array(staticFileName)])
+      .transform((names) => (typeof names === 'string' ? [names] : names))
+      .default(['index.html'])
+      .describe(
+        'File answered for a directory URL (/build/ → /build/index.html), or a list tried in order; [] for none. Default index.html.',
+      ),
+    fallback: z
+      .string()
+      .regex(/^(\/(?!\.)[^/\\]+)+$/, { error: 'must be a file of the directory, such as /index.html' })
+      .optional()
+      .describe(
+        'A file of the directory, such as /index.html, answered to GET and HEAD for paths with no such file whose last segment has no extension: the client-side routes of a single-page app. A missing /app.3f2a.js stays a 404.',
+      ),
+    precompressed: z
+      .boolean()
+      .default(true)
+      .describe(
+        'Serve x.js.br or x.js.gz made by the build beside x.js, as the client accepts, for compressible types. Default true.',
       ),
   })
-  .describe('Files served by the gateway itself, with ETag/304 and ranges; paths never leave the directory.')
+  .describe(
+    'Files served by the gateway itself to GET and HEAD, with ETag/304 and ranges, index files, a history fallback and compression; paths never leave the directory.',
+  )
 
 /** Where a login applies: `paths` minus `except`. */
 function pathScope(needs: string, leftOpen: string) {

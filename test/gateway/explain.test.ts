@@ -1,20 +1,35 @@
+import { mkdir, mkdtemp, realpath, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
 import { describe, expect, it } from 'vitest'
 import { hashPassword } from '../../src/auth/passwords.js'
 import { explain, formatExplanation } from '../../src/gateway/explain.js'
 import { compileApp } from '../support/apps.js'
 
 describe('explain: what the gateway answers itself', async () => {
+  const dist = path.join(await realpath(await mkdtemp(path.join(tmpdir(), 'pcl-explain-'))), 'dist')
+  await mkdir(dist)
+  await writeFile(path.join(dist, 'index.html'), '<!doctype html><title>app</title>')
+  await writeFile(path.join(dist, 'app.5d41.js'), 'console.log(1)\n')
+  await writeFile(path.join(dist, 'app.5d41.js.br'), 'not really brotli')
   const app = await compileApp({
     app: 'sm',
     hosts: ['sm.test'],
     tls: { mode: 'off' },
     healthPath: '/.well-known/portcullis-health',
-    static: [{ path: '/build/', dir: '/srv/dist', cacheControl: 'public, max-age=31536000, immutable' }],
+    static: [
+      {
+        path: '/build/',
+        dir: dist,
+        cacheControl: 'public, max-age=31536000, immutable',
+        fallback: '/index.html',
+      },
+    ],
     basicAuth: { users: { admin: await hashPassword('correct horse') }, except: ['/build/**'] },
   })
-  const run = (path: string, headers: Record<string, string> = {}) =>
+  const run = (path: string, headers: Record<string, string> = {}, method = 'GET') =>
     explain([app], {
-      method: 'GET',
+      method,
       url: `http://sm.test${path}`,
       ip: '203.0.113.7',
       headers,
@@ -28,11 +43,32 @@ describe('explain: what the gateway answers itself', async () => {
 
   it('static files, with their Cache-Control, and nothing for the upstream', async () => {
     const explanation = await run('/build/app.5d41.js')
-    expect(explanation.outcome).toBe(
-      'served by the gateway from /srv/dist/app.5d41.js (404 if there is no such file)',
-    )
+    expect(explanation.outcome).toBe(`served by the gateway from ${dist}/app.5d41.js`)
     expect(explanation.responseHeaders['cache-control']).toBe('public, max-age=31536000, immutable')
+    expect(explanation.responseHeaders.vary).toBe('Accept-Encoding')
     expect(explanation.upstream).toBeUndefined()
+  })
+
+  it('the file a static path finds: variant, index, fallback, redirect or none', async () => {
+    const br = await run('/build/app.5d41.js', { 'accept-encoding': 'gzip, br' })
+    expect(br.outcome).toBe(`served by the gateway from ${dist}/app.5d41.js.br, precompressed (br)`)
+    expect(br.responseHeaders['content-encoding']).toBe('br')
+    expect(br.responseHeaders['content-type']).toBe('application/javascript; charset=utf-8')
+    const index = await run('/build/')
+    expect(index.outcome).toBe(`served by the gateway from ${dist}/index.html (the index of the directory)`)
+    expect(index.responseHeaders['cache-control']).toBe('no-cache')
+    const route = await run('/build/settings/profile')
+    expect(route.outcome).toBe(
+      `served by the gateway from ${dist}/index.html (the fallback: no file for this path)`,
+    )
+    expect(route.responseHeaders['cache-control']).toBe('no-cache')
+    expect(await run('/build')).toMatchObject({ status: 308, responseHeaders: { location: '/build/' } })
+    const missing = await run('/build/app.0000.js')
+    expect(missing).toMatchObject({ status: 404, code: 'PCL_NOT_FOUND', rule: 'static' })
+    expect(missing.outcome).toBe(`refused: no file ${dist}/app.0000.js under /build/`)
+    const post = await run('/build/settings/profile', {}, 'POST')
+    expect(post).toMatchObject({ status: 405, code: 'PCL_METHOD_NOT_ALLOWED', rule: 'static' })
+    expect(post.responseHeaders.allow).toBe('GET, HEAD')
   })
 
   it('basic authentication as the last step, with the challenge header', async () => {
