@@ -50,14 +50,18 @@ export class Channel<
     endpoint.on('disconnect', () => this.close())
   }
 
-  ask<K extends keyof OutAsks & string>(kind: K, body: OutAsks[K][0]): Promise<OutAsks[K][1]> {
+  ask<K extends keyof OutAsks & string>(
+    kind: K,
+    body: OutAsks[K][0],
+    timeoutMs = answerTimeoutMs,
+  ): Promise<OutAsks[K][1]> {
     if (this.closed) return Promise.reject(new Error('the IPC channel is closed'))
     const id = this.nextId++
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiting.delete(id)
-        reject(new Error(`no answer to ${kind} within ${answerTimeoutMs} ms`))
-      }, answerTimeoutMs)
+        reject(new Error(`no answer to ${kind} within ${timeoutMs} ms`))
+      }, timeoutMs)
       timer.unref()
       this.waiting.set(id, { resolve: resolve as (body: unknown) => void, reject, timer })
       this.send({ pcl: 'ask', kind, id, body })

@@ -6,7 +6,7 @@ import { Counter, Gauge, Registry } from 'prom-client'
 import { admissionProblems, internalLeaves } from '../gateway/admission.js'
 import { persistentSecret } from '../gateway/server.js'
 import { formatProblem, type PolicyProblem } from '../policy/load.js'
-import { loadPolicySource } from '../policy/source.js'
+import { compilePolicyTexts, type PolicyTexts, readPolicySource } from '../policy/source.js'
 import type { Settings } from '../settings.js'
 import { InternalCa } from '../tls/internal-ca.js'
 import { randomTicketKeys, TicketKeyRotation } from '../tls/ticket-keys.js'
@@ -24,6 +24,8 @@ interface Member {
 /** A worker that dies sooner than this after it started counts as crash-looping: restarts back off. */
 const stableAfterMs = 10_000
 const longestRestartDelayMs = 10_000
+/** A worker compiles a generation, issues nothing and waits for DNS at most a few seconds. */
+const applyTimeoutMs = 30_000
 
 /**
  * The primary of `--workers N`: it serves no traffic itself. It validates the policies once (at start,
@@ -45,12 +47,15 @@ export async function runPrimary(settings: Settings, log: Logger, count: number)
   // two workers writing the same leaf could leave one's certificate beside the other's key.
   const internalCa = await InternalCa.open(settings.stateDir)
   if (!settings.stickySecret) await persistentSecret(path.join(settings.stateDir, 'sticky.key'))
-  const problems = await validate(settings, log, internalCa, false)
-  if (problems.length > 0) {
-    for (const problem of problems) log.error({ problem: formatProblem(problem) }, formatProblem(problem))
-    log.fatal({ problems: problems.length }, 'refusing to start: fix the policy files above')
+  const first = await validate(settings, log, internalCa, false)
+  if ('problems' in first) {
+    for (const problem of first.problems)
+      log.error({ problem: formatProblem(problem) }, formatProblem(problem))
+    log.fatal({ problems: first.problems.length }, 'refusing to start: fix the policy files above')
     return 2
   }
+  /** The generation every worker serves: the texts validated last, which a worker that joins gets too. */
+  let policies = first
 
   const keeper = new SharedStateKeeper()
   const members = new Map<number, Member>()
@@ -111,6 +116,7 @@ export async function runPrimary(settings: Settings, log: Logger, count: number)
     link.answer('join', () => {
       prober ??= worker.id
       return {
+        policies,
         probe: prober === worker.id,
         health: keeper.healthSoFar(),
         ...(ticketKey ? { ticketKey } : {}),
@@ -157,21 +163,56 @@ export async function runPrimary(settings: Settings, log: Logger, count: number)
     })
   }
 
-  reload = async (reason: string) => {
-    const refused = await validate(settings, log, internalCa, true)
-    if (refused.length > 0) {
-      for (const problem of refused)
+  /** One reload: the files read once and validated; every worker told to serve exactly those texts. */
+  const reloadOnce = async (reason: string) => {
+    const read = await validate(settings, log, internalCa, true)
+    if ('problems' in read) {
+      for (const problem of read.problems)
         log.error(
           { reason, problem: formatProblem(problem) },
           `policy reload refused: ${formatProblem(problem)}`,
         )
       log.error(
-        { reason, problems: refused.length },
+        { reason, problems: read.problems.length },
         'policy reload refused; still serving the last good policies',
       )
       return
     }
-    for (const member of serving()) member.link.tell('reload', reason)
+    policies = read
+    const workers = serving()
+    const answers = await Promise.allSettled(
+      workers.map((member) => member.link.ask('apply', { reason, policies: read }, applyTimeoutMs)),
+    )
+    const failed = answers.flatMap((answer, index) => {
+      const worker = workers[index]?.worker.id
+      if (answer.status === 'rejected') return [{ worker, problems: [String(answer.reason)] }]
+      return answer.value.applied ? [] : [{ worker, problems: answer.value.problems }]
+    })
+    for (const { worker, problems } of failed)
+      log.error(
+        { reason, worker, digest: read.digest, problems },
+        'a worker did not apply the policies the primary validated; it serves its previous generation',
+      )
+    if (failed.length === 0)
+      log.info({ reason, digest: read.digest, workers: workers.length }, 'policies reloaded on every worker')
+  }
+  // Requests that arrive while a reload runs coalesce into one more, with the files as they are then.
+  let reloading: Promise<void> | undefined
+  let again = false
+  reload = async (reason: string) => {
+    if (reloading) {
+      again = true
+      return reloading
+    }
+    reloading = (async () => {
+      do {
+        again = false
+        await reloadOnce(reason)
+      } while (again)
+    })().finally(() => {
+      reloading = undefined
+    })
+    return reloading
   }
 
   for (let index = 0; index < count; index++) fork()
@@ -205,21 +246,24 @@ export async function runPrimary(settings: Settings, log: Logger, count: number)
 }
 
 /**
- * The policies as the workers will load them, judged once: problems refuse them. Internal-CA leaves
- * are issued here, so every worker reads the same certificate instead of issuing its own.
+ * The policy files read once and judged: their texts, which the workers will compile, or the problems
+ * that refuse them. Internal-CA leaves are issued here, so every worker reads the same certificate
+ * instead of issuing its own.
  */
 async function validate(
   settings: Settings,
   log: Logger,
   internalCa: InternalCa,
   quiet: boolean,
-): Promise<PolicyProblem[]> {
-  const loaded = await loadPolicySource([settings.policies])
-  if (!loaded.ok) return loaded.problems
+): Promise<PolicyTexts | { problems: PolicyProblem[] }> {
+  const read = await readPolicySource([settings.policies])
+  if ('problems' in read) return read
+  const loaded = await compilePolicyTexts(read)
+  if (!loaded.ok) return loaded
   const problems = admissionProblems(loaded, settings, log, { redis: settings.redis !== undefined, quiet })
-  if (problems.length > 0) return problems
+  if (problems.length > 0) return { problems }
   const issued = await internalLeaves(loaded.apps, internalCa)
-  return issued.ok ? [] : issued.problems
+  return issued.ok ? read : issued
 }
 
 function watchPolicies(

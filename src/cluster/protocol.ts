@@ -1,5 +1,6 @@
 import type { MetricObjectWithValues, MetricValue } from 'prom-client'
 import type { LiveWebSockets } from '../pipeline/guard.js'
+import type { PolicyTexts } from '../policy/source.js'
 import type { PlaceCaps } from '../stores/counts.js'
 import type { LimitCheck, LimitOutcome } from '../stores/rate-limit-store.js'
 import type { ChallengeKind } from '../tls/acme/storage.js'
@@ -16,11 +17,22 @@ export interface HealthReport {
 export type Collected = 'metrics' | 'activity'
 export type MetricsSnapshot = MetricObjectWithValues<MetricValue<string>>[]
 
-/** What a worker learns when it joins: whether it probes, the health so far, the ticket key. */
+/**
+ * What a worker learns when it joins: the policy texts the primary validated (it compiles exactly
+ * those, never the files as they may be by then), whether it probes, the health so far, the ticket key.
+ */
 export interface WorkerWelcome {
+  policies: PolicyTexts
   probe: boolean
   health: HealthReport[]
   ticketKey?: string
+}
+
+/** A worker's answer to a new generation: whether it serves it now, and if not, why. */
+export interface Applied {
+  applied: boolean
+  digest: string
+  problems: string[]
 }
 
 /** What a worker asks the primary, which holds the state every worker must see the same. */
@@ -51,11 +63,11 @@ export type WorkerTells = {
 
 export type PrimaryAsks = {
   collect: [Collected, unknown]
+  /** Serve these policy texts, which the primary validated. */
+  apply: [{ reason: string; policies: PolicyTexts }, Applied]
 }
 
 export type PrimaryTells = {
-  /** Reload the policies (the primary validated them). */
-  reload: string
   /** Whether this worker runs the active health checks for all of them. */
   probe: boolean
   /** Targets' health as the probing worker last found it. */

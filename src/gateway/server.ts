@@ -21,7 +21,7 @@ import { GatewayMetrics } from '../observe/metrics.js'
 import type { RateLimitStores } from '../pipeline/guard.js'
 import type { App, PemPair } from '../policy/compile.js'
 import { formatProblem, type PolicyProblem } from '../policy/load.js'
-import { loadPolicySource } from '../policy/source.js'
+import { compilePolicyTexts, loadPolicySource, type PolicyTexts } from '../policy/source.js'
 import type { Settings } from '../settings.js'
 import { CircuitBreaker } from '../stores/breaker.js'
 import { MemoryStore } from '../stores/rate-limit-store.js'
@@ -50,6 +50,8 @@ interface Prepared {
   apps: readonly App[]
   /** Internal-CA certificates, issued and written, by app id. */
   leaves: ReadonlyMap<string, PemPair>
+  /** Of the policy texts compiled. */
+  digest: string
 }
 
 interface Refused {
@@ -88,7 +90,16 @@ export interface ListeningAddresses {
 export class Gateway {
   private generation: Generation
   private lastReloadError: { at: Date; problems: string[] } | undefined
-  private reloading: Promise<boolean> = Promise.resolve(true)
+  private reloading: Promise<boolean> | undefined
+  /** The one reload that runs after the current one, however many were asked for meanwhile. */
+  private queuedReload:
+    | {
+        reason: string
+        texts: PolicyTexts | undefined
+        applied: Promise<boolean>
+        resolve(applied: Promise<boolean>): void
+      }
+    | undefined
   private watcher: FSWatcher | undefined
   private renewTimer: NodeJS.Timeout | undefined
   private fronts: { http: NetServer | undefined; https: NetServer } | undefined
@@ -234,7 +245,11 @@ export class Gateway {
       primary.answer('collect', async (kind) =>
         kind === 'metrics' ? this.metrics.registry.getMetricsAsJSON() : this.activity.snapshot(),
       )
-      primary.listen('reload', (reason) => void this.reload(reason))
+      primary.answer('apply', async ({ reason, policies }) => ({
+        applied: await this.reload(reason, policies),
+        digest: policies.digest,
+        problems: this.lastReloadError?.problems ?? [],
+      }))
       primary.listen('probe', (on) => this.pools.setProbing(on))
       primary.listen('health', (reports) => this.pools.applyHealth(reports))
       primary.listen('acme-stored', (appId) => this.acme.pickUp(appId))
@@ -273,7 +288,8 @@ export class Gateway {
       worker?.primary,
       worker?.welcome,
     )
-    const prepared = await gateway.prepare()
+    // A worker compiles the texts its primary validated, never the files as they may be by now.
+    const prepared = await gateway.prepare(worker?.welcome.policies)
     if (!prepared.ok) throw new PolicyError(prepared.problems)
     // Redis first: ACME certificates another replica stored there are served from the start.
     if (gateway.redis && !(await whenReady(gateway.redis, 5000))) {
@@ -342,33 +358,54 @@ export class Gateway {
    * Re-reads the policy directory. Serialised: reloads never interleave. Resolves false when refused:
    * then nothing running has changed, the cause is logged, and later reloads work as before.
    */
-  reload(reason: string): Promise<boolean> {
-    this.reloading = this.reloading.then(async () => {
-      let prepared: Prepared | Refused
-      try {
-        prepared = await this.prepare()
-      } catch (error) {
-        prepared = refusedBy(this.settings.policies, `the reload failed (${describeError(error)})`)
-      }
-      if (!prepared.ok) {
-        const problems = prepared.problems.map(formatProblem)
-        for (const problem of problems)
-          this.log.error({ reason, problem }, `policy reload refused: ${problem}`)
-        this.log.error(
-          { reason, problems: problems.length },
-          'policy reload refused; still serving the last good policies',
-        )
-        this.lastReloadError = { at: new Date(), problems }
-        this.metrics.reloaded(false)
-        return false
-      }
-      await this.commit(prepared)
-      this.lastReloadError = undefined
-      this.metrics.reloaded(true)
-      this.log.info({ reason, apps: prepared.apps.map((app) => app.id) }, 'policies reloaded')
-      return true
-    })
-    return this.reloading
+  reload(reason: string, texts?: PolicyTexts): Promise<boolean> {
+    if (!this.reloading) {
+      this.reloading = this.reloadOnce(reason, texts).finally(() => {
+        this.reloading = undefined
+        const queued = this.queuedReload
+        this.queuedReload = undefined
+        if (queued) queued.resolve(this.reload(queued.reason, queued.texts))
+      })
+      return this.reloading
+    }
+    // Requests that arrive while a reload runs coalesce into one more, with the latest texts.
+    if (this.queuedReload) Object.assign(this.queuedReload, { reason, texts })
+    else {
+      let resolve: (applied: Promise<boolean>) => void = () => {}
+      const applied = new Promise<boolean>((done) => {
+        resolve = done
+      })
+      this.queuedReload = { reason, texts, applied, resolve }
+    }
+    return this.queuedReload.applied
+  }
+
+  private async reloadOnce(reason: string, texts: PolicyTexts | undefined): Promise<boolean> {
+    let prepared: Prepared | Refused
+    try {
+      prepared = await this.prepare(texts)
+    } catch (error) {
+      prepared = refusedBy(this.settings.policies, `the reload failed (${describeError(error)})`)
+    }
+    if (!prepared.ok) {
+      const problems = prepared.problems.map(formatProblem)
+      for (const problem of problems) this.log.error({ reason, problem }, `policy reload refused: ${problem}`)
+      this.log.error(
+        { reason, problems: problems.length },
+        'policy reload refused; still serving the last good policies',
+      )
+      this.lastReloadError = { at: new Date(), problems }
+      this.metrics.reloaded(false)
+      return false
+    }
+    await this.commit(prepared)
+    this.lastReloadError = undefined
+    this.metrics.reloaded(true)
+    this.log.info(
+      { reason, apps: prepared.apps.map((app) => app.id), digest: prepared.digest },
+      'policies reloaded',
+    )
+    return true
   }
 
   /**
@@ -376,8 +413,8 @@ export class Gateway {
    * production rules, and the internal certificates issued (files written). Nothing running changes
    * here; start-up and reload refuse on the same problems.
    */
-  private async prepare(): Promise<Prepared | Refused> {
-    const loaded = await loadPolicySource([this.settings.policies])
+  private async prepare(texts?: PolicyTexts): Promise<Prepared | Refused> {
+    const loaded = texts ? await compilePolicyTexts(texts) : await loadPolicySource([this.settings.policies])
     if (!loaded.ok) return loaded
     const refusal = admissionProblems(loaded, this.settings, this.log, {
       redis: this.redis !== undefined,
@@ -387,7 +424,7 @@ export class Gateway {
     if (refusal.length > 0) return { ok: false, problems: refusal }
     const issued = await internalLeaves(loaded.apps, this.internalCa)
     if (!issued.ok) return issued
-    return { ok: true, apps: loaded.apps, leaves: issued.leaves }
+    return { ok: true, apps: loaded.apps, leaves: issued.leaves, digest: loaded.texts.digest }
   }
 
   /** Puts a prepared generation in place: certificates, ACME, pools, then the router in one assignment. */

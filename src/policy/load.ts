@@ -160,11 +160,14 @@ function describeIssue(
 /** Policy files are a few kilobytes; anything much larger is a mistake or an attack on the parser. */
 const maxPolicyBytes = 1024 * 1024
 
+/** A policy file's text as read, or why it could not be read. */
+export type PolicyText = YamlSource | { file: string; problem: PolicyProblem }
+
 /** Reads a file for parsing, or says why it cannot be (unreadable, too large). */
-async function readPolicyText(file: string): Promise<YamlSource | LoadResult> {
-  const refuse = (message: string): LoadResult => ({
-    ok: false,
-    problems: [{ file, line: 1, column: 1, field: '', message }],
+async function readPolicyText(file: string): Promise<PolicyText> {
+  const refuse = (message: string): PolicyText => ({
+    file,
+    problem: { file, line: 1, column: 1, field: '', message },
   })
   try {
     const { size } = await stat(file)
@@ -175,13 +178,23 @@ async function readPolicyText(file: string): Promise<YamlSource | LoadResult> {
   }
 }
 
-/** Reads, parses (off the main thread) and validates policy files, each with its own result. */
-async function loadPolicyFiles(files: readonly string[]): Promise<LoadResult[]> {
-  const read = await Promise.all(files.map(readPolicyText))
+/** Reads policy files as they are now. */
+export function readPolicyTexts(files: readonly string[]): Promise<PolicyText[]> {
+  return Promise.all(files.map(readPolicyText))
+}
+
+/** Parses (off the main thread) and validates policy texts, each with its own result. */
+async function validateTexts(read: readonly PolicyText[]): Promise<LoadResult[]> {
   const sources = read.filter((entry): entry is YamlSource => 'text' in entry)
   const parsed = await parseYamlOffThread(sources)
   let next = 0
-  return read.map((entry) => ('text' in entry ? validatePolicy(parsed[next++] as ParsedYaml) : entry))
+  return read.map((entry) =>
+    'text' in entry ? validatePolicy(parsed[next++] as ParsedYaml) : { ok: false, problems: [entry.problem] },
+  )
+}
+
+async function loadPolicyFiles(files: readonly string[]): Promise<LoadResult[]> {
+  return validateTexts(await readPolicyTexts(files))
 }
 
 export async function loadPolicyFile(file: string): Promise<LoadResult> {
@@ -208,7 +221,12 @@ export interface PolicySet {
  * All problems are returned at once so a user fixes them in one pass.
  */
 export async function loadPolicySet(files: readonly string[]): Promise<PolicySet> {
-  const results = await loadPolicyFiles(files)
+  return loadPolicyTexts(await readPolicyTexts(files))
+}
+
+/** `loadPolicySet` on texts read before: what a primary validated is what its workers compile. */
+export async function loadPolicyTexts(read: readonly PolicyText[]): Promise<PolicySet> {
+  const results = await validateTexts(read)
   const policies: LoadedPolicy[] = []
   const problems: PolicyProblem[] = []
   for (const result of results) {

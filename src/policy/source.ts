@@ -1,9 +1,31 @@
+import { createHash } from 'node:crypto'
 import { stat } from 'node:fs/promises'
 import { type App, compilePolicies } from './compile.js'
-import { type LoadedPolicy, loadPolicySet, type PolicyProblem, policyFilesIn } from './load.js'
+import {
+  type LoadedPolicy,
+  loadPolicyTexts,
+  type PolicyProblem,
+  type PolicyText,
+  policyFilesIn,
+  readPolicyTexts,
+} from './load.js'
+
+/** The policy files' texts as read at one moment: what is validated, and what workers are sent. */
+export interface PolicyTexts {
+  files: readonly string[]
+  texts: readonly PolicyText[]
+  /** Of every file name and text: the generation's identity, which the primary and workers log. */
+  digest: string
+}
 
 export type PolicySource =
-  | { ok: true; apps: readonly App[]; policies: readonly LoadedPolicy[]; files: readonly string[] }
+  | {
+      ok: true
+      apps: readonly App[]
+      policies: readonly LoadedPolicy[]
+      files: readonly string[]
+      texts: PolicyTexts
+    }
   | { ok: false; problems: PolicyProblem[]; files: readonly string[] }
 
 /**
@@ -12,6 +34,14 @@ export type PolicySource =
  * and on each reload), `check` and `explain` all load through here; nothing is applied.
  */
 export async function loadPolicySource(targets: readonly string[]): Promise<PolicySource> {
+  const read = await readPolicySource(targets)
+  return 'problems' in read ? { ok: false, ...read } : compilePolicyTexts(read)
+}
+
+/** Every policy file of the targets, read now. */
+export async function readPolicySource(
+  targets: readonly string[],
+): Promise<PolicyTexts | { problems: PolicyProblem[]; files: readonly string[] }> {
   const files: string[] = []
   for (const target of targets) {
     const isDirectory = await stat(target).then(
@@ -33,13 +63,21 @@ export async function loadPolicySource(targets: readonly string[]): Promise<Poli
         field: '',
         message: `cannot read directory (${reason})`,
       }
-      return { ok: false, problems: [problem], files }
+      return { problems: [problem], files }
     }
   }
-  const set = await loadPolicySet(files)
+  const texts = await readPolicyTexts(files)
+  const digest = createHash('sha256').update(JSON.stringify(texts)).digest('hex').slice(0, 16)
+  return { files, texts, digest }
+}
+
+/** Validates and compiles texts read before, without reading the policy files again. */
+export async function compilePolicyTexts(read: PolicyTexts): Promise<PolicySource> {
+  const { files } = read
+  const set = await loadPolicyTexts(read.texts)
   if (set.problems.length > 0) return { ok: false, problems: set.problems, files }
   const compiled = await compilePolicies(set.policies)
   return compiled.ok
-    ? { ok: true, apps: compiled.apps, policies: set.policies, files }
+    ? { ok: true, apps: compiled.apps, policies: set.policies, files, texts: read }
     : { ok: false, problems: compiled.problems, files }
 }

@@ -201,6 +201,7 @@ describe('--workers 2', { timeout: 90_000 * timeoutScale }, () => {
     )
     gateway.process.kill('SIGHUP')
     await waitFor(() => gateway.logs.filter((line) => line.msg === 'policies reloaded').length === 2)
+    await gateway.waitForLog((line) => line.msg === 'policies reloaded on every worker')
     const statuses: number[] = []
     for (let index = 0; index < 6; index++) statuses.push((await get(gateway, '/admin/x')).status)
     expect(statuses).toEqual([403, 403, 403, 403, 403, 403])
@@ -238,6 +239,90 @@ describe('--workers 2', { timeout: 90_000 * timeoutScale }, () => {
       new Set(gateway.logs.filter((line) => line.msg === 'gateway stopped').map((line) => line.worker)).size,
     ).toBe(2)
     running.splice(running.indexOf(gateway), 1)
+  })
+
+  it('serves exactly the texts the primary validated: a new worker gets them, not the files as they are', async () => {
+    const gateway = await launch({
+      policies: {
+        'app.yaml': policyYaml({ app: 'app', hosts: ['app.test'], target: upstream.url, tls: '  mode: off' }),
+      },
+    })
+    await gateway.writePolicy(
+      'app.yaml',
+      policyYaml({
+        app: 'app',
+        hosts: ['app.test'],
+        target: upstream.url,
+        tls: '  mode: off',
+        extra: 'access: [{ path: /admin/**, allow: [10.0.0.0/8] }]',
+      }),
+    )
+    gateway.process.kill('SIGHUP')
+    const applied = await gateway.waitForLog((line) => line.msg === 'policies reloaded on every worker')
+    // Both workers report the generation by the digest the primary logged.
+    await waitFor(
+      () =>
+        gateway.logs.filter((line) => line.msg === 'policies reloaded' && line.digest === applied.digest)
+          .length === 2,
+    )
+    // A half-written file, never validated: a worker started now still serves what was validated.
+    await gateway.writePolicy('app.yaml', 'app: app\nhosts: [app.test]\nupstream: { targets: [')
+    const victim = gateway.logs.find((line) => line.msg === 'worker listening')
+    process.kill(Number(victim?.pid), 'SIGKILL')
+    await waitFor(() => gateway.logs.filter((line) => line.msg === 'worker listening').length === 3)
+    const statuses: number[] = []
+    for (let index = 0; index < 6; index++) statuses.push((await get(gateway, '/admin/x')).status)
+    expect(statuses).toEqual([403, 403, 403, 403, 403, 403])
+    await waitFor(() => servingWorkers(gateway.logs, '/admin/x').size === 2)
+    expect(
+      gateway.logs.filter(
+        (line) => line.msg === 'worker died: its requests in flight are lost; starting another',
+      ),
+    ).toHaveLength(1)
+  })
+
+  it('coalesces a storm of reloads: one runs, one more follows, however many were asked for', async () => {
+    // Many files, so that a reload takes long enough for signals to arrive while it runs.
+    const many = Object.fromEntries(
+      Array.from({ length: 150 }, (_, index) => [
+        `app-${index}.yaml`,
+        policyYaml({
+          app: `app-${index}`,
+          hosts: [`app-${index}.test`],
+          target: upstream.url,
+          tls: '  mode: off',
+        }),
+      ]),
+    )
+    const gateway = await launch({ policies: many })
+    await gateway.writePolicy(
+      'broken.yaml',
+      'app: broken\nhosts: [broken.test]\nupstream: { targets: [not a url] }\n',
+    )
+    const refused = 'policy reload refused; still serving the last good policies'
+    const count = () => gateway.logs.filter((line) => line.msg === refused).length
+    // How long one reload takes here, now.
+    const started = Date.now()
+    gateway.process.kill('SIGHUP')
+    await gateway.waitForLog((line) => line.msg === refused)
+    const reloadMs = Math.max(1, Date.now() - started)
+    // A storm: a signal every 20 ms (each delivered, not merged), for about five reloads' time.
+    const storm = Math.max(10, Math.ceil((5 * reloadMs) / 20))
+    for (let index = 0; index < storm; index++) {
+      gateway.process.kill('SIGHUP')
+      await new Promise((resolve) => setTimeout(resolve, 20))
+    }
+    // Settled: no refusal for two reloads' time.
+    let seen = -1
+    while (seen !== count()) {
+      seen = count()
+      await new Promise((resolve) => setTimeout(resolve, 2 * reloadMs + 200))
+    }
+    // Run back to back, reloads over the storm number about its length over one reload's (5), plus
+    // the one that follows it: never one per signal.
+    expect(count() - 1).toBeLessThanOrEqual(8)
+    expect(count() - 1).toBeLessThan(storm)
+    expect((await get(gateway, '/ok', 'app-1.test')).status).toBe(200)
   })
 
   it('runs one health prober for both workers, and both follow its verdict', async () => {
