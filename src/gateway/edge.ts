@@ -6,7 +6,7 @@ import {
   type OutgoingHttpHeaders,
   ServerResponse,
 } from 'node:http'
-import { createSecureServer, type Http2SecureServer } from 'node:http2'
+import { createSecureServer, type Http2SecureServer, type Http2Session } from 'node:http2'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { TLSSocket } from 'node:tls'
@@ -39,7 +39,13 @@ export interface EdgeContext {
   /** Listener-wide limits: they act before any app is known. */
   readonly listener: Pick<
     Settings,
-    'headersTimeout' | 'keepAliveTimeout' | 'logHeaders' | 'logResponseHeaders' | 'logRedact'
+    | 'headersTimeout'
+    | 'keepAliveTimeout'
+    | 'h2StreamWindow'
+    | 'h2ConnectionWindow'
+    | 'logHeaders'
+    | 'logResponseHeaders'
+    | 'logRedact'
   >
   readonly rateLimits: RateLimitStores
   readonly metrics: GatewayMetrics
@@ -180,12 +186,17 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): Edge {
     // guard ran, inviting a body that is then refused (RFC 9110 §10.1.1). The proxy sends the 100 once
     // every guard admitted the request and its body is about to go upstream.
     server.on('checkContinue', handler as RequestHandler)
+    // CONNECT (a tunnel) is not proxied: a JSON refusal rather than Node's bare 405 or a closed socket.
+    server.on('connect', refuseConnect)
     if (secure) {
-      // HTTP/2 CONNECT (a tunnel) is not proxied: a JSON refusal rather than Node's bare 405.
-      server.on('connect', refuseConnect)
       server.on('secureConnection', (socket: ProfiledSocket) => {
         socket[profileOfSocket] = profile.key
       })
+      // Node keeps a session's own receive window at 64 KiB whatever the stream windows are: every
+      // upload would then move one window per round trip. Unread data stays bounded by it.
+      server.on('session', (session: Http2Session) =>
+        session.setLocalWindowSize(context.listener.h2ConnectionWindow),
+      )
     }
     enforceDeadlines(server, secure, context.listener, answerClientErrors)
     context.connections.watch(server)
@@ -410,7 +421,8 @@ function secureServer(
     {
       allowHTTP1: true,
       // As nginx: one client cannot open thousands of streams (each an upstream request) at once.
-      settings: { maxConcurrentStreams: 128 },
+      // Windows sized for uploads over links with latency; the session's own window is set per session.
+      settings: { maxConcurrentStreams: 128, initialWindowSize: context.listener.h2StreamWindow },
       // The SNI context cannot change these (OpenSSL keeps the listener's): they are the server's own.
       minVersion: profile.minVersion,
       ciphers: profile.ciphers,
@@ -432,9 +444,18 @@ function secureServer(
   )
 }
 
-function refuseConnect(_request: unknown, response: ServerResponse): void {
-  response.writeHead(errorStatus('PCL_BAD_REQUEST'), { 'content-type': 'application/json; charset=utf-8' })
-  response.end(JSON.stringify(errorBody('PCL_BAD_REQUEST', randomUUID(), 'CONNECT is not supported')))
+/**
+ * CONNECT (a tunnel) is not proxied. HTTP/2 hands the listener a response; the HTTP/1.1 fallback hands
+ * it the raw socket (request, socket, head), which gets the same answer written by hand.
+ */
+function refuseConnect(_request: unknown, answer: ServerResponse | Duplex): void {
+  if (!('writeHead' in answer)) {
+    answer.on('error', () => answer.destroy())
+    answer.end(rawHttpError('PCL_BAD_REQUEST', randomUUID()))
+    return
+  }
+  answer.writeHead(errorStatus('PCL_BAD_REQUEST'), { 'content-type': 'application/json; charset=utf-8' })
+  answer.end(JSON.stringify(errorBody('PCL_BAD_REQUEST', randomUUID(), 'CONNECT is not supported')))
 }
 
 /** At debug level: each header of an answer the gateway added, rewrote or removed, and how. */

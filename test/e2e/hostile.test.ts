@@ -364,6 +364,25 @@ describe('hostile traffic: what attackers take, comes back', () => {
     expect(upstream.completeBodies).toEqual([])
   })
 
+  it.each(['https', 'http'] as const)(
+    'an HTTP/1.1 CONNECT on the %s listener gets a JSON 400, and the gateway keeps serving',
+    async (listener) => {
+      const secure = listener === 'https'
+      for (const target of ['x:1', `${host}:443`, '127.0.0.1:22']) {
+        const answer = await rawHttp1(secure ? gateway.ports.https : gateway.ports.http, {
+          method: 'CONNECT',
+          target,
+          host: secure ? host : 'plain.test',
+          ...(secure ? { servername: host } : {}),
+        })
+        expect(answer.status).toBe(400)
+        expect(JSON.parse(answer.body)).toMatchObject({ error: { code: 'PCL_BAD_REQUEST' } })
+      }
+      expect(gateway.process.exitCode).toBeNull()
+      await servedNormally()
+    },
+  )
+
   it('hostile upgrade targets are refused and give their cap places back', async () => {
     const upgrade = async (target: string, extra: string[] = []) => {
       const answer = await rawHttp1(gateway.ports.https, {
