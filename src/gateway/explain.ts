@@ -249,6 +249,7 @@ function describeStatic(
 
 const droppedBecause: Record<DroppedHeader['reason'], string> = {
   underscore: 'a name with _ (requestHeaders.underscores: drop)',
+  name: 'a name with characters other than letters, digits, - and _ (which PHP and CGI servers fold)',
   forwarding: 'a forwarding header from a peer the app does not trust (clientIp.trustedProxies)',
   identity: 'only the auth service may set it (forwardAuth.copyHeaders)',
 }

@@ -4,6 +4,7 @@ import {
   type DroppedHeader,
   foldedHeaderName,
   normalisedHost,
+  unusualName,
   type VouchedHeaders,
 } from '../net/vouched-headers.js'
 
@@ -43,41 +44,63 @@ export interface ForwardedFacts {
   clientIp: string
   /** Whether the peer is a proxy the app trusts: its forwarding headers were read, not forged. */
   peerTrusted: boolean
-  proto: string
-  /** As routing reads it: lower case, no trailing dot, the port only when it is not the scheme's. */
+  /** The Host the request was routed by, as routing reads it (lower case, no trailing dot, a port only when not the scheme's). */
   host: string
+  /** X-Forwarded-Host and -Proto: what the client used, which an auth service is told too. */
+  forwarded: PublicView
   requestId: string
   vouched: VouchedHeaders
   /** The identity headers an auth service named for this request. */
   identity: Readonly<Record<string, string>> | undefined
 }
 
+/** The host and protocol the client used, as the app (X-Forwarded-Host, -Proto) and an auth service are told. */
+export interface PublicView {
+  host: string
+  proto: 'http' | 'https'
+}
+
 const hostPattern = /^[A-Za-z0-9.-]+(?::\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::\d{1,5})?$/
 
 /**
- * What the upstream is told about the request: the verified chain and client, and the protocol and
- * host it was made with. A trusted proxy's X-Forwarded-Proto and -Host are kept (it terminated TLS or
- * saw the public name); anyone else's are not. The listeners and `explain` both use this.
+ * The host and protocol the client used. A trusted proxy's X-Forwarded-Proto is kept (it terminated
+ * TLS), and its X-Forwarded-Host when that names a host of the same app (it saw the public name);
+ * anyone else's are not, and no forwarded host can name another app than the one that judged it.
  */
-export function forwardedFacts(request: {
+export function publicView(request: {
   identity: ClientIdentity
   headers: IncomingHttpHeaders
-  /** The Host (or :authority) the request arrived with. */
+  /** The Host (or :authority) the request was routed by. */
   host: string
   secure: boolean
+  /** Whether a host name routes to the app this request is for. */
+  routesHere(host: string): boolean
+}): PublicView {
+  const { identity, headers } = request
+  const proto = (identity.peerTrusted && forwardedProto(headers)) || (request.secure ? 'https' : 'http')
+  const claimed = identity.peerTrusted ? firstOf(headers['x-forwarded-host']) : undefined
+  const host = claimed && hostPattern.test(claimed) && request.routesHere(claimed) ? claimed : request.host
+  return { host: normalisedHost(host, proto), proto }
+}
+
+/** What the upstream is told about the request: the verified chain and client, the host and protocol. */
+export function forwardedFacts(request: {
+  identity: ClientIdentity
+  /** The Host (or :authority) the request was routed by. */
+  host: string
+  secure: boolean
+  forwarded: PublicView
   requestId: string
   vouched: VouchedHeaders
   identityHeaders: Readonly<Record<string, string>> | undefined
 }): ForwardedFacts {
-  const { identity, headers } = request
-  const incomingHost = identity.peerTrusted ? firstOf(headers['x-forwarded-host']) : undefined
-  const proto = (identity.peerTrusted && forwardedProto(headers)) || (request.secure ? 'https' : 'http')
+  const { identity } = request
   return {
     chain: identity.chain,
     clientIp: identity.ip,
     peerTrusted: identity.peerTrusted,
-    proto,
-    host: normalisedHost(incomingHost && hostPattern.test(incomingHost) ? incomingHost : request.host, proto),
+    host: normalisedHost(request.host, request.secure ? 'https' : 'http'),
+    forwarded: request.forwarded,
     requestId: request.requestId,
     vouched: request.vouched,
     identity: request.identityHeaders,
@@ -111,10 +134,10 @@ export function upstreamRequestHeaders(
     if (value === undefined || name.charCodeAt(0) === 58 /* ':' pseudo-header */) continue
     if (hopByHop.has(name) || listed?.has(name)) continue
     if (options.websocket && websocketHandshake.has(name)) continue
-    const underscored = name.includes('_')
     const kind = vouched.of(name)
-    if (underscored && !vouched.forwardsUnderscores) {
-      drop(options.dropped, name, kind === 'identity' ? 'identity' : 'underscore')
+    const unusual = unusualName(name, vouched.forwardsUnderscores)
+    if (unusual) {
+      drop(options.dropped, name, kind === 'identity' ? 'identity' : unusual)
       continue
     }
     if (kind === undefined) {
@@ -129,8 +152,8 @@ export function upstreamRequestHeaders(
   headers.host = facts.host
   headers['x-forwarded-for'] = facts.chain.join(', ')
   headers['x-real-ip'] = facts.clientIp
-  headers['x-forwarded-proto'] = facts.proto
-  headers['x-forwarded-host'] = facts.host
+  headers['x-forwarded-proto'] = facts.forwarded.proto
+  headers['x-forwarded-host'] = facts.forwarded.host
   headers['x-request-id'] = facts.requestId
   for (const name of vouched.alwaysClientIp) headers[name] = facts.clientIp
   return headers

@@ -1,4 +1,5 @@
 import { CidrSet, parseCidr } from '../net/ip.js'
+import { coveredMethods } from '../net/methods.js'
 import { compilePathPattern } from '../net/path-pattern.js'
 import { allow, type Decision, deny, type Guard, type GuardExchange } from '../pipeline/guard.js'
 import type { Policy } from '../policy/schema.js'
@@ -39,7 +40,7 @@ export class AccessGuard implements Guard {
         id: `${field}[${index}]`,
         path: rule.path,
         pattern: compilePathPattern(rule.path, rule.caseInsensitive),
-        methods: rule.methods ? new Set(rule.methods) : undefined,
+        methods: coveredMethods(rule.methods),
         allowList: rule.allow !== undefined,
         networks: rule.allow
           ? cidrs(rule.allow)

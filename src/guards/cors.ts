@@ -52,6 +52,20 @@ export class CorsGuard implements Guard, ResponseEdit {
     const originHeader = request.headers.origin
     const requestedMethod = request.headers['access-control-request-method']
     const isPreflight = request.method === 'OPTIONS' && typeof requestedMethod === 'string'
+    // A write a browser says comes from another site, without naming the origin (an old browser, or a
+    // stripped header): refused as Go's CrossOriginProtection does. Navigations (GET) pass.
+    if (originHeader === undefined && this.onDisallowed === 'reject' && !safeMethods.has(request.method)) {
+      const site = request.headers['sec-fetch-site']
+      if (site === 'cross-site' || site === 'same-site')
+        return deny(
+          'PCL_CORS_ORIGIN_DENIED',
+          'cors.origins',
+          `A ${site} ${request.method} without an Origin is not allowed`,
+          {
+            vary: 'Origin',
+          },
+        )
+    }
     // Same-origin requests need no CORS grant and are never refused for their Origin: a form post or a
     // fetch from the app's own pages, whether or not its origin is listed.
     if (originHeader === undefined || isSameOrigin(request.headers, request.secure))
@@ -94,6 +108,9 @@ export class CorsGuard implements Guard, ResponseEdit {
     return { kind: 'answer', status: 204, rule: 'cors', headers: { ...grant, ...this.preflightHeaders } }
   }
 }
+
+/** Methods a navigation or a safe fetch uses (RFC 9110 §9.2.1): no Origin needed to judge them. */
+const safeMethods = new Set(['GET', 'HEAD', 'OPTIONS'])
 
 export function isCorsHeader(name: string): boolean {
   return name.startsWith('access-control-')

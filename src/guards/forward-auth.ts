@@ -1,7 +1,6 @@
 import { createHash } from 'node:crypto'
 import { request } from 'undici'
 import { compilePathScope } from '../net/path-pattern.js'
-import { normalisedHost } from '../net/vouched-headers.js'
 import {
   allow,
   coversEitherPath,
@@ -89,7 +88,10 @@ export class ForwardAuthGuard implements Guard {
         if (this.cache.size >= maxCached) this.cache.clear()
         this.cache.set(key, admitted)
       }
-      return admit(exchange, admitted)
+      const decision = admit(exchange, admitted)
+      // The session cookie the auth service refreshes on a pass (oauth2-proxy does) reaches the client.
+      const cookies = answer.headers['set-cookie']
+      return cookies === undefined ? decision : { kind: 'allow', responseHeaders: { 'set-cookie': cookies } }
     }
     const back: Record<string, string | string[]> = {}
     for (const name of passedBack) {
@@ -112,12 +114,11 @@ export class ForwardAuthGuard implements Guard {
    * request headers the policy names. The app is told the same facts.
    */
   private question(exchange: GuardExchange): Record<string, string> {
-    const proto = exchange.secure ? 'https' : 'http'
     const headers: Record<string, string> = {
       'x-forwarded-method': exchange.method,
       'x-forwarded-uri': exchange.rewritten?.target ?? exchange.target,
-      'x-forwarded-host': normalisedHost(exchange.host ?? '', proto),
-      'x-forwarded-proto': proto,
+      'x-forwarded-host': exchange.forwarded.host,
+      'x-forwarded-proto': exchange.forwarded.proto,
       'x-forwarded-for': exchange.identity.ip,
     }
     for (const name of this.section.requestHeaders) {
@@ -154,17 +155,25 @@ function questionKey(headers: Record<string, string>): string {
  */
 export function cacheableFor(cacheControl: string | string[] | undefined, cacheTtl: number): number {
   if (cacheControl === undefined) return cacheTtl
-  let maxAge: number | undefined
-  let sharedMaxAge: number | undefined
-  for (const directive of String(cacheControl).toLowerCase().split(',')) {
-    const [name = '', value] = directive.trim().split('=', 2)
-    if (name === 'no-store' || name === 'no-cache' || name === 'private') return 0
-    const seconds = value === undefined ? Number.NaN : Number(value.replace(/^"|"$/g, ''))
-    if (name === 'max-age' && Number.isFinite(seconds)) maxAge = seconds
-    if (name === 's-maxage' && Number.isFinite(seconds)) sharedMaxAge = seconds
+  const ages = new Map<string, string>()
+  for (const directive of String(cacheControl).split(',')) {
+    const equals = directive.indexOf('=')
+    const name = (equals < 0 ? directive : directive.slice(0, equals)).trim().toLowerCase()
+    if (/^(?:no-store|no-cache|private)\b/.test(name)) return 0
+    if (name !== 'max-age' && name !== 's-maxage') continue
+    const value =
+      equals < 0
+        ? ''
+        : directive
+            .slice(equals + 1)
+            .trim()
+            .replace(/^"(.*)"$/, '$1')
+    // RFC 9111 §4.2.1: an invalid or repeated, disagreeing age makes the answer stale.
+    if (!/^\d+$/.test(value) || (ages.has(name) && ages.get(name) !== value)) return 0
+    ages.set(name, value)
   }
-  const seconds = sharedMaxAge ?? maxAge
-  return seconds === undefined ? cacheTtl : Math.max(0, Math.min(cacheTtl, seconds * 1000))
+  const seconds = ages.get('s-maxage') ?? ages.get('max-age')
+  return seconds === undefined ? cacheTtl : Math.min(cacheTtl, Number(seconds) * 1000)
 }
 
 function single(value: string | string[] | undefined): string | undefined {

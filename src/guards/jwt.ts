@@ -16,9 +16,9 @@ type Section = NonNullable<Policy['jwt']>
 /**
  * Bearer tokens (JWT) verified with jose: signature by the issuer's JWKS (fetched, cached, fetched
  * again for a key id it has not seen: rotation) or a public key, issuer, audience, algorithm (never
- * `none` or a shared secret) and time within the clock skew. Only a verified token's claims are kept
- * for access rules and rate-limit keys. On `paths` a token is required: none or a bad one is a 401
- * with `WWW-Authenticate: Bearer`; elsewhere a bad token is ignored, as if there were none.
+ * `none` or a shared secret), an `exp`, and time within the clock skew. Only a verified token's
+ * claims are kept for access rules and rate-limit keys. On `paths` a token is required: none or a bad
+ * one is a 401 with `WWW-Authenticate: Bearer`; elsewhere a bad token is ignored, as if there were none.
  */
 export class JwtGuard implements Guard {
   readonly name = 'jwt'
@@ -43,6 +43,8 @@ export class JwtGuard implements Guard {
       audience: audiences,
       algorithms,
       clockTolerance: clockSkew / 1000,
+      // A token without an expiry would be good forever, however it leaked.
+      requiredClaims: ['exp'],
     })
     return verified.then(
       ({ payload }) => {

@@ -66,8 +66,11 @@ export class BodyLimitsGuard implements Guard {
     return entry ? { max: entry.max, rule: entry.id } : { max: this.maxBodySize, rule: 'limits.maxBodySize' }
   }
 
-  check(exchange: Pick<GuardExchange, 'path' | 'headers' | 'bodyLimit'>): Decision {
-    const limit = this.limitFor(exchange.path)
+  check(exchange: Pick<GuardExchange, 'path' | 'rewritten' | 'headers' | 'bodyLimit'>): Decision {
+    // After a route's rewrite, the stricter of the two paths' limits.
+    const asSent = this.limitFor(exchange.path)
+    const rewritten = exchange.rewritten && this.limitFor(exchange.rewritten.path)
+    const limit = rewritten && rewritten.max < asSent.max ? rewritten : asSent
     exchange.bodyLimit = limit
     const declared = exchange.headers['content-length']
     if (declared === undefined) return allow

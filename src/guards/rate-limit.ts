@@ -1,9 +1,11 @@
 import { createHash } from 'node:crypto'
 import type { OutgoingHttpHeaders } from 'node:http'
 import { ipv6Network } from '../net/ip.js'
+import { coveredMethods } from '../net/methods.js'
 import { compilePathPattern } from '../net/path-pattern.js'
 import {
   allow,
+  coversEitherPath,
   type Decision,
   deny,
   type Guard,
@@ -39,7 +41,7 @@ interface Matched {
 
 type RateLimitRequest = Pick<
   GuardExchange,
-  'method' | 'path' | 'identity' | 'headers' | 'services' | 'claims'
+  'method' | 'path' | 'rewritten' | 'identity' | 'headers' | 'services' | 'claims'
 >
 
 /** Header values used as keys are capped and hashed: no client-chosen bytes or lengths reach Redis. */
@@ -70,7 +72,7 @@ export class RateLimitGuard implements Guard {
       id,
       section,
       pattern: compilePathPattern(section.match.path, true),
-      methods: section.match.methods ? new Set(section.match.methods) : undefined,
+      methods: coveredMethods(section.match.methods),
       headerName: section.key.startsWith('header:') ? section.key.slice(7) : undefined,
       claim: section.key.startsWith('jwt:') ? section.key.slice(4) : undefined,
       keyPrefix: `pcl:rl:{${this.appId}:`,
@@ -86,7 +88,9 @@ export class RateLimitGuard implements Guard {
     const stores = request.services.rateLimits
     let matched: Matched[] | undefined
     for (const rule of this.rules) {
-      if ((rule.methods && !rule.methods.has(request.method)) || !rule.pattern.test(request.path)) continue
+      if (rule.methods && !rule.methods.has(request.method)) continue
+      // A route's rewrite lands on the app's paths: a limit on /login also counts /v1/login.
+      if (!coversEitherPath(request, (path) => rule.pattern.test(path))) continue
       const key = rule.keyPrefix + this.identity(rule, request) + rule.keySuffix
       if (matched) matched.push({ rule, key })
       else matched = [{ rule, key }]
@@ -119,7 +123,11 @@ export class RateLimitGuard implements Guard {
       const text = Array.isArray(value) ? value[0] : value
       if (text) return `h:${digest(text.slice(0, maxKeyMaterial))}`
     }
-    if (rule.section.key === 'ip+path') return `p:${digest(`${ip} ${request.path.slice(0, maxKeyMaterial)}`)}`
+    if (rule.section.key === 'ip+path') {
+      // Keyed on the path the upstream receives: one budget however a route spells it.
+      const path = request.rewritten?.path ?? request.path
+      return `p:${digest(`${ip} ${path.slice(0, maxKeyMaterial)}`)}`
+    }
     return `ip:${ip}`
   }
 

@@ -64,21 +64,37 @@ export class WebSocketGuard implements Guard {
   }
 
   check(
-    request: Pick<GuardExchange, 'path' | 'headers' | 'identity' | 'secure'> & {
+    request: Pick<GuardExchange, 'path' | 'rewritten' | 'headers' | 'identity' | 'secure'> & {
       services: Pick<GuardServices, 'liveWebSockets'>
     },
   ): Decision {
-    const rule = this.rules.find((candidate) => candidate.pattern.test(request.path))
+    // The path's Origin rule, and after a route's rewrite the rewritten path's too.
+    const origin = this.checkOrigin(request, request.path)
+    if (origin.kind !== 'allow') return origin
+    if (request.rewritten) {
+      const rewritten = this.checkOrigin(request, request.rewritten.path)
+      if (rewritten.kind !== 'allow') return rewritten
+    }
+    return this.checkCapacity(request.services.liveWebSockets(this.scope, request.identity.ip))
+  }
+
+  private checkOrigin(request: Pick<GuardExchange, 'headers' | 'secure'>, path: string): Decision {
+    const rule = this.rules.find((candidate) => candidate.pattern.test(path))
     const origins = rule?.origins ?? this.defaultOrigins
     const origin = request.headers.origin
     const ruleId = rule?.id ?? 'cors.origins'
+    const site = request.headers['sec-fetch-site']
     if (origin === undefined) {
       if (rule?.requireOrigin)
         return deny('PCL_WS_ORIGIN_DENIED', `${rule.id}.requireOrigin`, 'An Origin header is required')
+      // Browsers always send an Origin with a WebSocket handshake; one that says it comes from another
+      // site without naming it is refused where an origin check applies.
+      if (!origins.isEmpty && (site === 'cross-site' || site === 'same-site'))
+        return deny('PCL_WS_ORIGIN_DENIED', ruleId, `A ${site} WebSocket without an Origin is not allowed`)
     } else if (!origins.isEmpty && !origins.match(origin) && !isSameOrigin(request.headers, request.secure)) {
       return deny('PCL_WS_ORIGIN_DENIED', ruleId, `WebSocket connections from ${origin} are not allowed`)
     }
-    return this.checkCapacity(request.services.liveWebSockets(this.scope, request.identity.ip))
+    return allow
   }
 
   /**

@@ -1,5 +1,3 @@
-import { normalisedHost } from './vouched-headers.js'
-
 const originShape = /^[a-z][a-z0-9+.-]*:\/\/[^/?#@\s]+$/i
 
 /**
@@ -86,7 +84,7 @@ export class OriginMatcher {
  * CrossOriginProtection reads it, `Sec-Fetch-Site` decides when present (`same-origin`, or `none` for
  * a navigation the user typed; `same-site` and `cross-site` never are, whatever `Origin` says); else
  * an `Origin` whose scheme is the request's (`secure`: HTTPS at the client's side) and whose host and
- * port are the request's Host, read as routing reads it. A page can forge neither.
+ * port are the request's Host. A page can forge neither.
  */
 export function isSameOrigin(
   headers: {
@@ -100,11 +98,12 @@ export function isSameOrigin(
   const site = headers['sec-fetch-site']
   if (site !== undefined) return site === 'same-origin' || site === 'none'
   const { origin } = headers
-  // HTTP/2 requests name their host in :authority.
-  const host = headers.host ?? (headers[':authority'] as string | undefined)
+  // HTTP/2 requests name their host in :authority (a Host beside it must be the same).
+  const host = (headers[':authority'] as string | undefined) ?? headers.host
   if (!origin || !host) return false
   const canonical = canonicalOrigin(origin)
   if (!canonical || canonical === 'null') return false
-  const scheme = secure ? 'https' : 'http'
-  return canonical === canonicalOrigin(`${scheme}://${normalisedHost(host, scheme)}`)
+  // As the browser names the page's origin: case and the default port folded, a trailing dot kept
+  // (https://app.test. is another origin than https://app.test to a browser).
+  return canonical === canonicalOrigin(`${secure ? 'https' : 'http'}://${host}`)
 }

@@ -3,7 +3,19 @@
  * before 22) give every spelling, as `HTTP_X_AUTH_REQUEST_USER`. Node has already lowered the case.
  */
 export function foldedHeaderName(name: string): string {
-  return name.includes('_') ? name.replaceAll('_', '-') : name
+  return ordinaryName.test(name) ? name : name.replace(/[^a-z0-9]/g, '-')
+}
+
+/** Letters (lower case: Node lowers them), digits and `-`: what every server reads the same way. */
+const ordinaryName = /^[a-z0-9-]+$/
+/** With `_` too, which servers fold or keep. Anything else (`.`, `~`, `+`) PHP and CGI servers fold into `_`. */
+const underscoredName = /^[a-z0-9_-]+$/
+
+/** Why a client header name is not forwarded whatever it is called, if it is not: undefined when it may be. */
+export function unusualName(name: string, forwardsUnderscores: boolean): 'underscore' | 'name' | undefined {
+  if (ordinaryName.test(name)) return undefined
+  if (!underscoredName.test(name)) return 'name'
+  return forwardsUnderscores ? undefined : 'underscore'
 }
 
 /** What the gateway does with a client header of a name it vouches for. */
@@ -42,7 +54,7 @@ const removed = [
 ]
 
 /** Why a client header did not reach the app. */
-export type DropReason = 'underscore' | 'forwarding' | 'identity'
+export type DropReason = 'underscore' | 'name' | 'forwarding' | 'identity'
 
 export interface DroppedHeader {
   name: string

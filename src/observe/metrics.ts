@@ -96,7 +96,7 @@ export class GatewayMetrics {
     })
     this.droppedHeaders = new Counter({
       name: 'portcullis_request_headers_dropped_total',
-      help: 'Client request headers not forwarded for their name, by app and reason: underscore (a name with _), forwarding (a forwarding or client-IP header from a peer the app does not trust), identity (a header only the auth service may set).',
+      help: 'Client request headers not forwarded for their name, by app and reason: underscore (a name with _), name (other punctuation), forwarding (a forwarding or client-IP header from a peer the app does not trust), identity (a header only the auth service may set).',
       labelNames: ['app', 'reason'],
       registers,
     })

@@ -1,9 +1,10 @@
 import type { ErrorCode } from '../errors.js'
-import { forwardedFacts, forwardedProto } from '../gateway/headers.js'
-import { decideRoute, hostnameOf, redirectBehindTerminator } from '../gateway/routing.js'
+import { forwardedFacts, forwardedProto, publicView } from '../gateway/headers.js'
+import { decideRoute, redirectBehindTerminator } from '../gateway/routing.js'
 import { staticFor } from '../gateway/static-files.js'
 import { canonicalTarget } from '../net/canonical-path.js'
 import { rewrittenPath } from '../net/path-pattern.js'
+import { normalisedHost } from '../net/vouched-headers.js'
 import type { App } from '../policy/compile.js'
 import type { Exchange, Outcome } from './exchange.js'
 import type { Decision, TraceStep } from './guard.js'
@@ -22,9 +23,14 @@ export function decide(
   trace?: TraceStep[],
 ): Outcome | Promise<Outcome> {
   const { headers } = exchange
-  // RFC 9113 §8.3.1: a Host that names another server than :authority makes the request malformed.
+  // RFC 9113 §8.3.1: a Host that names another server (or port) than :authority makes the request
+  // malformed; the app, the same-origin check and an auth service would each read one of them.
   const authority = headers[':authority']
-  if (authority && headers.host && hostnameOf(String(authority)) !== hostnameOf(headers.host))
+  if (
+    authority &&
+    headers.host &&
+    normalisedHost(String(authority), 'https') !== normalisedHost(headers.host, 'https')
+  )
     return refuse(
       exchange,
       'PCL_BAD_REQUEST',
@@ -54,6 +60,13 @@ export function decide(
   }
   const identity = app.clientIp.resolve(exchange.peer, headers)
   exchange.identity = identity
+  exchange.forwarded = publicView({
+    identity,
+    headers,
+    host: exchange.host ?? '',
+    secure: exchange.secure,
+    routesHere: (host) => exchange.router.find(host) === app,
+  })
   trace?.push({
     guard: 'clientIp',
     decision: { kind: 'allow' },
@@ -136,9 +149,9 @@ function conclude(app: App, exchange: Exchange, chainDecision: Decision): Outcom
     kind: 'proxy',
     facts: forwardedFacts({
       identity: exchange.identity,
-      headers: exchange.headers,
       host: exchange.host ?? '',
       secure: exchange.tls !== undefined,
+      forwarded: exchange.forwarded,
       requestId: exchange.id,
       vouched: app.vouched,
       identityHeaders: exchange.identityHeaders,

@@ -1,6 +1,6 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
 import type { ErrorCode } from '../errors.js'
-import type { ForwardedFacts } from '../gateway/headers.js'
+import type { ForwardedFacts, PublicView } from '../gateway/headers.js'
 import type { HostRouter, TlsFacts } from '../gateway/routing.js'
 import type { ClientIdentity } from '../guards/client-ip.js'
 import type { DroppedHeader } from '../net/vouched-headers.js'
@@ -61,6 +61,7 @@ export class Exchange implements GuardExchange {
   bodyLimit: BodyLimit | undefined = undefined
   /** Whether the client's side is HTTPS: a TLS listener, or a trusted TLS-terminating balancer in front. */
   secure: boolean
+  forwarded: PublicView
   claims: Readonly<Record<string, unknown>> | undefined = undefined
   user: string | undefined = undefined
   identityHeaders: Readonly<Record<string, string>> | undefined = undefined
@@ -102,6 +103,7 @@ export class Exchange implements GuardExchange {
     this.upgrade = arrival.upgrade
     this.tls = arrival.tls
     this.secure = arrival.tls !== undefined
+    this.forwarded = { host: arrival.host ?? '', proto: this.secure ? 'https' : 'http' }
     this.identity = { ip: arrival.peer, via: 'peer', chain: [arrival.peer], peerTrusted: false }
   }
 

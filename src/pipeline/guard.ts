@@ -1,5 +1,6 @@
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http'
 import type { ErrorCode } from '../errors.js'
+import type { PublicView } from '../gateway/headers.js'
 import type { ClientIdentity } from '../guards/client-ip.js'
 import type { OpenPlaces } from '../stores/counts.js'
 import type { ResilientRateLimitStore } from '../stores/resilient-store.js'
@@ -94,6 +95,8 @@ export interface GuardExchange {
   bodyLimit: BodyLimit | undefined
   /** Whether the client's side is HTTPS. */
   readonly secure: boolean
+  /** The host and protocol the client used, as the app and an auth service are told. */
+  forwarded: PublicView
   /** The claims of a verified bearer token (the jwt guard); unverified claims are never kept. */
   claims: Readonly<Record<string, unknown>> | undefined
   /** Who the client is, when an auth step said so (forward auth, a token's sub), for the access log. */

@@ -14,6 +14,7 @@ import { PathGuard } from '../guards/path.js'
 import { RateLimitGuard } from '../guards/rate-limit.js'
 import { WebSocketGuard } from '../guards/websocket.js'
 import { parseCidr } from '../net/ip.js'
+import { coveredMethods } from '../net/methods.js'
 import { compilePathPattern } from '../net/path-pattern.js'
 import { type TlsProfile, tlsProfile } from '../net/tls-profiles.js'
 import { VouchedHeaders } from '../net/vouched-headers.js'
@@ -211,7 +212,7 @@ async function compilePolicy(
     })
     return Object.freeze({
       pattern: compilePathPattern(route.path, true),
-      methods: route.methods ? new Set(route.methods) : undefined,
+      methods: coveredMethods(route.methods),
       app: settings,
     })
   })

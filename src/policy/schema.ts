@@ -2,7 +2,7 @@ import { z } from 'zod'
 import { passwordHashPattern } from '../auth/passwords.js'
 import { parseCidr } from '../net/ip.js'
 import { isOriginSpec } from '../net/origin.js'
-import { isPathPattern } from '../net/path-pattern.js'
+import { isPathPattern, patternsOverlap, rewrittenPath } from '../net/path-pattern.js'
 import { isCipherSuite, isTls13Suite, tlsGroupNames, tlsProfileNames } from '../net/tls-profiles.js'
 import { duration, size } from './units.js'
 
@@ -754,7 +754,7 @@ export const forwardAuthSchema = z
     cacheTtl: duration
       .default(0)
       .describe(
-        'How long a 2xx answer is reused for the same credentials (cookie and authorization). Default 0: asked every time.',
+        'How long a 2xx answer is reused for the same question: every header sent to the auth service (method, URI, host, protocol, client address, requestHeaders) equal; its Cache-Control may lower it or forbid it. Default 0: asked every time.',
       ),
   })
   .describe(
@@ -1043,6 +1043,24 @@ export const policySchema = z
             message: `"${rule.name}" is already the name of another rate limit of this app`,
           })
         ruleNames.add(rule.name)
+      }
+    }
+  })
+  .superRefine((policy, context) => {
+    // A route that rewrites its paths onto the app's targets must not land on paths another route
+    // takes: that route's rules (access, logins, limits) would judge only the spelling the client sent.
+    for (const [index, route] of policy.routes.entries()) {
+      if (route.stripPrefix === undefined && route.addPrefix === undefined) continue
+      if (route.upstream?.targets !== undefined) continue
+      const lands = rewrittenPath(route.path, route)
+      for (const [otherIndex, other] of policy.routes.entries()) {
+        if (otherIndex === index || other.upstream?.targets !== undefined) continue
+        if (!patternsOverlap(lands, other.path)) continue
+        context.addIssue({
+          code: 'custom',
+          path: ['routes', index, route.stripPrefix !== undefined ? 'stripPrefix' : 'addPrefix'],
+          message: `rewrites ${route.path} to ${lands}, onto paths routes[${otherIndex}] (${other.path}) takes on the same targets, whose settings would not judge the rewritten requests; narrow one of the routes, or give this one an upstream of its own`,
+        })
       }
     }
   })

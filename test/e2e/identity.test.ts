@@ -18,7 +18,12 @@ async function authService() {
     if (String(request.headers['x-forwarded-uri']).startsWith('/slow')) return
     if (String(request.headers.cookie).includes('_oauth2_proxy=valid')) {
       response
-        .writeHead(202, { 'x-auth-request-user': 'ada', 'x-auth-request-email': 'ada@example.com' })
+        .writeHead(202, {
+          'x-auth-request-user': 'ada',
+          'x-auth-request-email': 'ada@example.com',
+          // oauth2-proxy refreshes the session cookie on a pass.
+          'set-cookie': '_oauth2_proxy=refreshed; Path=/; Secure; HttpOnly; SameSite=Lax',
+        })
         .end()
     } else if (String(request.headers.accept).includes('text/html')) {
       const back = encodeURIComponent(
@@ -89,6 +94,10 @@ describe('forward authentication', () => {
     expect(received['x-auth-request-user']).toBe('ada')
     expect(received['x-auth-request-email']).toBe('ada@example.com')
     expect(received).not.toHaveProperty('x-auth-request-groups')
+    // The auth service's refreshed session reaches the client; the app never sees it.
+    expect(answer.headers['set-cookie']).toEqual([
+      '_oauth2_proxy=refreshed; Path=/; Secure; HttpOnly; SameSite=Lax',
+    ])
     // The auth service was told what the request was.
     expect(auth.seen.at(-1)).toMatchObject({
       'x-forwarded-method': 'GET',
@@ -216,6 +225,18 @@ describe('verified JWT claims', () => {
       expect(refused.json()).toMatchObject({ error: { code: 'PCL_TOKEN_INVALID' } })
       expect(refused.headers['www-authenticate']).toBe('Bearer error="invalid_token"')
     }
+  })
+
+  it('refuses a token without an expiry, which would be good forever', async () => {
+    const forever = await new SignJWT({})
+      .setProtectedHeader({ alg: 'RS256', kid: 'rsa-1' })
+      .setIssuer(issuer)
+      .setAudience('api')
+      .setSubject('user-1')
+      .sign(keys['rsa-1'] as CryptoKey)
+    const refused = await ask('/private/x', forever)
+    expect(refused.status).toBe(401)
+    expect(refused.json()).toMatchObject({ error: { code: 'PCL_TOKEN_INVALID' } })
   })
 
   it('picks up a rotated key from the JWKS', async () => {
@@ -384,6 +405,31 @@ describe('a forward-auth cache', () => {
     const before = auth.asked.length
     expect((await ask(session, { host: 'admin.fa.test' })).status).toBe(200)
     expect(auth.asked.length).toBe(before)
+  })
+
+  it('tells the auth service and the app one host and protocol, and no forwarded host of another app', async () => {
+    const seen = async (headers: Record<string, string>) => {
+      const answer = await ask(`session=user-${++sessions}`, { headers })
+      const app = answer.json<{ headers: Record<string, string> }>().headers
+      const question = auth.asked.at(-1) ?? {}
+      return {
+        status: answer.status,
+        app: [app.host, app['x-forwarded-host'], app['x-forwarded-proto']],
+        auth: [question['x-forwarded-host'], question['x-forwarded-proto']],
+      }
+    }
+    // The trusted proxy names a host of this app and the protocol its client used: both are told so.
+    expect(await seen({ 'x-forwarded-host': 'ADMIN.fa.test', 'x-forwarded-proto': 'https' })).toEqual({
+      status: 200,
+      app: ['fa.test', 'admin.fa.test', 'https'],
+      auth: ['admin.fa.test', 'https'],
+    })
+    // A name that routes elsewhere (or nowhere) is not taken: the app and the auth service get the routed host.
+    expect(await seen({ 'x-forwarded-host': 'evil.test' })).toEqual({
+      status: 200,
+      app: ['fa.test', 'fa.test', 'http'],
+      auth: ['fa.test', 'http'],
+    })
   })
 
   it('tells the auth service the path the upstream receives after a route strips its prefix', async () => {

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import WebSocket from 'ws'
 import { fetchOnce } from '../support/clients.js'
-import { type RunningGateway, runCli, startGateway } from '../support/gateway.js'
+import { makePolicyDir, type RunningGateway, runCli, startGateway } from '../support/gateway.js'
 import { echoUpstream, type Upstream } from '../support/upstreams.js'
 
 /** Opens a WebSocket through the gateway; resolves with the socket, or the status of the refusal. */
@@ -131,6 +131,9 @@ describe('a path rewrite never lands past an access rule', () => {
       'tls: { mode: "off" }',
       'access:',
       '  - { path: /admin/**, allow: [10.0.0.0/8] }',
+      'rateLimits: [{ name: login, match: { path: /login, methods: [POST] }, limit: 2, window: 1h }]',
+      'limits: { bodySizes: [{ path: /upload, max: 10b }] }',
+      'websocket: { paths: [{ path: /adminws/**, requireOrigin: true }] }',
       'routes:',
       // Onto the app's own targets: /v1/admin/x reaches the app as /admin/x.
       '  - name: v1',
@@ -141,6 +144,8 @@ describe('a path rewrite never lands past an access rule', () => {
       '    path: /old/**',
       '    stripPrefix: /old',
       '    addPrefix: /admin',
+      // A pool of its own (the same app here): /v1's rewrites cannot land on its paths.
+      `    upstream: { targets: ["${target}"] }`,
     ].join('\n')
 
   beforeAll(async () => {
@@ -168,6 +173,45 @@ describe('a path rewrite never lands past an access rule', () => {
     const id = answer.headers['x-request-id']
     const line = await gateway.waitForLog((entry) => entry.msg === 'request' && entry.reqId === id)
     expect([line.rule, line.route]).toEqual([rule, rule.includes('legacy') ? 'legacy' : 'v1'])
+  })
+
+  it('counts a login limit, a body size and a WebSocket path rule on the rewritten path too', async () => {
+    const login = (target: string) =>
+      fetchOnce(`http://api.test${target}`, { port: gateway.ports.http, method: 'POST', body: 'u=a' })
+    const statuses = [
+      (await login('/login')).status,
+      (await login('/v1/login')).status,
+      (await login('/v1/login')).status,
+      (await login('/login')).status,
+    ]
+    expect(statuses).toEqual([200, 200, 429, 429])
+    const upload = await fetchOnce('http://api.test/v1/upload', {
+      port: gateway.ports.http,
+      method: 'POST',
+      body: 'x'.repeat(20),
+    })
+    expect(upload.status).toBe(413)
+    const socket = await upgrade(`ws://127.0.0.1:${gateway.ports.http}/v1/adminws/x`, { host: 'api.test' })
+    socket.socket?.close()
+    expect(socket.status).toBe(403)
+  })
+
+  it('refuses a policy whose rewrite lands on paths another route takes on the same targets', async () => {
+    const clash = await makePolicyDir({
+      'clash.yaml': [
+        'app: clash',
+        'hosts: [clash.test]',
+        'upstream: { targets: ["http://127.0.0.1:1"] }',
+        'routes:',
+        '  - { path: /v1/**, stripPrefix: /v1 }',
+        '  - { path: /adm/**, access: [{ path: /adm/**, deny: all }] }',
+      ].join('\n'),
+    })
+    const { code, stdout } = await runCli(['check', clash])
+    expect(code).toBe(2)
+    expect(stdout).toMatch(
+      /clash\.yaml:5:\d+ routes\[0\]\.stripPrefix: rewrites \/v1\/\*\* to \/\*\*, onto paths routes\[1\] \(\/adm\/\*\*\) takes on the same targets/,
+    )
   })
 
   it('still serves what the rules allow, rewritten', async () => {

@@ -16,8 +16,8 @@ const facts: ForwardedFacts = {
   chain: ['192.0.2.7', '10.0.0.2'],
   clientIp: '192.0.2.7',
   peerTrusted: false,
-  proto: 'https',
   host: 'shop.example.com',
+  forwarded: { host: 'shop.example.com', proto: 'https' },
   requestId: 'id-1',
   vouched,
   identity: undefined,
@@ -157,6 +157,20 @@ describe('headers the gateway vouches for', () => {
     // A trusted proxy's forwarding headers were read (the chain), not forged: nothing to report.
     expect(forward('x-forwarded-prefix', '/app', { peerTrusted: true }).dropped).toEqual([])
   })
+
+  it.each(['x.auth.request.user', 'x~forwarded~for', 'x+real+ip', 'x.custom'])(
+    'drops %s, whose punctuation PHP and CGI servers fold, whatever the underscore setting',
+    (name) => {
+      const forwarding = new VouchedHeaders({
+        clientIpHeader: 'x-forwarded-for',
+        identityHeaders: ['x-auth-request-user'],
+        underscores: 'forward',
+      })
+      const { headers } = forward(name, 'forged', { vouched: forwarding })
+      expect(headers).not.toHaveProperty(name)
+      expect(Object.values(headers)).not.toContain('forged')
+    },
+  )
 
   it('forwards underscored names the app does not reserve when the policy says so', () => {
     const rules = new VouchedHeaders({

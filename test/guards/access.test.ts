@@ -10,6 +10,7 @@ const guard = new AccessGuard(
     { path: '/workspaces/*/db/migrate', methods: ['POST'], allow: ['192.168.0.0/16'] },
     { path: '/metrics', deny: ['203.0.113.0/24'] },
     { path: '/CaseSensitive', deny: 'all', caseInsensitive: false },
+    { path: '/reports/**', methods: ['GET'], allow: ['10.0.0.0/8'] },
   ].map((rule) => accessRuleSchema.parse(rule)),
 )
 
@@ -44,6 +45,10 @@ describe('access rules', () => {
     ['GET', '/CaseSensitive', '1.1.1.1', 'PCL_ACCESS_DENIED'],
     ['GET', '/casesensitive', '1.1.1.1', 'allow'],
     ['GET', '/other', '1.1.1.1', 'allow'],
+    // Routers run a GET handler for HEAD: a rule on GET covers HEAD.
+    ['GET', '/reports/q3', '1.1.1.1', 'PCL_ACCESS_DENIED'],
+    ['HEAD', '/reports/q3', '1.1.1.1', 'PCL_ACCESS_DENIED'],
+    ['POST', '/reports/q3', '1.1.1.1', 'allow'],
   ])('%s %s from %s → %s', (method, path, ip, expected) => {
     const decision = check(method, path, ip)
     expect(decision.kind === 'deny' ? decision.code : decision.kind).toBe(expected)

@@ -130,7 +130,8 @@ describe('CORS decisions', () => {
     ['Host carries the default port', { origin: 'https://db.example.com', host: 'db.example.com:443' }],
     ['Origin: null, Sec-Fetch-Site: same-origin', { origin: 'null', 'sec-fetch-site': 'same-origin' }],
     ['a navigation the user typed', { origin: 'https://other.test', 'sec-fetch-site': 'none' }],
-    ['Host as a client spells it', { origin: 'https://db.example.com', host: 'DB.Example.COM.' }],
+    ['Host as a client spells it', { origin: 'https://db.example.com', host: 'DB.Example.COM' }],
+    ['a trailing dot on both', { origin: 'https://db.example.com.', host: 'db.example.com.' }],
   ])('never refuses a same-origin write, listed or not: %s', (_case, headers) => {
     expect(guard.check({ secure: true, method: 'POST', headers })).toEqual({
       kind: 'allow',
@@ -165,6 +166,10 @@ describe('CORS decisions', () => {
     ],
     ['the same host on port 80 over https', { origin: 'https://db.example.com', host: 'db.example.com:80' }],
     ['a look-alike host spelling', { origin: 'https://db.example.com.evil.test', host: 'db.example.com' }],
+    // To a browser https://db.example.com. is another origin than the page's https://db.example.com.
+    ['a trailing dot on the Host alone', { origin: 'https://db.example.com', host: 'db.example.com.' }],
+    ['a cross-site POST without an Origin', { host: 'db.example.com', 'sec-fetch-site': 'cross-site' }],
+    ['a same-site POST without an Origin', { host: 'db.example.com', 'sec-fetch-site': 'same-site' }],
   ])('still refuses a cross-origin write: %s', (_case, headers) => {
     expect(guard.check({ secure: true, method: 'POST', headers })).toMatchObject({
       kind: 'deny',

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest'
 import { CookieHardener } from '../../src/guards/cookies.js'
+import { cacheableFor } from '../../src/guards/forward-auth.js'
 import { SecurityHeaders } from '../../src/guards/headers.js'
 import { BodyLimitsGuard, HeadLimitsGuard } from '../../src/guards/limits.js'
 import { WebSocketGuard } from '../../src/guards/websocket.js'
@@ -114,8 +115,9 @@ describe('limits', () => {
   })
   const head = new HeadLimitsGuard(section)
   const body = new BodyLimitsGuard(section)
-  const declaring = (path: string, length: string) => ({
+  const declaring = (path: string, length: string, rewrittenTo?: string) => ({
     path,
+    rewritten: rewrittenTo === undefined ? undefined : { path: rewrittenTo, target: rewrittenTo },
     headers: { 'content-length': length },
     bodyLimit: undefined,
   })
@@ -135,6 +137,9 @@ describe('limits', () => {
     const other = declaring('/other', '1025')
     expect(body.check(other)).toMatchObject({ code: 'PCL_BODY_TOO_LARGE' })
     expect(other.bodyLimit).toEqual({ max: 1024, rule: 'limits.maxBodySize' })
+    // A route's rewrite onto a path with a smaller limit: the smaller one holds.
+    const big = declaring('/api/manifests/x', '2000', '/other')
+    expect(body.check(big)).toMatchObject({ code: 'PCL_BODY_TOO_LARGE', rule: 'limits.maxBodySize' })
   })
 })
 
@@ -158,6 +163,9 @@ describe('WebSocket guard', () => {
     ['/realtime/x', { origin: 'https://evil.test' }, none, 'PCL_WS_ORIGIN_DENIED'],
     ['/other', { origin: 'https://evil.test' }, none, 'PCL_WS_ORIGIN_DENIED'],
     ['/other', {}, none, 'allow'],
+    // A browser always names the Origin of a handshake; one that says another site and names none is refused.
+    ['/other', { 'sec-fetch-site': 'cross-site' }, none, 'PCL_WS_ORIGIN_DENIED'],
+    ['/other', { 'sec-fetch-site': 'same-origin' }, none, 'allow'],
     ['/public', { origin: 'https://anyone.test' }, none, 'allow'],
     // Same-origin means scheme, host and port; the browser's Sec-Fetch-Site decides when it is sent.
     ['/other', { origin: 'https://ws.test', host: 'ws.test' }, none, 'allow'],
@@ -179,6 +187,7 @@ describe('WebSocket guard', () => {
   ])('%s %j with %j → %s', (matchPath, headers, live, expected) => {
     const decision = guard.check({
       path: matchPath,
+      rewritten: undefined,
       secure: true,
       headers,
       identity: { ip: '192.0.2.1', via: 'peer', chain: ['192.0.2.1'], peerTrusted: false },
@@ -228,5 +237,27 @@ describe('path patterns', () => {
     ['/x', { addPrefix: '/api' }, '/api/x'],
   ])('rewrites %s with %j to %s', (path, rewrite, expected) => {
     expect(rewrittenPath(path, rewrite)).toBe(expected)
+  })
+})
+
+describe('forward-auth answers and the cache', () => {
+  it.each([
+    [undefined, 60_000],
+    ['max-age=30', 30_000],
+    ['s-maxage=10, max-age=30', 10_000],
+    ['max-age=600', 60_000],
+    ['max-age = 5', 5_000],
+    ['max-age="5"', 5_000],
+    ['public, max-age=0', 0],
+    ['no-store', 0],
+    ['No-Cache', 0],
+    ['private="set-cookie"', 0],
+    ['no-store;', 0],
+    ['max-age=abc', 0],
+    ['max-age=', 0],
+    ['max-age=0, max-age=60', 0],
+    [['max-age=30', 'no-store'], 0],
+  ])('Cache-Control %j lets a pass be reused for %d ms (cacheTtl 1m)', (cacheControl, ttl) => {
+    expect(cacheableFor(cacheControl, 60_000)).toBe(ttl)
   })
 })

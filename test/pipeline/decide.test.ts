@@ -40,6 +40,20 @@ describe('decide()', () => {
     ).toMatchObject({ code: 'PCL_BODY_TOO_LARGE' })
   })
 
+  it.each([
+    ['shop.test:8443', 'shop.test:1'],
+    ['shop.test', 'other.test'],
+  ])(
+    'refuses an :authority %s beside a Host %s: the app and the guards would read different ones',
+    async (authority, host) => {
+      expect(
+        await outcomeOf({ url: '/x', host: authority, headers: { ':authority': authority, host } }),
+      ).toMatchObject({
+        code: 'PCL_BAD_REQUEST',
+      })
+    },
+  )
+
   it('derives the client once and hands the canonical target to the upstream', async () => {
     const trusted = exchange({
       url: '//admin/./x?a=%2e',
@@ -48,7 +62,12 @@ describe('decide()', () => {
     })
     expect(await decide(trusted, 443)).toMatchObject({
       kind: 'proxy',
-      facts: { clientIp: '10.1.1.1', chain: ['10.1.1.1', '10.0.0.9'], host: 'shop.test', proto: 'http' },
+      facts: {
+        clientIp: '10.1.1.1',
+        chain: ['10.1.1.1', '10.0.0.9'],
+        host: 'shop.test',
+        forwarded: { host: 'shop.test', proto: 'http' },
+      },
     })
     expect(trusted).toMatchObject({
       target: '/admin/x?a=%2e',
