@@ -49,11 +49,11 @@ function delayedPipe(from: Socket, to: Socket, delayMs: number): void {
     queue.push({ chunk, due: Date.now() + delayMs })
     queued += chunk.length
     if (queued >= 32 * 1024 ** 2) from.pause()
-    timer ??= setTimeout(flush, delayMs)
+    if (timer === undefined) timer = setTimeout(flush, delayMs)
   })
   from.on('end', () => {
     ended = true
-    timer ??= setTimeout(flush, 0)
+    if (timer === undefined) timer = setTimeout(flush, 0)
   })
   from.on('error', () => to.destroy())
 }
