@@ -158,7 +158,7 @@ describe('FastAPI with Swagger UI behind the SM pack, in Chromium over a 50 ms l
     running.push(gateway)
     link.retarget(gateway.ports.https)
     const foreign = await blankSite()
-    running.push({ stop: () => foreign.close() })
+    running.push(foreign)
     foreignPort = foreign.port
     browser = await launchAppBrowser()
     running.push({ stop: () => browser.close() })

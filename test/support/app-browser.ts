@@ -23,15 +23,22 @@ export function refusals(gateway: RunningGateway): Record<string, unknown>[] {
     .map(({ method, path, status, code, rule, reason }) => ({ method, path, status, code, rule, reason }))
 }
 
-/** A plain HTTP site for pages of other origins (a foreign site): an empty page on every path. */
-export async function blankSite(): Promise<{ port: number; close(): Promise<void> }> {
-  const server: Server = createServer((_request, response) => {
+/**
+ * A plain HTTP site for pages of other origins (a foreign site): `files` on their paths, an empty page
+ * on every other one.
+ */
+export async function blankSite(
+  files: Record<string, { type: string; body: string }> = {},
+): Promise<{ port: number; stop(): Promise<void> }> {
+  const server: Server = createServer((request, response) => {
+    const file = files[request.url ?? '/']
+    if (file) return response.writeHead(200, { 'content-type': file.type }).end(file.body)
     response.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><title>other site</title>')
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   return {
     port: (server.address() as AddressInfo).port,
-    close: () =>
+    stop: () =>
       new Promise((resolve) => {
         server.closeAllConnections()
         server.close(() => resolve())
