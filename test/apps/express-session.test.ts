@@ -169,7 +169,8 @@ describe('Express with express-session, csrf-csrf and multer behind the SM pack,
       )
       await Promise.all([page.waitForURL(`${origin}/api/notes`), page.click('button')])
       expect(await page.textContent('body')).toContain('PCL_CORS_ORIGIN_DENIED')
-      expect(app.received.slice(attempted)).toEqual([])
+      // Nothing but the gateway's own health checks reached the app meanwhile.
+      expect(app.received.slice(attempted).filter((request) => request.path !== '/health')).toEqual([])
     } finally {
       await context.close()
     }
