@@ -82,49 +82,61 @@ describe('Express with express-session, csrf-csrf and multer behind the SM pack,
     return Number(await uploaded.getAttribute('data-ms'))
   }
 
-  it('sign-in, a note saved with the XSRF-TOKEN cookie read by axios, and a 4 MB upload over HTTP/2 reach the app', async () => {
-    const context = await browser.newContext({ ignoreHTTPSErrors: true })
-    context.setDefaultTimeout(15_000 * timeoutScale)
-    try {
-      await useApp(context, origin, 'buy milk')
-      const cookies = Object.fromEntries(
-        (await context.cookies(origin)).map((cookie) => [cookie.name, cookie]),
-      )
-      expect(cookies.session).toMatchObject({ httpOnly: true, secure: true, sameSite: 'Lax' })
-      expect(cookies['XSRF-TOKEN']).toMatchObject({ httpOnly: false, secure: true, sameSite: 'Lax' })
-    } finally {
-      await context.close()
-    }
-    expect(app.uploads).toEqual([{ name: 'photo.bin', bytes: file.length, sha256: fileHash }])
-    const upload = gateway.logs.find((line) => line.method === 'POST' && line.path === '/api/files')
-    expect(upload).toMatchObject({ status: 201, httpVersion: '2.0' })
-    expect(refusals(gateway)).toEqual([])
-  })
+  it(
+    'sign-in, a note saved with the XSRF-TOKEN cookie read by axios, and a 4 MB upload over HTTP/2 reach the app',
+    async () => {
+      const context = await browser.newContext({ ignoreHTTPSErrors: true })
+      context.setDefaultTimeout(15_000 * timeoutScale)
+      try {
+        await useApp(context, origin, 'buy milk')
+        const cookies = Object.fromEntries(
+          (await context.cookies(origin)).map((cookie) => [cookie.name, cookie]),
+        )
+        expect(cookies.session).toMatchObject({ httpOnly: true, secure: true, sameSite: 'Lax' })
+        expect(cookies['XSRF-TOKEN']).toMatchObject({ httpOnly: false, secure: true, sameSite: 'Lax' })
+      } finally {
+        await context.close()
+      }
+      expect(app.uploads).toEqual([{ name: 'photo.bin', bytes: file.length, sha256: fileHash }])
+      const upload = gateway.logs.find((line) => line.method === 'POST' && line.path === '/api/files')
+      expect(upload).toMatchObject({ status: 201, httpVersion: '2.0' })
+      expect(refusals(gateway)).toEqual([])
+      // The upload is timed in the next test; here it only has to arrive, however slowly.
+    },
+    60_000 * timeoutScale,
+  )
 
-  it('the 4 MB upload through the gateway takes about as long as the same upload straight to the app over the same link', async () => {
-    const times: Record<'gateway' | 'direct', number[]> = { gateway: [], direct: [] }
-    for (let round = 0; round < 2; round++) {
-      for (const [kind, base] of [
-        ['direct', directOrigin],
-        ['gateway', origin],
-      ] as const) {
-        const context = await browser.newContext({ ignoreHTTPSErrors: true })
-        context.setDefaultTimeout(15_000 * timeoutScale)
-        try {
-          times[kind].push(await useApp(context, base, `round ${round}`))
-        } finally {
-          await context.close()
+  it(
+    'the 4 MB upload through the gateway takes about as long as the same upload straight to the app over the same link',
+    async () => {
+      const times: Record<'gateway' | 'direct', number[]> = { gateway: [], direct: [] }
+      for (let round = 0; round < 2; round++) {
+        for (const [kind, base] of [
+          ['direct', directOrigin],
+          ['gateway', origin],
+        ] as const) {
+          const context = await browser.newContext({ ignoreHTTPSErrors: true })
+          context.setDefaultTimeout(15_000 * timeoutScale)
+          try {
+            times[kind].push(await useApp(context, base, `round ${round}`))
+          } finally {
+            await context.close()
+          }
         }
       }
-    }
-    const best = { gateway: Math.min(...times.gateway), direct: Math.min(...times.direct) }
-    console.log(
-      `4 MB upload, best of 2: gateway (HTTP/2) ${best.gateway} ms, direct (HTTP/1.1) ${best.direct} ms`,
-    )
-    // A user notices an upload several times slower than the app alone; a second's slack for a busy machine.
-    expect(best.gateway).toBeLessThan(2 * best.direct + 1000)
-    expect(refusals(gateway)).toEqual([])
-  }, 120_000)
+      const best = { gateway: Math.min(...times.gateway), direct: Math.min(...times.direct) }
+      console.log(
+        `4 MB upload, best of 2: gateway (HTTP/2) ${best.gateway} ms, direct (HTTP/1.1) ${best.direct} ms`,
+      )
+      // A user notices an upload several times slower than the app alone; a second's slack for a busy machine.
+      const lines = gateway.logs.filter((line) => line.path === '/api/files')
+      expect(best.gateway, `the gateway's access lines: ${JSON.stringify(lines)}`).toBeLessThan(
+        2 * best.direct + 1000,
+      )
+      expect(refusals(gateway)).toEqual([])
+    },
+    120_000 * timeoutScale,
+  )
 
   it('a page on a foreign origin is refused its form post, its credentialed fetch and its multipart upload', async () => {
     const before = app.received.length
