@@ -157,6 +157,7 @@ describe('Socket.IO on two replicas behind the Horizon pack, over a 50 ms link',
           .map((line) => line.upstream),
       )
       expect(dashboardUpstreams).toEqual(new Set([(replicas[near] as AppProcess).url]))
+      expect((await context.cookies(origin)).map((cookie) => cookie.name)).toContain('pcl_upstream')
       for (const name of [near, far])
         await (replicas[name] as AppProcess).waitForLine((line) =>
           /^UPGRADE \S+ polling->websocket$/.test(line),

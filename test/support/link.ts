@@ -26,8 +26,9 @@ export async function delayedLink(oneWayMs: number, targetPort = 0): Promise<Del
     from.on('error', () => to.destroy())
     from.on('close', () => setTimeout(() => to.destroy(), oneWayMs))
   }
-  const server = createServer((client) => {
-    const upstream = new Socket().connect(target, '127.0.0.1')
+  // Half-open both ways: a side that finished sending still gets what the other side sends after.
+  const server = createServer({ allowHalfOpen: true }, (client) => {
+    const upstream = new Socket({ allowHalfOpen: true }).connect(target, '127.0.0.1')
     for (const socket of [client, upstream]) {
       sockets.add(socket)
       socket.once('close', () => sockets.delete(socket))
