@@ -141,7 +141,7 @@ export class Gateway {
     this.redis?.on('error', () => {}) // reported once per state change by the breaker, not per reconnect attempt
     const shared = this.redis
       ? {
-          store: new RedisRateLimitStore(this.redis),
+          store: new RedisRateLimitStore(this.redis, settings.redisTimeout),
           onError: () => this.metrics.storeFailed(),
           breaker: new CircuitBreaker(3, 2000, (state, error) => {
             if (state === 'open') {

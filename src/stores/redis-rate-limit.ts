@@ -1,4 +1,5 @@
 import { Cluster } from 'ioredis'
+import { within } from './deadline.js'
 import type { LimitCheck, LimitOutcome, RateLimitStore } from './rate-limit-store.js'
 import type { RedisClient } from './redis.js'
 
@@ -91,9 +92,7 @@ return out
  */
 export const rateLimitCommand = 'portcullisRateLimit'
 
-type ScriptedClient = RedisClient & {
-  [rateLimitCommand](numberOfKeys: number, ...keysAndArgs: (string | number)[]): Promise<number[]>
-}
+type Call = (...keysAndArgs: (string | number)[]) => Promise<number[]>
 
 /** Requests that share one script call: the reply holds four integers per key, in request order. */
 interface Batch {
@@ -104,14 +103,25 @@ interface Batch {
 
 export class RedisRateLimitStore implements RateLimitStore {
   readonly sameSlotOnly: boolean
-  private readonly client: ScriptedClient
+  private readonly cluster: Cluster | undefined
+  /** The script with its number of keys first. */
+  private readonly script: Call
+  /** On Cluster: the script as a command of a fixed number of keys, key first, by that number. */
+  private readonly fixed = new Map<number, Call>()
   private batch: Batch | undefined
 
-  constructor(client: RedisClient) {
-    this.sameSlotOnly = client instanceof Cluster
+  /** `timeoutMs`: the longest a call may wait, whatever ioredis does meanwhile (retries, redirections). */
+  constructor(
+    client: RedisClient,
+    private readonly timeoutMs?: number,
+  ) {
+    this.cluster = client instanceof Cluster ? client : undefined
+    this.sameSlotOnly = this.cluster !== undefined
     // defineCommand loads the script once (EVALSHA), falling back to EVAL when a node lost it.
     client.defineCommand(rateLimitCommand, { lua: script })
-    this.client = client as ScriptedClient
+    const scripted = client as unknown as Record<string, Call>
+    this.script = (...keysAndArgs) => (scripted[rateLimitCommand] as Call).call(client, ...keysAndArgs)
+    if (this.cluster) this.defineFixed(client)
   }
 
   /**
@@ -142,7 +152,7 @@ export class RedisRateLimitStore implements RateLimitStore {
   }
 
   /** KEYS, then one argument: per request, its number of keys, then interval and tolerance per key. */
-  private async call(requests: readonly (readonly LimitCheck[])[]): Promise<number[]> {
+  private call(requests: readonly (readonly LimitCheck[])[]): Promise<number[]> {
     const keys: string[] = []
     let numbers = ''
     for (const checks of requests) {
@@ -152,9 +162,31 @@ export class RedisRateLimitStore implements RateLimitStore {
         numbers += `${check.intervalMs} ${check.toleranceMs} `
       }
     }
-    return this.client[rateLimitCommand](keys.length, ...keys, numbers)
+    const fixed = this.fixed.get(keys.length)
+    const reply = fixed ? fixed(...keys, numbers) : this.script(keys.length, ...keys, numbers)
+    return this.timeoutMs === undefined ? reply : within(reply, this.timeoutMs)
+  }
+
+  /**
+   * ioredis auto-pipelines a command with the other commands for the same node, found by its first
+   * argument. With the number of keys first, every call would join the pipeline of that number's
+   * slot, and a pipeline whose keys live on several masters fails as a whole. So on Cluster the script
+   * is also defined with a fixed number of keys, key first, for each count up to `fixedUpTo`: defined
+   * at once, since a pipeline knows only the commands defined before it. A call with more keys goes
+   * out on its own (see `connectRedis`), routed by its keys.
+   */
+  private defineFixed(client: RedisClient): void {
+    const scripted = client as unknown as Record<string, Call>
+    for (let count = 1; count <= fixedUpTo; count++) {
+      const name = `${rateLimitCommand}${count}`
+      client.defineCommand(name, { lua: script, numberOfKeys: count })
+      this.fixed.set(count, (...keysAndArgs) => (scripted[name] as Call).call(client, ...keysAndArgs))
+    }
   }
 }
+
+/** Rules of one request on one identity: more than this many in a call go out unpipelined. */
+const fixedUpTo = 16
 
 /** The outcomes of `count` keys from the script's reply, starting at key number `first`. */
 function outcomesIn(reply: number[], first: number, count: number): LimitOutcome[] {

@@ -2,10 +2,10 @@ import fc from 'fast-check'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { CircuitBreaker } from '../../src/stores/breaker.js'
 import { gcra, type LimitCheck, MemoryStore } from '../../src/stores/rate-limit-store.js'
-import { connectRedis, type RedisClient } from '../../src/stores/redis.js'
+import { connectRedis, type RedisClient, whenReady } from '../../src/stores/redis.js'
 import { RedisRateLimitStore, rateLimitCommand } from '../../src/stores/redis-rate-limit.js'
 import { type OnStoreError, ResilientRateLimitStore } from '../../src/stores/resilient-store.js'
-import { type RedisServer, startRedis } from '../support/redis.js'
+import { type RedisServer, startRedis, startRedisCluster } from '../support/redis.js'
 
 const perSecond = (key: string, limit: number, burst = limit): LimitCheck => ({
   key,
@@ -221,6 +221,37 @@ describe('Redis store (real redis-server)', () => {
     const ttl = Number(await redis.cli('pttl', 'pcl:test:{b}:tight'))
     expect(ttl).toBeGreaterThan(0)
     expect(ttl).toBeLessThanOrEqual(3_600_000)
+  })
+})
+
+describe('Redis store on a Cluster (three real masters)', () => {
+  it('answers a turn of calls on keys of every master, each from the master of its keys', async () => {
+    const cluster = await startRedisCluster()
+    const client = connectRedis(cluster.url, 2000, [rateLimitCommand])
+    try {
+      expect(await whenReady(client, 5000)).toBe(true)
+      const store = new RedisRateLimitStore(client, 2000)
+      const tags = Array.from({ length: 30 }, (_, index) => `pcl:test:{cluster-${index}}`)
+      // Per tag, in one turn: one key, then that key with another of its slot (one call each); and
+      // a call of more keys than the script has fixed-count commands for.
+      const many = Array.from({ length: 17 }, (_, index) => perHour(`pcl:test:{cluster-many}:${index}`, 1))
+      const [manyOutcomes, ...outcomes] = await Promise.all([
+        store.check(many),
+        ...tags.flatMap((tag) => [
+          store.check([perHour(`${tag}:a`, 1)]),
+          store.check([perHour(`${tag}:a`, 1), perHour(`${tag}:b`, 1)]),
+        ]),
+      ])
+      expect(outcomes.map((each) => each.map((outcome) => outcome.allowed))).toEqual(
+        tags.flatMap(() => [[true], [false, false]]),
+      )
+      expect(manyOutcomes?.every((outcome) => outcome.allowed)).toBe(true)
+      const sizes = await Promise.all(cluster.nodes.map(async (node) => Number(await node.cli('dbsize'))))
+      expect(sizes.every((size) => size > 0)).toBe(true)
+    } finally {
+      client.disconnect()
+      await cluster.stop()
+    }
   })
 })
 
