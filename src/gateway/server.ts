@@ -6,7 +6,7 @@ import path from 'node:path'
 import { createSecureContext, type Server as TlsServer } from 'node:tls'
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
-import { SharedAcmeState, SharedRateLimitStore, SharedWebSocketCaps } from '../cluster/clients.js'
+import { SharedAcmeState, SharedWebSocketCaps } from '../cluster/clients.js'
 import type { MetricsSnapshot, PrimaryLink, WorkerWelcome } from '../cluster/protocol.js'
 import { CidrSet, parseCidr } from '../net/ip.js'
 import { type ActivitySnapshot, RecentActivity } from '../observe/dashboard.js'
@@ -23,11 +23,8 @@ import type { App, PemPair } from '../policy/compile.js'
 import { formatProblem, type PolicyProblem } from '../policy/load.js'
 import { loadPolicySource } from '../policy/source.js'
 import type { Settings } from '../settings.js'
-import { CircuitBreaker } from '../stores/breaker.js'
-import { MemoryStore } from '../stores/rate-limit-store.js'
 import { connectRedis, type RedisClient, whenReady } from '../stores/redis.js'
-import { RedisRateLimitStore, rateLimitCommand } from '../stores/redis-rate-limit.js'
-import { ResilientRateLimitStore } from '../stores/resilient-store.js'
+import { rateLimitCommand } from '../stores/redis-rate-limit.js'
 import { acmeTlsAlpnResponder } from '../tls/acme/alpn-responder.js'
 import { AcmeManager } from '../tls/acme/manager.js'
 import { FileAcmeStorage, RedisAcmeStorage } from '../tls/acme/storage.js'
@@ -42,6 +39,7 @@ import { ConnectionTracker } from './connections.js'
 import { createEdge, type EdgeContext } from './edge.js'
 import { frontDoor } from './front-door.js'
 import { HostRouter } from './routing.js'
+import { rateLimitStore } from './stores.js'
 import { WebSocketRelay } from './websocket.js'
 
 /** A generation ready to be put in place: nothing left in it can fail. */
@@ -139,27 +137,13 @@ export class Gateway {
       ? connectRedis(settings.redis, settings.redisTimeout, [rateLimitCommand])
       : undefined
     this.redis?.on('error', () => {}) // reported once per state change by the breaker, not per reconnect attempt
-    const shared = this.redis
-      ? {
-          store: new RedisRateLimitStore(this.redis, settings.redisTimeout),
-          onError: () => this.metrics.storeFailed(),
-          breaker: new CircuitBreaker(3, 2000, (state, error) => {
-            if (state === 'open') {
-              log.error(
-                { err: error, state },
-                'rate limit store unreachable: rules fall back to their onStoreError',
-              )
-            } else if (state === 'closed') {
-              log.info({ state }, 'rate limit store reachable again')
-            }
-          }),
-        }
-      : undefined
     this.rateLimits = {
-      store: new ResilientRateLimitStore({
-        ...(shared ? { shared } : {}),
-        local: primary ? new SharedRateLimitStore(primary) : new MemoryStore(),
-        replicas: settings.replicas,
+      store: rateLimitStore({
+        settings,
+        log,
+        ...(this.redis ? { redis: this.redis } : {}),
+        ...(primary ? { primary } : {}),
+        onError: (store) => this.metrics.storeFailed(store),
       }),
       onDecision: (appId, allowed) => this.metrics.rateLimited(appId, allowed),
     }
@@ -177,7 +161,7 @@ export class Gateway {
     this.metrics = new GatewayMetrics({
       inFlight: () => this.connections.inFlight,
       websockets: () => this.relay.openByScope(),
-      storeState: () => this.rateLimits.store.breakerState,
+      stores: () => this.rateLimits.store.health(),
       certificateExpiry: () => certificates.expiries(),
       upstreams: () => this.pools.status(),
       ...(primary
@@ -446,24 +430,30 @@ export class Gateway {
             apps: this.generation.apps.length,
             loadedAt: this.generation.loadedAt.toISOString(),
           },
-      ...(this.redis
-        ? {
-            redis:
-              this.rateLimits.store.breakerState === 'closed'
-                ? { status: 'pass' as const, connection: this.redis.status }
-                : {
-                    status: 'warn' as const,
-                    connection: this.redis.status,
-                    breaker: this.rateLimits.store.breakerState,
-                  },
-          }
-        : {}),
+      ...this.storeChecks(),
       certificates: this.certificateHealth(),
       listeners: this.shuttingDown
         ? { status: 'fail', draining: true, inFlight: this.connections.inFlight, websockets: this.relay.size }
         : { status: 'pass', inFlight: this.connections.inFlight, websockets: this.relay.size },
     }
     return { status: overallStatus(checks), uptime_ms: Date.now() - this.startedAt, checks }
+  }
+
+  /**
+   * Per remote rate-limit store (`redis`, and `primary` for a worker): a warning while a breaker is not
+   * closed, with the state of each failing part (on Cluster, each master by host:port).
+   */
+  private storeChecks(): Record<string, HealthCheck> {
+    const checks: Record<string, HealthCheck> = {}
+    for (const { name, state, failing } of this.rateLimits.store.health()) {
+      const connection = name === 'redis' && this.redis ? { connection: this.redis.status } : {}
+      const nodes = Object.keys(failing).some(Boolean) ? { nodes: failing } : {}
+      checks[name] =
+        state === 'closed'
+          ? { status: 'pass', ...connection }
+          : { status: 'warn', ...connection, breaker: state, ...nodes }
+    }
+    return checks
   }
 
   /**

@@ -10,7 +10,9 @@ import type { RedisClient } from './redis.js'
  *
  * One call carries the requests of a whole batch, checked one after the other (a key two requests
  * share sees the first one's spending). ARGV[1] holds numbers separated by spaces: for each request,
- * its number of keys, then interval and tolerance (ms) per key. One argument rather than three per
+ * its number of keys, then interval and tolerance (ms) per key; a request that carries known TATs (what a
+ * fallback counted, see `LimitCheck.knownTat`) writes its key count negated and adds, per key, how far
+ * ahead of now its TAT is at least (ms). One argument rather than three per
  * request: ioredis copies and encodes every argument of a call (Array.prototype.flat, then one RESP
  * string each), which costs the gateway more than the script's parsing costs Redis. Returns, per key,
  * four integers: allowed (1 or 0), remaining, retry and reset (ms, rounded up). Integers, not strings:
@@ -26,9 +28,9 @@ local time = redis.call('TIME')
 local now = tonumber(time[1]) * 1000 + tonumber(time[2]) / 1000
 local numbers = {}
 for token in string.gmatch(ARGV[1], '%S+') do numbers[#numbers + 1] = tonumber(token) end
--- Each key's TAT as the requests so far in this call left it; spent keys are written back at the end.
+-- Each key's TAT as the requests so far in this call left it; changed keys are written back at the end.
 local tats = {}
-local spent = {}
+local changed = {}
 local intervals = {}
 local tolerances = {}
 local out = {}
@@ -36,7 +38,11 @@ local first = 1
 local at = 1
 local total = #numbers
 while at <= total do
-  local last = first + numbers[at] - 1
+  -- A request's key count, negative when each of its keys carries a known TAT too.
+  local count = numbers[at]
+  local known = count < 0
+  if known then count = -count end
+  local last = first + count - 1
   at = at + 1
   -- First pass: does every limit of the request admit it? Second: answer per key, and spend if so.
   local allowed = true
@@ -46,11 +52,20 @@ while at <= total do
     if tat == nil then
       tat = tonumber(redis.call('GET', key)) or now
       if tat < now then tat = now end
-      tats[key] = tat
     end
     intervals[k] = numbers[at]
     tolerances[k] = numbers[at + 1]
     at = at + 2
+    if known then
+      -- What the replica counted while this store could not answer: the TAT is at least that far ahead.
+      local floor = now + numbers[at]
+      at = at + 1
+      if floor > tat then
+        tat = floor
+        changed[key] = true
+      end
+    end
+    tats[key] = tat
     if tat + intervals[k] - now > tolerances[k] then allowed = false end
   end
   for k = first, last do
@@ -70,14 +85,14 @@ while at <= total do
       out[slot + 3] = 0
       out[slot + 4] = math.ceil(nextTat - now)
       if allowed then
-        spent[key] = true
+        changed[key] = true
         tats[key] = nextTat
       end
     end
   end
   first = last + 1
 end
-for key in pairs(spent) do
+for key in pairs(changed) do
   local tat = tats[key]
   -- %.17g keeps the double exact; tostring's %.14g would round a millisecond timestamp to 0.1 ms
   -- and could refuse the last request of a burst that arrived within that tenth.
@@ -153,13 +168,16 @@ export class RedisRateLimitStore implements RateLimitStore {
 
   /** KEYS, then one argument: per request, its number of keys, then interval and tolerance per key. */
   private call(requests: readonly (readonly LimitCheck[])[]): Promise<number[]> {
+    const now = Date.now()
     const keys: string[] = []
     let numbers = ''
     for (const checks of requests) {
-      numbers += `${checks.length} `
+      const known = checks.some((check) => check.knownTat !== undefined && check.knownTat > now)
+      numbers += `${known ? -checks.length : checks.length} `
       for (const check of checks) {
         keys.push(check.key)
         numbers += `${check.intervalMs} ${check.toleranceMs} `
+        if (known) numbers += `${Math.max(0, Math.ceil((check.knownTat ?? now) - now))} `
       }
     }
     const fixed = this.fixed.get(keys.length)

@@ -4,8 +4,12 @@ import { CircuitBreaker } from '../../src/stores/breaker.js'
 import { gcra, type LimitCheck, MemoryStore } from '../../src/stores/rate-limit-store.js'
 import { connectRedis, type RedisClient, whenReady } from '../../src/stores/redis.js'
 import { RedisRateLimitStore, rateLimitCommand } from '../../src/stores/redis-rate-limit.js'
-import { type OnStoreError, ResilientRateLimitStore } from '../../src/stores/resilient-store.js'
-import { type RedisServer, startRedis, startRedisCluster } from '../support/redis.js'
+import {
+  type OnStoreError,
+  type ResilientCheck,
+  ResilientRateLimitStore,
+} from '../../src/stores/resilient-store.js'
+import { eventually, type RedisServer, startRedis, startRedisCluster } from '../support/redis.js'
 
 const perSecond = (key: string, limit: number, burst = limit): LimitCheck => ({
   key,
@@ -111,6 +115,24 @@ describe('GCRA', () => {
     store.close()
   })
 
+  it('starts a key from the TAT another store told, and keeps it even when it refuses', () => {
+    const store = new MemoryStore()
+    // 4 per second: 250 ms apart, 1000 ms of burst. Told 500 ms spent: two more now, not four.
+    expect(store.checkNow([{ ...perSecond('told', 4), knownTat: 500 }], 0)[0]).toMatchObject({
+      allowed: true,
+      remaining: 1,
+    })
+    expect(store.checkNow([perSecond('told', 4)], 0)[0]?.allowed).toBe(true)
+    expect(store.checkNow([perSecond('told', 4)], 0)[0]?.allowed).toBe(false)
+    // Told all spent: refused, and still spent for a check that tells nothing.
+    expect(store.checkNow([{ ...perSecond('spent', 4), knownTat: 1000 }], 0)[0]?.allowed).toBe(false)
+    expect(store.checkNow([perSecond('spent', 4)], 0)[0]?.allowed).toBe(false)
+    // Told less than it knows: nothing changes.
+    expect(store.checkNow([{ ...perSecond('told', 4), knownTat: 100 }], 250)[0]?.allowed).toBe(true)
+    expect(store.checkNow([perSecond('told', 4)], 250)[0]?.allowed).toBe(false)
+    store.close()
+  })
+
   it('forgets keys whose budget is full again to make room, and only those', () => {
     const store = new MemoryStore(2)
     const spent = perSecond('spent', 1)
@@ -212,6 +234,25 @@ describe('Redis store (real redis-server)', () => {
     expect(stats).toMatch(/cmdstat_psetex:calls=1,/)
   })
 
+  it('starts a key from a known TAT, and keeps it even when it refuses', async () => {
+    const { intervalMs, toleranceMs } = perHour('', 10)
+    const now = Date.now()
+    const told = 'pcl:test:{f}:told'
+    expect(
+      (await store.check([{ key: told, intervalMs, toleranceMs, knownTat: now + 5 * intervalMs }]))[0],
+    ).toMatchObject({
+      allowed: true,
+      remaining: 4,
+    })
+    // A known TAT behind what Redis holds changes nothing.
+    expect((await store.check([{ key: told, intervalMs, toleranceMs, knownTat: now }]))[0]?.remaining).toBe(3)
+    const spent = 'pcl:test:{f}:spent'
+    expect(
+      (await store.check([{ key: spent, intervalMs, toleranceMs, knownTat: now + toleranceMs }]))[0]?.allowed,
+    ).toBe(false)
+    expect((await store.check([{ key: spent, intervalMs, toleranceMs }]))[0]?.allowed).toBe(false)
+  })
+
   it('is all-or-nothing across the keys of one call, and every key expires', async () => {
     const loose = perHour('pcl:test:{b}:loose', 100)
     const tight = perHour('pcl:test:{b}:tight', 1)
@@ -221,6 +262,57 @@ describe('Redis store (real redis-server)', () => {
     const ttl = Number(await redis.cli('pttl', 'pcl:test:{b}:tight'))
     expect(ttl).toBeGreaterThan(0)
     expect(ttl).toBeLessThanOrEqual(3_600_000)
+  })
+})
+
+describe('resilient store: Redis behind a breaker, each limit with its fallback', () => {
+  it('counts in Redis, and while it is down each limit falls back as it says (local at 1/replicas)', async () => {
+    const redis = await startRedis()
+    const client = connectRedis(redis.url, 200)
+    const local = new MemoryStore()
+    const store = new ResilientRateLimitStore({
+      remote: [
+        {
+          name: 'redis',
+          store: new RedisRateLimitStore(client),
+          breaker: () => new CircuitBreaker(1, 60_000, () => undefined),
+          share: 1,
+        },
+      ],
+      local,
+      localShare: 2,
+    })
+    try {
+      await new Promise((resolve) => client.once('ready', resolve))
+      const check = (key: string, onStoreError: OnStoreError) => ({ ...perHour(key, 4), onStoreError })
+      const shared = await store.check([check('pcl:test:{r}:up', 'local')])
+      expect(shared[0]).toMatchObject({ allowed: true, remaining: 3 })
+      expect(await redis.cli('exists', 'pcl:test:{r}:up')).toBe('1')
+
+      await redis.stop()
+      const during = []
+      for (let index = 0; index < 3; index++) {
+        during.push(
+          await store.check([
+            check('pcl:test:{r}:local', 'local'),
+            check('pcl:test:{r}:open', 'allow'),
+            check('pcl:test:{r}:closed', 'deny'),
+          ]),
+        )
+      }
+      // A limit of 4 over 2 replicas: 2 here; the others answer as their onStoreError says.
+      expect(during.map(([counted]) => typeof counted === 'object' && counted.allowed)).toEqual([
+        true,
+        true,
+        false,
+      ])
+      expect(during.map(([, open, closed]) => [open, closed])).toEqual(Array(3).fill(['allow', 'deny']))
+      expect(store.breakerState).toBe('open')
+    } finally {
+      client.disconnect()
+      store.close()
+      await redis.stop()
+    }
   })
 })
 
@@ -255,49 +347,77 @@ describe('Redis store on a Cluster (three real masters)', () => {
   })
 })
 
-describe('resilient store: Redis behind a breaker, each limit with its fallback', () => {
-  it('counts in Redis, and while it is down each limit falls back as it says (local at 1/replicas)', async () => {
-    const redis = await startRedis()
-    const client = connectRedis(redis.url, 200)
-    const local = new MemoryStore()
-    const store = new ResilientRateLimitStore({
-      shared: {
-        store: new RedisRateLimitStore(client),
-        breaker: new CircuitBreaker(1, 60_000, () => undefined),
-      },
-      local,
-      replicas: 2,
-    })
-    try {
-      await new Promise((resolve) => client.once('ready', resolve))
-      const check = (key: string, onStoreError: OnStoreError) => ({ ...perHour(key, 4), onStoreError })
-      const shared = await store.check([check('pcl:test:{r}:up', 'local')])
-      expect(shared[0]).toMatchObject({ allowed: true, remaining: 3 })
-      expect(await redis.cli('exists', 'pcl:test:{r}:up')).toBe('1')
+describe('a fallback that starts from what Redis said', () => {
+  const stopped: { stop(): Promise<unknown> }[] = []
+  afterAll(async () => {
+    for (const each of stopped.splice(0)) await each.stop()
+  })
 
-      await redis.stop()
-      const during = []
-      for (let index = 0; index < 3; index++) {
-        during.push(
-          await store.check([
-            check('pcl:test:{r}:local', 'local'),
-            check('pcl:test:{r}:open', 'allow'),
-            check('pcl:test:{r}:closed', 'deny'),
-          ]),
-        )
-      }
-      // A limit of 4 over 2 replicas: 2 here; the others answer as their onStoreError says.
-      expect(during.map(([counted]) => typeof counted === 'object' && counted.allowed)).toEqual([
-        true,
-        true,
-        false,
-      ])
-      expect(during.map(([, open, closed]) => [open, closed])).toEqual(Array(3).fill(['allow', 'deny']))
-      expect(store.breakerState).toBe('open')
-    } finally {
-      client.disconnect()
-      store.close()
-      await redis.stop()
+  /** A replica's store in front of Redis; its breaker opens at the first failure and retries at once. */
+  function replica(client: RedisClient, replicas: number): ResilientRateLimitStore {
+    const store = new ResilientRateLimitStore({
+      remote: [
+        {
+          name: 'redis',
+          store: new RedisRateLimitStore(client, 500),
+          breaker: () => new CircuitBreaker(1, 0, () => undefined),
+          share: 1,
+        },
+      ],
+      local: new MemoryStore(),
+      localShare: replicas,
+    })
+    stopped.push({ stop: async () => store.close() })
+    return store
+  }
+
+  async function connected(redis: RedisServer): Promise<RedisClient> {
+    const client = connectRedis(redis.url, 200)
+    client.on('error', () => {})
+    stopped.push({ stop: async () => client.disconnect() })
+    await whenReady(client, 5000)
+    return client
+  }
+
+  const admitted = async (store: ResilientRateLimitStore, check: ResilientCheck, times: number) => {
+    let count = 0
+    for (let index = 0; index < times; index++) {
+      const [outcome] = await store.check([check])
+      if (typeof outcome === 'object' && outcome.allowed) count++
     }
+    return count
+  }
+
+  it('three replicas falling back together admit what was left of the budget, not a fresh one each', async () => {
+    const redis = await startRedis()
+    stopped.push(redis)
+    const stores = await Promise.all([0, 1, 2].map(async () => replica(await connected(redis), 3)))
+    const check: ResilientCheck = { ...perHour('pcl:test:{t}:shared', 30), onStoreError: 'local' }
+    for (let index = 0; index < 12; index++)
+      await (stores[index % 3] as ResilientRateLimitStore).check([check])
+    await redis.stop()
+    let during = 0
+    for (const store of stores) during += await admitted(store, check, 30)
+    // 30 - 12: each replica counts 1/3 of the limit from the TAT it last heard of.
+    expect(during).toBe(18)
+    expect(stores.map((store) => store.breakerState)).toEqual(['open', 'open', 'open'])
+  })
+
+  it('hands what it counted back to Redis once Redis answers again, even one that lost its data', async () => {
+    const redis = await startRedis()
+    stopped.push(redis)
+    const store = replica(await connected(redis), 1)
+    const check: ResilientCheck = { ...perHour('pcl:test:{u}:carried', 10), onStoreError: 'local' }
+    expect(await admitted(store, check, 5)).toBe(5)
+    await redis.stop()
+    expect(await admitted(store, check, 3)).toBe(3)
+    await redis.start() // empty: it kept nothing
+    const probe: ResilientCheck = { ...perHour('pcl:test:{u}:probe', 1000), onStoreError: 'local' }
+    await eventually('Redis answers again', async () => {
+      await store.check([probe])
+      return store.breakerState === 'closed'
+    })
+    expect(await admitted(store, check, 10)).toBe(2)
+    expect(Number(await redis.cli('pttl', 'pcl:test:{u}:carried'))).toBeGreaterThan(0)
   })
 })
