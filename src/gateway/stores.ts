@@ -32,6 +32,7 @@ export function rateLimitStore(options: {
       store: new RedisRateLimitStore(redis, settings.redisTimeout),
       share: 1,
       onError: () => options.onError('redis'),
+      // On Cluster, `part` is a master's host:port: one master's failure touches only its keys.
       breaker: (part) =>
         new CircuitBreaker(breakerThreshold, breakerCooldownMs, (state, error) => {
           const node = part ? { node: part } : {}

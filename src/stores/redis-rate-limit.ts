@@ -2,6 +2,7 @@ import { Cluster } from 'ioredis'
 import { within } from './deadline.js'
 import type { LimitCheck, LimitOutcome, RateLimitStore } from './rate-limit-store.js'
 import type { RedisClient } from './redis.js'
+import { hashSlot } from './slots.js'
 
 /**
  * GCRA for every key of a request in one atomic step, timed by the Redis server's clock (TIME) so
@@ -152,6 +153,18 @@ export class RedisRateLimitStore implements RateLimitStore {
     batch.requests.push(checks)
     batch.keys += checks.length
     return batch.reply.then((reply) => outcomesIn(reply, first, checks.length))
+  }
+
+  /** On Cluster, the master that serves the key's slot as ioredis last learned it. */
+  partOf(key: string): string {
+    return this.cluster?.slots[hashSlot(key)]?.[0] ?? ''
+  }
+
+  parts(): string[] {
+    if (!this.cluster) return ['']
+    const masters = new Set<string>()
+    for (const nodes of this.cluster.slots) if (nodes?.[0]) masters.add(nodes[0])
+    return [...masters]
   }
 
   private openBatch(): Batch {

@@ -1,9 +1,10 @@
+import { createHash } from 'node:crypto'
 import { Agent, request } from 'node:http'
 import { describe, expect, it } from 'vitest'
 import { gcra } from '../../src/stores/rate-limit-store.js'
 import { fetchOnce } from '../support/clients.js'
 import { type RunningGateway, startGateway, stoppedAfterEach, timeoutScale } from '../support/gateway.js'
-import { eventually, startSentinelGroup } from '../support/redis.js'
+import { eventually, startRedisCluster, startSentinelGroup } from '../support/redis.js'
 import { echoUpstream } from '../support/upstreams.js'
 
 /**
@@ -155,6 +156,11 @@ async function countsInRedis(gateway: RunningGateway): Promise<void> {
   )
 }
 
+/** The Redis key of a header-keyed rule, as the guard names it. */
+function headerKey(rule: string, value: string): string {
+  return `pcl:rl:{api:h:${createHash('sha256').update(value).digest('base64url').slice(0, 22)}}:${rule}`
+}
+
 describe('rate limits through a failover of their Redis', { timeout: 150_000 * timeoutScale }, () => {
   const running = stoppedAfterEach()
 
@@ -192,5 +198,91 @@ describe('rate limits through a failover of their Redis', { timeout: 150_000 * t
     const result = judged(load.answers)
     console.log('Sentinel failover, 2 replicas, limit 100/min:', JSON.stringify(result))
     expect(result.over).toBeLessThanOrEqual(limit / 10)
+  })
+
+  it('Cluster: a killed master touches only its own keys, which stay within 10%; the others stay exact; no refusal without a fault', async () => {
+    const cluster = await startRedisCluster({ replicas: 1 })
+    running.push(cluster)
+    const policies = policy(await upstream(), [
+      `{ name: counted, key: "header:x-api-key", limit: ${limit}, window: 1m, match: { path: /counted } }`,
+      `{ name: strict, key: "header:x-api-key", limit: ${limit}, window: 1m, onStoreError: deny, match: { path: /strict } }`,
+    ])
+    // One API key per master: the first one's master is killed.
+    const masters = cluster.nodes.slice(0, 3)
+    const apiKeys: string[] = []
+    for (let candidate = 0; apiKeys.length < 3; candidate++) {
+      const owner = await cluster.masterOf(headerKey('counted', `key-${candidate}`))
+      if (owner === masters[apiKeys.length]) apiKeys.push(`key-${candidate}`)
+    }
+    const [onDead = '', onLive = '', onLiveStrict = ''] = apiKeys
+    const gateway = await startGateway({ policies, args: ['--redis', cluster.url, '--redis-timeout', '1s'] })
+    running.push(gateway)
+
+    // At once, while the client's connections to the masters are still new: 90 requests of 30 clients.
+    const startUp = await Promise.all(
+      Array.from({ length: 90 }, (_, index) =>
+        fetchOnce('http://api.test/strict', {
+          port: gateway.ports.http,
+          headers: { 'x-api-key': `client-${index % 30}` },
+        }).then((answer) => answer.status),
+      ),
+    )
+
+    // Four lanes on the master to kill: three calls fail at once when it dies, and its breaker opens
+    // well before a replica takes over. Two on each of the others.
+    const lane = (apiKey: string, path: string) => ({ gateway, path, headers: { 'x-api-key': apiKey } })
+    const lanes = [
+      ...[0, 1, 2, 3].map(() => lane(onDead, '/counted')),
+      ...[0, 1].map(() => lane(onLive, '/counted')),
+      ...[0, 1].map(() => lane(onLiveStrict, '/strict')),
+    ]
+    const [onDeadLanes, onLiveLanes, onLiveStrictLanes] = [
+      [0, 1, 2, 3],
+      [4, 5],
+      [6, 7],
+    ]
+    const load = hammer(lanes)
+    running.push(load)
+    await load.admitted(limit / 2, onDeadLanes)
+    const dead = masters[0]
+    if (!dead) throw new Error('no master')
+    await dead.stop()
+    const deadNode = `127.0.0.1:${dead.port}`
+    await gateway.waitForLog((line) => line.msg === unreachable && line.node === deadNode, 30_000)
+    const heir = await cluster.failedOver(dead)
+    // The gateway counts the dead master's keys on its heir: the script runs there (a replica only
+    // ever ran the writes it replicated).
+    await eventually('the gateway counts on the promoted replica', async () =>
+      /cmdstat_eval(sha)?:calls=[1-9]/.test(await heir.cli('info', 'commandstats')),
+    )
+    await load.answered(300)
+    await load.stop()
+
+    const [killed, live, liveStrict] = [onDeadLanes, onLiveLanes, onLiveStrictLanes].map((lanes) =>
+      judged(load.of(lanes)),
+    )
+    console.log(
+      'Cluster master failover, limit 100/min:',
+      JSON.stringify({
+        killed,
+        live,
+        liveStrict,
+        refusedStrict: load.of(onLiveStrictLanes).filter((a) => a.status === 503).length,
+      }),
+    )
+    expect(startUp.filter((status) => status !== 200)).toEqual([])
+    expect(killed?.over).toBeLessThanOrEqual(limit / 10)
+    for (const healthy of [live, liveStrict]) {
+      const [bySent = 0, byAnswered = 0] = healthy?.exact ?? []
+      expect(healthy?.admitted).toBeGreaterThanOrEqual(Math.min(bySent, byAnswered) - 1)
+      expect(healthy?.admitted).toBeLessThanOrEqual(Math.max(bySent, byAnswered) + 1)
+    }
+    // While the dead master's breaker was open, a rule that refuses without its store (deny) on
+    // another master kept being counted there; no other master's breaker opened.
+    expect(
+      load.of(onLiveStrictLanes).filter((answer) => answer.status !== 200 && answer.status !== 429),
+    ).toEqual([])
+    const opened = gateway.logs.filter((line) => line.msg === unreachable)
+    expect(opened.map((line) => line.node)).toEqual(opened.map(() => deadNode))
   })
 })

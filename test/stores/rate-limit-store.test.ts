@@ -1,3 +1,6 @@
+import { mkdtemp } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
 import fc from 'fast-check'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { CircuitBreaker } from '../../src/stores/breaker.js'
@@ -9,6 +12,7 @@ import {
   type ResilientCheck,
   ResilientRateLimitStore,
 } from '../../src/stores/resilient-store.js'
+import { hashSlot } from '../../src/stores/slots.js'
 import { eventually, type RedisServer, startRedis, startRedisCluster } from '../support/redis.js'
 
 const perSecond = (key: string, limit: number, burst = limit): LimitCheck => ({
@@ -343,6 +347,38 @@ describe('Redis store on a Cluster (three real masters)', () => {
     } finally {
       client.disconnect()
       await cluster.stop()
+    }
+  })
+})
+
+describe('Redis Cluster hash slots', () => {
+  it('agree with the slot Redis computes, hash tags and UTF-8 included', async () => {
+    const directory = await mkdtemp(path.join(tmpdir(), 'pcl-slots-'))
+    const redis = await startRedis([
+      '--cluster-enabled',
+      'yes',
+      '--cluster-config-file',
+      path.join(directory, 'nodes.conf'),
+    ])
+    const client = connectRedis(redis.url, 1000)
+    try {
+      await whenReady(client, 5000)
+      const keys = [
+        'pcl:rl:{api:ip:127.0.0.1}:per-ip',
+        'pcl:rl:{api:h:n4bQgYhMfWWaL-qgxVrQFa}:per-key',
+        'no tag at all',
+        '{}empty tag',
+        'only {open',
+        'close} then {tag}',
+        '{a}{b}',
+        'pcl:rl:{shop:j:été}:per-user',
+        '{日本}',
+        '',
+      ]
+      for (const key of keys) expect(hashSlot(key), key).toBe(await client.call('cluster', 'keyslot', key))
+    } finally {
+      client.disconnect()
+      await redis.stop()
     }
   })
 })
