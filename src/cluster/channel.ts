@@ -30,8 +30,8 @@ interface Waiting {
   timer: NodeJS.Timeout
 }
 
-/** How long an answer may take before the ask fails. */
-const answerTimeoutMs = 5000
+/** How long an answer may take before the ask fails, unless the ask says otherwise. */
+export const answerTimeoutMs = 5000
 
 export class Channel<
   OutAsks extends AskTable,
@@ -50,14 +50,18 @@ export class Channel<
     endpoint.on('disconnect', () => this.close())
   }
 
-  ask<K extends keyof OutAsks & string>(kind: K, body: OutAsks[K][0]): Promise<OutAsks[K][1]> {
+  ask<K extends keyof OutAsks & string>(
+    kind: K,
+    body: OutAsks[K][0],
+    timeoutMs = answerTimeoutMs,
+  ): Promise<OutAsks[K][1]> {
     if (this.closed) return Promise.reject(new Error('the IPC channel is closed'))
     const id = this.nextId++
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiting.delete(id)
-        reject(new Error(`no answer to ${kind} within ${answerTimeoutMs} ms`))
-      }, answerTimeoutMs)
+        reject(new Error(`no answer to ${kind} within ${timeoutMs} ms`))
+      }, timeoutMs)
       timer.unref()
       this.waiting.set(id, { resolve: resolve as (body: unknown) => void, reject, timer })
       this.send({ pcl: 'ask', kind, id, body })

@@ -16,8 +16,9 @@ export interface HealthReport {
 export type Collected = 'metrics' | 'activity'
 export type MetricsSnapshot = MetricObjectWithValues<MetricValue<string>>[]
 
-/** What a worker learns when it joins: whether it probes, the health so far, the ticket key. */
+/** What a worker learns when it joins: how many workers serve, whether it probes, the health so far, the ticket key. */
 export interface WorkerWelcome {
+  workers: number
   probe: boolean
   health: HealthReport[]
   ticketKey?: string
@@ -27,9 +28,10 @@ export interface WorkerWelcome {
 export type WorkerAsks = {
   join: [null, WorkerWelcome]
   'rate-limit': [readonly (readonly LimitCheck[])[], LimitOutcome[][]]
+  /** `id`: the worker's own, which its `ws-release` names (also to give back a place it gave up on). */
   'ws-reserve': [
-    { scope: string; ip: string; caps?: PlaceCaps },
-    { id: number; taken: boolean; live: LiveWebSockets },
+    { id: number; scope: string; ip: string; caps?: PlaceCaps },
+    { taken: boolean; live: LiveWebSockets },
   ]
   'acme-put': [{ kind: ChallengeKind; name: string; answer: string; ttlMs: number }, null]
   'acme-get': [{ kind: ChallengeKind; name: string }, string | null]

@@ -17,7 +17,7 @@ import {
   type HealthReport,
   overallStatus,
 } from '../observe/health.js'
-import { GatewayMetrics } from '../observe/metrics.js'
+import { GatewayMetrics, unansweredWorkers } from '../observe/metrics.js'
 import type { RateLimitStores } from '../pipeline/guard.js'
 import type { App, PemPair } from '../policy/compile.js'
 import { formatProblem, type PolicyProblem } from '../policy/load.js'
@@ -39,7 +39,7 @@ import { ConnectionTracker } from './connections.js'
 import { createEdge, type EdgeContext } from './edge.js'
 import { frontDoor } from './front-door.js'
 import { HostRouter } from './routing.js'
-import { rateLimitStore } from './stores.js'
+import { primaryBreaker, rateLimitStore } from './stores.js'
 import { WebSocketRelay } from './websocket.js'
 
 /** A generation ready to be put in place: nothing left in it can fail. */
@@ -131,7 +131,12 @@ export class Gateway {
         : {}),
     })
     if (welcome) this.pools.applyHealth(welcome.health)
-    this.relay = new WebSocketRelay(this.pools, primary && new SharedWebSocketCaps(primary))
+    const workers = welcome?.workers ?? 1
+    const toPrimary = primary && { link: primary, breaker: primaryBreaker(log), workers }
+    this.relay = new WebSocketRelay(
+      this.pools,
+      toPrimary && new SharedWebSocketCaps(toPrimary.link, settings.redisTimeout, toPrimary.breaker, workers),
+    )
     this.generation = { apps: [], router: new HostRouter([]), loadedAt: new Date() }
     this.redis = settings.redis
       ? connectRedis(settings.redis, settings.redisTimeout, [rateLimitCommand])
@@ -142,7 +147,7 @@ export class Gateway {
         settings,
         log,
         ...(this.redis ? { redis: this.redis } : {}),
-        ...(primary ? { primary } : {}),
+        ...(toPrimary ? { primary: toPrimary } : {}),
         onError: (store) => this.metrics.storeFailed(store),
       }),
       onDecision: (appId, allowed) => this.metrics.rateLimited(appId, allowed),
@@ -165,7 +170,17 @@ export class Gateway {
       certificateExpiry: () => certificates.expiries(),
       upstreams: () => this.pools.status(),
       ...(primary
-        ? { everyWorker: async () => (await primary.ask('gather', 'metrics')) as MetricsSnapshot[] }
+        ? {
+            everyWorker: () =>
+              primary.ask('gather', 'metrics').then(
+                (snapshots) => snapshots as MetricsSnapshot[],
+                // A primary that does not answer: this worker's own figures, and the others counted as missing.
+                async () => [
+                  await this.metrics.registry.getMetricsAsJSON(),
+                  await unansweredWorkers(workers - 1),
+                ],
+              ),
+          }
         : {}),
     })
     const context: EdgeContext = {
@@ -193,7 +208,11 @@ export class Gateway {
         certificates: () => certificates.current(),
         upstreams: () => this.pools.status(),
         activity: primary
-          ? async () => RecentActivity.merged((await primary.ask('gather', 'activity')) as ActivitySnapshot[])
+          ? () =>
+              primary.ask('gather', 'activity').then(
+                (snapshots) => RecentActivity.merged(snapshots as ActivitySnapshot[]),
+                () => this.activity,
+              )
           : async () => this.activity,
         metrics: this.metrics,
       },

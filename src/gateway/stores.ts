@@ -13,16 +13,32 @@ const breakerThreshold = 3
 const breakerCooldownMs = 2000
 
 /**
- * Where a gateway process counts its rate limits: in Redis when configured, else (and while Redis
- * cannot answer) in this process's memory, or with workers the primary's; the fallback holds
- * 1/replicas of each limit.
+ * One breaker for a worker's primary, whichever of its services (rate limits, WebSocket places)
+ * found it silent first.
+ */
+export function primaryBreaker(log: Logger): CircuitBreaker {
+  return new CircuitBreaker(breakerThreshold, breakerCooldownMs, (state, error) => {
+    if (state === 'open')
+      log.error(
+        { err: error, state },
+        'the primary does not answer: rate limits fall back to their onStoreError, WebSocket caps to this worker’s share',
+      )
+    else if (state === 'closed') log.info({ state }, 'the primary answers again')
+  })
+}
+
+/**
+ * Where a gateway process counts its rate limits, first choice first: Redis (a breaker per Cluster
+ * master), then with workers the primary (one store for the replica's workers), then this process's
+ * memory. Each holds its share of a limit: Redis all of it, the primary 1/replicas, memory
+ * 1/(replicas × workers).
  */
 export function rateLimitStore(options: {
   settings: Settings
   log: Logger
   redis?: RedisClient
-  primary?: PrimaryLink
-  onError(store: 'redis'): void
+  primary?: { link: PrimaryLink; breaker: CircuitBreaker; workers: number }
+  onError(store: 'redis' | 'primary'): void
 }): ResilientRateLimitStore {
   const { settings, log, redis, primary } = options
   const remote: RemoteStore[] = []
@@ -44,9 +60,17 @@ export function rateLimitStore(options: {
           else if (state === 'closed') log.info({ state, ...node }, 'rate limit store reachable again')
         }),
     })
+  if (primary)
+    remote.push({
+      name: 'primary',
+      store: new SharedRateLimitStore(primary.link, settings.redisTimeout),
+      share: redis ? settings.replicas : 1,
+      onError: () => options.onError('primary'),
+      breaker: () => primary.breaker,
+    })
   return new ResilientRateLimitStore({
     remote,
-    local: primary ? new SharedRateLimitStore(primary) : new MemoryStore(),
-    localShare: redis ? settings.replicas : 1,
+    local: new MemoryStore(),
+    localShare: (redis ? settings.replicas : 1) * (primary?.workers ?? 1),
   })
 }

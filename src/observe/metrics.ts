@@ -275,6 +275,20 @@ export class GatewayMetrics {
   }
 }
 
+/**
+ * The primary's `portcullis_workers_unanswered` as a worker reports it when the primary itself does not
+ * answer: every other worker's figures are missing.
+ */
+export function unansweredWorkers(count: number): Promise<MetricObjectWithValues<MetricValue<string>>[]> {
+  const registry = new Registry()
+  new Gauge({
+    name: 'portcullis_workers_unanswered',
+    help: 'Workers whose figures are missing from this answer: they did not answer the primary in time.',
+    registers: [registry],
+  }).set(count)
+  return registry.getMetricsAsJSON()
+}
+
 /** A pool or WebSocket scope (`app`, or `app#route` for a route with its own) as metric labels. */
 function scopeLabels(scope: string): { app: string; route?: string } {
   const separator = scope.indexOf('#')
