@@ -132,9 +132,15 @@ export interface RedisCluster {
  * Three masters on loopback, joined with `redis-cli --cluster create` (their bus ports are port+10000),
  * each with `replicas` replicas (1 for failover tests: cluster-node-timeout 2000, as TESTING.md says).
  * Resolves once every node reports cluster_state:ok and every replica is in sync with its master.
+ * `fullCoverage: false` is `cluster-require-full-coverage no`: the other masters keep serving while
+ * one has failed and its replica is not promoted yet (with the default, every node answers
+ * CLUSTERDOWN meanwhile).
  */
-export async function startRedisCluster(options: { replicas?: 0 | 1 } = {}): Promise<RedisCluster> {
+export async function startRedisCluster(
+  options: { replicas?: 0 | 1; fullCoverage?: boolean } = {},
+): Promise<RedisCluster> {
   const replicas = options.replicas ?? 0
+  const coverage = options.fullCoverage === false ? ['--cluster-require-full-coverage', 'no'] : []
   const directory = await mkdtemp(path.join(tmpdir(), 'pcl-redis-cluster-'))
   const nodes: RedisServer[] = []
   const stopped = new Set<RedisServer>()
@@ -152,6 +158,7 @@ export async function startRedisCluster(options: { replicas?: 0 | 1 } = {}): Pro
             path.join(directory, `nodes-${port}.conf`),
             '--cluster-node-timeout',
             '2000',
+            ...coverage,
           ],
           port,
         ),
