@@ -61,7 +61,7 @@ export const settingsSchema = z.strictObject({
   redisTimeout: duration
     .default(250)
     .describe(
-      'Longest wait for one Redis command; then the rule falls back as its onStoreError says. Room for ordinary event-loop lag under load.',
+      'Longest wait for one call to a shared rate-limit store (Redis; with workers, also the primary); then the rule falls back as its onStoreError says. Room for ordinary event-loop lag under load.',
     ),
   replicas: z.coerce
     .number()

@@ -30,8 +30,8 @@ interface Waiting {
   timer: NodeJS.Timeout
 }
 
-/** How long an answer may take before the ask fails. */
-const answerTimeoutMs = 5000
+/** How long an answer may take before the ask fails, unless the ask says otherwise. */
+export const answerTimeoutMs = 5000
 
 export class Channel<
   OutAsks extends AskTable,

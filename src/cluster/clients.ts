@@ -1,4 +1,5 @@
 import type { LiveWebSockets } from '../pipeline/guard.js'
+import type { CircuitBreaker } from '../stores/breaker.js'
 import type { PlaceCaps } from '../stores/counts.js'
 import type { LimitCheck, LimitOutcome, RateLimitStore } from '../stores/rate-limit-store.js'
 import type { ChallengeKind, Lock, VolatileAcmeState } from '../tls/acme/storage.js'
@@ -18,13 +19,17 @@ interface Pending {
 /**
  * Rate limits counted in the primary. The checks a worker makes in one turn of its event loop go in
  * one message, as the Redis store sends one script call per batch: a busy worker pays one IPC round
- * trip per batch, not per request.
+ * trip per batch, not per request. An ask waits at most `timeoutMs`, like a Redis call: the resilient
+ * store in front of it then counts as each limit's onStoreError says.
  */
 export class SharedRateLimitStore implements RateLimitStore {
   readonly sameSlotOnly = false
   private batch: Pending[] = []
 
-  constructor(private readonly primary: PrimaryLink) {}
+  constructor(
+    private readonly primary: PrimaryLink,
+    private readonly timeoutMs: number,
+  ) {}
 
   check(checks: readonly LimitCheck[]): Promise<LimitOutcome[]> {
     return new Promise((resolve, reject) => {
@@ -42,6 +47,7 @@ export class SharedRateLimitStore implements RateLimitStore {
       .ask(
         'rate-limit',
         batch.map((pending) => pending.checks),
+        this.timeoutMs,
       )
       .then(
         (outcomes) => {
@@ -61,11 +67,41 @@ export interface SharedPlace {
   release(): void
 }
 
+/**
+ * WebSocket places taken in the primary. Each reservation carries an id of this worker's: when the ask
+ * fails (a slow or stopped primary), the worker tells the primary to give that place back, so a place
+ * the primary took after the worker stopped waiting is not held until the worker exits.
+ */
 export class SharedWebSocketCaps {
-  constructor(private readonly primary: PrimaryLink) {}
+  private nextId = 0
+
+  constructor(
+    private readonly primary: PrimaryLink,
+    private readonly timeoutMs: number,
+    /** Whether the primary is answering: a stalled one costs each upgrade its timeout only until it opens. */
+    readonly breaker: CircuitBreaker,
+    /** The workers sharing the caps: while the primary cannot answer, each holds 1/share of them. */
+    readonly share: number,
+  ) {}
 
   async reserve(scope: string, ip: string, caps: PlaceCaps | undefined): Promise<SharedPlace> {
-    const { id, taken, live } = await this.primary.ask('ws-reserve', { scope, ip, ...(caps ? { caps } : {}) })
+    if (!this.breaker.allows()) throw new Error('the primary is not answering')
+    const id = this.nextId++
+    let answer: { taken: boolean; live: LiveWebSockets }
+    try {
+      answer = await this.primary.ask(
+        'ws-reserve',
+        { id, scope, ip, ...(caps ? { caps } : {}) },
+        this.timeoutMs,
+      )
+      this.breaker.succeeded()
+    } catch (error) {
+      this.breaker.failed(error)
+      // Asks and tells keep their order: this reaches the primary after the ask, whatever it did with it.
+      this.primary.tell('ws-release', id)
+      throw error
+    }
+    const { taken, live } = answer
     let released = !taken
     return {
       taken,

@@ -13,7 +13,8 @@ import type { HealthReport, WorkerLink } from './protocol.js'
 export class SharedStateKeeper {
   private readonly limits = new MemoryStore()
   private readonly counts = new PlaceCounts()
-  private readonly places = new Map<number, { worker: number; release(): void }>()
+  /** Places taken, by worker and the worker's id for the reservation. */
+  private readonly places = new Map<string, { worker: number; release(): void }>()
   private readonly acme = new MemoryAcmeState()
   private readonly locks = new Map<number, { worker: number; lock: Lock }>()
   private readonly health = new Map<string, HealthReport>()
@@ -22,8 +23,10 @@ export class SharedStateKeeper {
   /** Answers a worker's asks and hears its tells; `others` reaches the rest for what they must hear. */
   serve(worker: number, link: WorkerLink, others: (tell: (peer: WorkerLink) => void) => void): void {
     link.answer('rate-limit', (batch) => this.checkLimits(batch))
-    link.answer('ws-reserve', ({ scope, ip, caps }) => this.reserve(worker, scope, ip, caps))
-    link.listen('ws-release', (id) => this.release(id))
+    link.answer('ws-reserve', ({ id, scope, ip, caps }) =>
+      this.reserve(`${worker} ${id}`, worker, scope, ip, caps),
+    )
+    link.listen('ws-release', (id) => this.release(`${worker} ${id}`))
     link.answer('acme-put', async ({ kind, name, answer, ttlMs }) => {
       await this.acme.putChallenge(kind, name, answer, ttlMs)
       return null
@@ -69,19 +72,19 @@ export class SharedStateKeeper {
   }
 
   private reserve(
+    id: string,
     worker: number,
     scope: string,
     ip: string,
     caps: PlaceCaps | undefined,
-  ): { id: number; taken: boolean; live: LiveWebSockets } {
+  ): { taken: boolean; live: LiveWebSockets } {
     const live = this.counts.open(scope, ip)
-    if (PlaceCounts.full(live, caps)) return { id: -1, taken: false, live }
-    const id = this.nextId++
+    if (PlaceCounts.full(live, caps)) return { taken: false, live }
     this.places.set(id, { worker, release: this.counts.take(scope, ip) })
-    return { id, taken: true, live }
+    return { taken: true, live }
   }
 
-  private release(id: number): void {
+  private release(id: string): void {
     this.places.get(id)?.release()
     this.places.delete(id)
   }

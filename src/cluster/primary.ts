@@ -10,7 +10,7 @@ import { compilePolicyTexts, type PolicyTexts, readPolicySource } from '../polic
 import type { Settings } from '../settings.js'
 import { InternalCa } from '../tls/internal-ca.js'
 import { randomTicketKeys, TicketKeyRotation } from '../tls/ticket-keys.js'
-import { Channel, type Endpoint } from './channel.js'
+import { answerTimeoutMs, Channel, type Endpoint } from './channel.js'
 import { SharedStateKeeper } from './keeper.js'
 import type { Collected, WorkerLink } from './protocol.js'
 
@@ -20,6 +20,12 @@ interface Member {
   started: boolean
   startedAt: number
 }
+
+/**
+ * How long the primary waits for each worker's figures when one asks for all of them: shorter than
+ * that worker's own ask of the primary, so a slow worker leaves a gap in the answer, not a failed one.
+ */
+const collectTimeoutMs = answerTimeoutMs / 2
 
 /** A worker that dies sooner than this after it started counts as crash-looping: restarts back off. */
 const stableAfterMs = 10_000
@@ -94,10 +100,19 @@ export async function runPrimary(settings: Settings, log: Logger, count: number)
       })
   await ticketKeys?.start()
 
+  const unanswered = new Gauge({
+    name: 'portcullis_workers_unanswered',
+    help: 'Workers whose figures are missing from this answer: they did not answer the primary in time.',
+    registers: [registry],
+  })
   const gather = async (kind: Collected): Promise<unknown[]> => {
-    const answers = await Promise.allSettled(serving().map((member) => member.link.ask('collect', kind)))
+    const answers = await Promise.allSettled(
+      serving().map((member) => member.link.ask('collect', kind, collectTimeoutMs)),
+    )
     const found = answers.flatMap((answer) => (answer.status === 'fulfilled' ? [answer.value] : []))
-    return kind === 'metrics' ? [...found, await registry.getMetricsAsJSON()] : found
+    if (kind !== 'metrics') return found
+    unanswered.set(answers.length - found.length)
+    return [...found, await registry.getMetricsAsJSON()]
   }
 
   let firstStart: (code: number | undefined) => void = () => {}
@@ -117,6 +132,7 @@ export async function runPrimary(settings: Settings, log: Logger, count: number)
       prober ??= worker.id
       return {
         policies,
+        workers: count,
         probe: prober === worker.id,
         health: keeper.healthSoFar(),
         ...(ticketKey ? { ticketKey } : {}),

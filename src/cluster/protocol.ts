@@ -19,10 +19,12 @@ export type MetricsSnapshot = MetricObjectWithValues<MetricValue<string>>[]
 
 /**
  * What a worker learns when it joins: the policy texts the primary validated (it compiles exactly
- * those, never the files as they may be by then), whether it probes, the health so far, the ticket key.
+ * those, never the files as they may be by then), how many workers serve, whether it probes, the
+ * health so far, the ticket key.
  */
 export interface WorkerWelcome {
   policies: PolicyTexts
+  workers: number
   probe: boolean
   health: HealthReport[]
   ticketKey?: string
@@ -39,9 +41,10 @@ export interface Applied {
 export type WorkerAsks = {
   join: [null, WorkerWelcome]
   'rate-limit': [readonly (readonly LimitCheck[])[], LimitOutcome[][]]
+  /** `id`: the worker's own, which its `ws-release` names (also to give back a place it gave up on). */
   'ws-reserve': [
-    { scope: string; ip: string; caps?: PlaceCaps },
-    { id: number; taken: boolean; live: LiveWebSockets },
+    { id: number; scope: string; ip: string; caps?: PlaceCaps },
+    { taken: boolean; live: LiveWebSockets },
   ]
   'acme-put': [{ kind: ChallengeKind; name: string; answer: string; ttlMs: number }, null]
   'acme-get': [{ kind: ChallengeKind; name: string }, string | null]

@@ -56,7 +56,7 @@ export async function explain(apps: readonly App[], request: ExplainRequest): Pr
   const host = url.host
   const headers: IncomingHttpHeaders = { host }
   for (const [name, value] of Object.entries(request.headers)) headers[name.toLowerCase()] = value
-  const store = new ResilientRateLimitStore({ local: new MemoryStore(), replicas: 1 })
+  const store = new ResilientRateLimitStore({ remote: [], local: new MemoryStore(), localShare: 1 })
   const router = new HostRouter(apps)
   const exchange = new Exchange(
     {

@@ -6,7 +6,7 @@ import path from 'node:path'
 import { createSecureContext, type Server as TlsServer } from 'node:tls'
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
-import { SharedAcmeState, SharedRateLimitStore, SharedWebSocketCaps } from '../cluster/clients.js'
+import { SharedAcmeState, SharedWebSocketCaps } from '../cluster/clients.js'
 import type { MetricsSnapshot, PrimaryLink, WorkerWelcome } from '../cluster/protocol.js'
 import { CidrSet, parseCidr } from '../net/ip.js'
 import { type ActivitySnapshot, RecentActivity } from '../observe/dashboard.js'
@@ -17,17 +17,14 @@ import {
   type HealthReport,
   overallStatus,
 } from '../observe/health.js'
-import { GatewayMetrics } from '../observe/metrics.js'
+import { GatewayMetrics, unansweredWorkers } from '../observe/metrics.js'
 import type { RateLimitStores } from '../pipeline/guard.js'
 import type { App, PemPair } from '../policy/compile.js'
 import { formatProblem, type PolicyProblem } from '../policy/load.js'
 import { compilePolicyTexts, loadPolicySource, type PolicyTexts } from '../policy/source.js'
 import type { Settings } from '../settings.js'
-import { CircuitBreaker } from '../stores/breaker.js'
-import { MemoryStore } from '../stores/rate-limit-store.js'
 import { connectRedis, type RedisClient, whenReady } from '../stores/redis.js'
-import { RedisRateLimitStore, rateLimitCommand } from '../stores/redis-rate-limit.js'
-import { ResilientRateLimitStore } from '../stores/resilient-store.js'
+import { rateLimitCommand } from '../stores/redis-rate-limit.js'
 import { acmeTlsAlpnResponder } from '../tls/acme/alpn-responder.js'
 import { AcmeManager } from '../tls/acme/manager.js'
 import { FileAcmeStorage, RedisAcmeStorage } from '../tls/acme/storage.js'
@@ -42,6 +39,7 @@ import { ConnectionTracker } from './connections.js'
 import { createEdge, type Edge, type EdgeContext } from './edge.js'
 import { type Door, frontDoor, tlsDoors } from './front-door.js'
 import { HostRouter } from './routing.js'
+import { primaryBreaker, rateLimitStore } from './stores.js'
 import { WebSocketRelay } from './websocket.js'
 
 /** A generation ready to be put in place: nothing left in it can fail. */
@@ -146,32 +144,23 @@ export class Gateway {
         : {}),
     })
     if (welcome) this.pools.applyHealth(welcome.health)
-    this.relay = new WebSocketRelay(this.pools, primary && new SharedWebSocketCaps(primary))
+    const workers = welcome?.workers ?? 1
+    const toPrimary = primary && { link: primary, breaker: primaryBreaker(log), workers }
+    this.relay = new WebSocketRelay(
+      this.pools,
+      toPrimary && new SharedWebSocketCaps(toPrimary.link, settings.redisTimeout, toPrimary.breaker, workers),
+    )
     this.redis = settings.redis
       ? connectRedis(settings.redis, settings.redisTimeout, [rateLimitCommand])
       : undefined
     this.redis?.on('error', () => {}) // reported once per state change by the breaker, not per reconnect attempt
-    const shared = this.redis
-      ? {
-          store: new RedisRateLimitStore(this.redis),
-          onError: () => this.metrics.storeFailed(),
-          breaker: new CircuitBreaker(3, 2000, (state, error) => {
-            if (state === 'open') {
-              log.error(
-                { err: error, state },
-                'rate limit store unreachable: rules fall back to their onStoreError',
-              )
-            } else if (state === 'closed') {
-              log.info({ state }, 'rate limit store reachable again')
-            }
-          }),
-        }
-      : undefined
     this.rateLimits = {
-      store: new ResilientRateLimitStore({
-        ...(shared ? { shared } : {}),
-        local: primary ? new SharedRateLimitStore(primary) : new MemoryStore(),
-        replicas: settings.replicas,
+      store: rateLimitStore({
+        settings,
+        log,
+        ...(this.redis ? { redis: this.redis } : {}),
+        ...(toPrimary ? { primary: toPrimary } : {}),
+        onError: (store) => this.metrics.storeFailed(store),
       }),
       onDecision: (appId, allowed) => this.metrics.rateLimited(appId, allowed),
     }
@@ -189,11 +178,21 @@ export class Gateway {
     this.metrics = new GatewayMetrics({
       inFlight: () => this.connections.inFlight,
       websockets: () => this.relay.openByScope(),
-      storeState: () => this.rateLimits.store.breakerState,
+      stores: () => this.rateLimits.store.health(),
       certificateExpiry: () => certificates.expiries(),
       upstreams: () => this.pools.status(),
       ...(primary
-        ? { everyWorker: async () => (await primary.ask('gather', 'metrics')) as MetricsSnapshot[] }
+        ? {
+            everyWorker: () =>
+              primary.ask('gather', 'metrics').then(
+                (snapshots) => snapshots as MetricsSnapshot[],
+                // A primary that does not answer: this worker's own figures, and the others counted as missing.
+                async () => [
+                  await this.metrics.registry.getMetricsAsJSON(),
+                  await unansweredWorkers(workers - 1),
+                ],
+              ),
+          }
         : {}),
     })
     const context: EdgeContext = {
@@ -222,7 +221,11 @@ export class Gateway {
         certificates: () => certificates.current(),
         upstreams: () => this.pools.status(),
         activity: primary
-          ? async () => RecentActivity.merged((await primary.ask('gather', 'activity')) as ActivitySnapshot[])
+          ? () =>
+              primary.ask('gather', 'activity').then(
+                (snapshots) => RecentActivity.merged(snapshots as ActivitySnapshot[]),
+                () => this.activity,
+              )
           : async () => this.activity,
         metrics: this.metrics,
       },
@@ -498,24 +501,30 @@ export class Gateway {
             apps: this.generation.apps.length,
             loadedAt: this.generation.loadedAt.toISOString(),
           },
-      ...(this.redis
-        ? {
-            redis:
-              this.rateLimits.store.breakerState === 'closed'
-                ? { status: 'pass' as const, connection: this.redis.status }
-                : {
-                    status: 'warn' as const,
-                    connection: this.redis.status,
-                    breaker: this.rateLimits.store.breakerState,
-                  },
-          }
-        : {}),
+      ...this.storeChecks(),
       certificates: this.certificateHealth(),
       listeners: this.shuttingDown
         ? { status: 'fail', draining: true, inFlight: this.connections.inFlight, websockets: this.relay.size }
         : { status: 'pass', inFlight: this.connections.inFlight, websockets: this.relay.size },
     }
     return { status: overallStatus(checks), uptime_ms: Date.now() - this.startedAt, checks }
+  }
+
+  /**
+   * Per remote rate-limit store (`redis`, and `primary` for a worker): a warning while a breaker is not
+   * closed, with the state of each failing part (on Cluster, each master by host:port).
+   */
+  private storeChecks(): Record<string, HealthCheck> {
+    const checks: Record<string, HealthCheck> = {}
+    for (const { name, state, failing } of this.rateLimits.store.health()) {
+      const connection = name === 'redis' && this.redis ? { connection: this.redis.status } : {}
+      const nodes = Object.keys(failing).some(Boolean) ? { nodes: failing } : {}
+      checks[name] =
+        state === 'closed'
+          ? { status: 'pass', ...connection }
+          : { status: 'warn', ...connection, breaker: state, ...nodes }
+    }
+    return checks
   }
 
   /**

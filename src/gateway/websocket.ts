@@ -43,6 +43,15 @@ export interface UpgradeRequest {
 
 const negotiatedProtocol = new WeakMap<IncomingMessage, string>()
 
+/** Caps spread over `share` workers: each gets 1/share of each cap, at least one place. */
+function shareOfCaps(caps: PlaceCaps, share: number): PlaceCaps {
+  const each = (cap: number | undefined) =>
+    cap === undefined ? undefined : Math.max(1, Math.floor(cap / share))
+  const app = each(caps.app)
+  const ip = each(caps.ip)
+  return { ...(app === undefined ? {} : { app }), ...(ip === undefined ? {} : { ip }) }
+}
+
 /**
  * Relays WebSocket connections. The upstream handshake happens first and the client's is completed only
  * once the upstream accepted, so a refusal or an outage reaches the client as a plain HTTP answer
@@ -80,27 +89,36 @@ export class WebSocketRelay {
   /**
    * Takes a place under the caps unless they are full, in one step with the check, so concurrent
    * upgrades cannot overshoot; `live` is what was open before. Without caps the place is always taken
-   * (report-only still counts). With workers the step happens in the primary, over all of them.
+   * (report-only still counts). With workers the step happens in the primary, over all of them; while
+   * the primary cannot answer, this worker holds its share of the caps (1/workers, at least one).
    */
   async reserve(
     scope: string,
     ip: string,
     caps: PlaceCaps | undefined,
   ): Promise<{ reservation?: Reservation; live: LiveWebSockets }> {
-    if (this.shared) {
-      const place = await this.shared.reserve(scope, ip, caps)
-      if (!place.taken) return { live: place.live }
-      const release = this.places.take(scope, ip)
-      return {
-        live: place.live,
-        reservation: {
-          release: () => {
-            release()
-            place.release()
-          },
+    const { shared } = this
+    if (!shared) return this.reserveHere(scope, ip, caps)
+    const place = await shared.reserve(scope, ip, caps).catch(() => undefined)
+    if (!place) return this.reserveHere(scope, ip, caps && shareOfCaps(caps, shared.share))
+    if (!place.taken) return { live: place.live }
+    const release = this.places.take(scope, ip)
+    return {
+      live: place.live,
+      reservation: {
+        release: () => {
+          release()
+          place.release()
         },
-      }
+      },
     }
+  }
+
+  private reserveHere(
+    scope: string,
+    ip: string,
+    caps: PlaceCaps | undefined,
+  ): { reservation?: Reservation; live: LiveWebSockets } {
     const live = this.places.open(scope, ip)
     if (PlaceCounts.full(live, caps)) return { live }
     return { live, reservation: { release: this.places.take(scope, ip) } }

@@ -14,8 +14,8 @@ export interface MetricSources {
   inFlight(): number
   /** Open WebSockets per app. */
   websockets(): ReadonlyMap<string, number>
-  /** The rate-limit store's circuit breaker, when Redis is configured. */
-  storeState(): 'closed' | 'open' | 'half-open' | undefined
+  /** Each remote rate-limit store (`redis`, and `primary` in a worker) with its worst breaker. */
+  stores(): readonly { name: string; state: 'closed' | 'open' | 'half-open' }[]
   /** Certificate expiry per app, in epoch seconds. */
   certificateExpiry(): ReadonlyMap<string, number>
   /** Per app, each target and whether it is in rotation. */
@@ -49,7 +49,7 @@ export class GatewayMetrics {
   private readonly reloads: Counter<'result'>
   private readonly acmeOrders: Counter<'app' | 'result'>
   private readonly upstreamDuration: Histogram<'app'>
-  private readonly storeErrors: Counter
+  private readonly storeErrors: Counter<'store'>
   private readonly dnsFailures: Counter<'app'>
   private readonly rateLimitDecisions: Counter<'app' | 'result'>
   private readonly droppedHeaders: Counter<'app' | 'reason'>
@@ -85,7 +85,8 @@ export class GatewayMetrics {
     })
     this.storeErrors = new Counter({
       name: 'portcullis_rate_limit_store_errors_total',
-      help: 'Rate-limit checks Redis could not answer (each fell back as its rule onStoreError says).',
+      help: 'Rate-limit calls a shared store (redis, or a worker’s primary) failed or did not answer in time (each fell back as its rule onStoreError says).',
+      labelNames: ['store'],
       registers,
     })
     this.rateLimitDecisions = new Counter({
@@ -163,12 +164,13 @@ export class GatewayMetrics {
     })
     new Gauge({
       name: 'portcullis_rate_limit_store_breaker',
-      help: 'The Redis circuit breaker: 0 closed (Redis used), 1 half-open, 2 open (onStoreError applies).',
+      help: 'The circuit breaker of each shared rate-limit store (redis; primary in a worker), the worst of its parts (Cluster masters): 0 closed (store used), 1 half-open, 2 open (onStoreError applies).',
+      labelNames: ['store'],
       registers,
       aggregator: 'max',
       collect() {
-        const state = sources.storeState()
-        if (state) this.set(breakerValue[state])
+        this.reset()
+        for (const { name, state } of sources.stores()) this.set({ store: name }, breakerValue[state])
       },
     })
     new Gauge({
@@ -223,8 +225,8 @@ export class GatewayMetrics {
     for (const { reason } of dropped) this.droppedHeaders.inc({ app, reason })
   }
 
-  storeFailed(): void {
-    this.storeErrors.inc()
+  storeFailed(store: string): void {
+    this.storeErrors.inc({ store })
   }
 
   reloaded(success: boolean): void {
@@ -271,6 +273,20 @@ export class GatewayMetrics {
   acmeOrdered(app: string, success: boolean): void {
     this.acmeOrders.inc({ app, result: success ? 'success' : 'failure' })
   }
+}
+
+/**
+ * The primary's `portcullis_workers_unanswered` as a worker reports it when the primary itself does not
+ * answer: every other worker's figures are missing.
+ */
+export function unansweredWorkers(count: number): Promise<MetricObjectWithValues<MetricValue<string>>[]> {
+  const registry = new Registry()
+  new Gauge({
+    name: 'portcullis_workers_unanswered',
+    help: 'Workers whose figures are missing from this answer: they did not answer the primary in time.',
+    registers: [registry],
+  }).set(count)
+  return registry.getMetricsAsJSON()
 }
 
 /** A pool or WebSocket scope (`app`, or `app#route` for a route with its own) as metric labels. */

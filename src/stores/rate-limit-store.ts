@@ -10,6 +10,12 @@ export interface LimitCheck {
   intervalMs: number
   /** burst × interval: how far ahead of now the TAT may run. */
   toleranceMs: number
+  /**
+   * The key's TAT as another store last told it (epoch ms by this process's clock): counting starts
+   * from it where this store knows less, so a fallback does not hand out a fresh budget, and what a
+   * fallback counted is not counted twice once the shared store answers again.
+   */
+  knownTat?: number
 }
 
 export interface LimitOutcome {
@@ -27,6 +33,10 @@ export interface RateLimitStore {
   readonly sameSlotOnly: boolean
   /** Checks all limits at once: either every one admits the request and all are spent, or none is. */
   check(checks: readonly LimitCheck[]): Promise<LimitOutcome[]>
+  /** Which part of the store holds a key (a Redis Cluster master, by its slot); one part if absent. */
+  partOf?(key: string): string
+  /** The parts serving now. */
+  parts?(): string[]
 }
 
 /** One GCRA step. `storedTat` is undefined for a key never seen or expired. */
@@ -81,6 +91,13 @@ export class MemoryStore implements RateLimitStore {
 
   checkNow(checks: readonly LimitCheck[], now: number): LimitOutcome[] {
     const slots = checks.map((check) => this.slotFor(check, now))
+    // What another store said of a key holds whether or not this request passes: kept at once.
+    for (let index = 0; index < checks.length; index++) {
+      const { knownTat } = checks[index] as LimitCheck
+      if (knownTat === undefined || knownTat <= now) continue
+      const { map, key } = slots[index] as Slot
+      if (knownTat > (map.get(key) ?? now)) map.set(key, knownTat)
+    }
     // Two rules of one rate may share an overflow bucket: the second is counted after the first.
     let spent: Map<string, number> | undefined
     const steps = checks.map((check, index) => {

@@ -46,12 +46,15 @@ export function connectRedis(
         throw new Error('a Sentinel URL names the master: redis-sentinel://host:26379,host:26379/mymaster')
       return new Redis({ ...common, sentinels: hosts(26_379), name: decodeURIComponent(path) })
     case 'redis-cluster':
-      return new Cluster(hosts(6379), {
-        enableAutoPipelining: true,
-        enableOfflineQueue: false,
-        clusterRetryStrategy: (times: number) => Math.min(100 * 2 ** times, 2000),
-        redisOptions: common,
-      })
+      return connectMasters(
+        new Cluster(hosts(6379), {
+          enableAutoPipelining: true,
+          autoPipeliningIgnoredCommands: [...unpipelined],
+          enableOfflineQueue: false,
+          clusterRetryStrategy: (times: number) => Math.min(100 * 2 ** times, 2000),
+          redisOptions: common,
+        }),
+      )
     default:
       throw new Error(
         `unsupported Redis URL scheme ${scheme}: (redis, rediss, redis-sentinel or redis-cluster)`,
@@ -59,14 +62,46 @@ export function connectRedis(
   }
 }
 
-/** Resolves when the client is ready, or after `timeoutMs`: a gateway starts even while Redis is down. */
-export function whenReady(client: RedisClient, timeoutMs: number): Promise<boolean> {
+/**
+ * ioredis opens a Cluster node's connection on the node's first command, and that command's timeout
+ * runs through the connect and the ready check: under load at start-up, or for a master that appears
+ * after a failover, the first calls could time out and open a breaker with no fault at all. Each
+ * master's connection is opened as soon as ioredis learns of it instead.
+ */
+function connectMasters(cluster: Cluster): Cluster {
+  const connect = (node: Redis) => {
+    if (!node.options.readOnly && node.status === 'wait') node.connect().catch(() => {})
+  }
+  cluster.on('+node', connect)
+  cluster.on('ready', () => {
+    for (const node of cluster.nodes('master')) connect(node)
+  })
+  return cluster
+}
+
+/**
+ * Resolves when the client is ready (on Cluster: with a connection to every master), or after
+ * `timeoutMs` with false: a gateway starts even while Redis is down.
+ */
+export async function whenReady(client: RedisClient, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs
+  if (!(await becomes(client, deadline))) return false
+  if (!(client instanceof Cluster)) return true
+  const masters = await Promise.all(client.nodes('master').map((node) => becomes(node, deadline)))
+  return masters.every(Boolean)
+}
+
+/** Whether `client` is ready by `deadline`. */
+function becomes(client: RedisClient, deadline: number): Promise<boolean> {
   if (client.status === 'ready') return Promise.resolve(true)
   return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      client.off('ready', onReady)
-      resolve(false)
-    }, timeoutMs)
+    const timer = setTimeout(
+      () => {
+        client.off('ready', onReady)
+        resolve(false)
+      },
+      Math.max(0, deadline - Date.now()),
+    )
     const onReady = () => {
       clearTimeout(timer)
       resolve(true)

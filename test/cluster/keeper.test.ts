@@ -4,23 +4,39 @@ import { Channel, type Endpoint } from '../../src/cluster/channel.js'
 import { SharedAcmeState, SharedRateLimitStore, SharedWebSocketCaps } from '../../src/cluster/clients.js'
 import { SharedStateKeeper } from '../../src/cluster/keeper.js'
 import type { PrimaryLink, WorkerLink } from '../../src/cluster/protocol.js'
+import { CircuitBreaker } from '../../src/stores/breaker.js'
+import { MemoryStore } from '../../src/stores/rate-limit-store.js'
+import { type OnStoreError, ResilientRateLimitStore } from '../../src/stores/resilient-store.js'
 
 /**
  * Two ends of an IPC pipe inside one process: messages go through JSON, as Node's IPC serialises
  * them, and arrive on a later turn of the event loop. `cut()` is the pipe breaking (a worker gone).
  */
-/** `sent` keeps what the worker's end sent. */
-function pipePair(): { primaryEnd: Endpoint; workerEnd: Endpoint; cut(): void; sent: unknown[] } {
+/**
+ * `sent` keeps what the worker's end sent; `stall()` holds what the primary sends (a primary too busy
+ * to answer in time) until the function it returns is called.
+ */
+function pipePair(): {
+  primaryEnd: Endpoint
+  workerEnd: Endpoint
+  cut(): void
+  sent: unknown[]
+  stall(): () => void
+} {
   const ends = [new EventEmitter(), new EventEmitter()] as const
   const sent: unknown[] = []
+  let held: (() => void)[] | undefined
   const endpoint = (own: EventEmitter, other: EventEmitter, log?: unknown[]): Endpoint => ({
     send(message, callback) {
       const copy: unknown = JSON.parse(JSON.stringify(message))
       log?.push(copy)
-      setImmediate(() => {
-        other.emit('message', copy)
-        callback?.(null)
-      })
+      const deliver = () =>
+        setImmediate(() => {
+          other.emit('message', copy)
+          callback?.(null)
+        })
+      if (held && own === ends[0]) held.push(deliver)
+      else deliver()
       return true
     },
     on: ((event: string, listener: (message: unknown) => void) => own.on(event, listener)) as Endpoint['on'],
@@ -32,6 +48,14 @@ function pipePair(): { primaryEnd: Endpoint; workerEnd: Endpoint; cut(): void; s
       for (const end of ends) end.emit('disconnect')
     },
     sent,
+    stall: () => {
+      held = []
+      return () => {
+        const late = held ?? []
+        held = undefined
+        for (const deliver of late) deliver()
+      }
+    },
   }
 }
 
@@ -45,7 +69,13 @@ describe('the state the primary keeps for its workers', () => {
   function cluster(count: number) {
     const keeper = new SharedStateKeeper()
     keepers.push(keeper)
-    const links: { primary: PrimaryLink; toWorker: WorkerLink; cut(): void; sent: unknown[] }[] = []
+    const links: {
+      primary: PrimaryLink
+      toWorker: WorkerLink
+      cut(): void
+      sent: unknown[]
+      stall(): () => void
+    }[] = []
     for (let worker = 1; worker <= count; worker++) {
       const pipe = pipePair()
       const toWorker: WorkerLink = new Channel(pipe.primaryEnd)
@@ -53,14 +83,14 @@ describe('the state the primary keeps for its workers', () => {
       keeper.serve(worker, toWorker, (tell) => {
         for (const [index, other] of links.entries()) if (index !== worker - 1) tell(other.toWorker)
       })
-      links.push({ primary, toWorker, cut: pipe.cut, sent: pipe.sent })
+      links.push({ primary, toWorker, cut: pipe.cut, sent: pipe.sent, stall: pipe.stall })
     }
     return { keeper, links }
   }
 
   it('counts one rate limit for every worker, and checks a turn’s requests in one message', async () => {
     const { links } = cluster(2)
-    const stores = links.map((link) => new SharedRateLimitStore(link.primary))
+    const stores = links.map((link) => new SharedRateLimitStore(link.primary, 1000))
     const check = { key: 'ip 192.0.2.1', intervalMs: 60_000, toleranceMs: 5 * 60_000 }
     // Ten requests at once, alternating between the workers: exactly five pass in all.
     const outcomes = await Promise.all(
@@ -75,7 +105,9 @@ describe('the state the primary keeps for its workers', () => {
 
   it('takes WebSocket places under the caps in one step, and gives back what a dead worker held', async () => {
     const { keeper, links } = cluster(2)
-    const [one, two] = links.map((link) => new SharedWebSocketCaps(link.primary))
+    const [one, two] = links.map(
+      (link) => new SharedWebSocketCaps(link.primary, 1000, new CircuitBreaker(3, 2000, () => {}), 2),
+    )
     const caps = { ip: 3 }
     const places = await Promise.all(
       Array.from({ length: 6 }, (_, index) => (index % 2 ? two : one)?.reserve('chat', '192.0.2.1', caps)),
@@ -93,6 +125,56 @@ describe('the state the primary keeps for its workers', () => {
     keeper.forget(1)
     const after = await two?.reserve('chat', '192.0.2.1', undefined)
     expect(after?.live).toEqual({ app: 2, ip: 2 })
+  })
+
+  it('gives back a place whose answer came after the worker stopped waiting for it', async () => {
+    const { links } = cluster(2)
+    const breaker = () => new CircuitBreaker(3, 2000, () => undefined)
+    const [slow, other] = links.map((link) => new SharedWebSocketCaps(link.primary, 50, breaker(), 2))
+    const caps = { ip: 1 }
+    const late = links[0]?.stall()
+    await expect(slow?.reserve('chat', '192.0.2.1', caps)).rejects.toThrow(/no answer/)
+    late?.()
+    // The primary took the place for the first worker, then heard it give the place up.
+    expect((await other?.reserve('chat', '192.0.2.1', caps))?.taken).toBe(true)
+    expect((await other?.reserve('chat', '192.0.2.1', caps))?.taken).toBe(false)
+  })
+
+  it('falls back as each limit’s onStoreError says when the primary does not answer in time', async () => {
+    const { links } = cluster(1)
+    const link = links[0] as (typeof links)[number]
+    const store = new ResilientRateLimitStore({
+      remote: [
+        {
+          name: 'primary',
+          store: new SharedRateLimitStore(link.primary, 50),
+          breaker: () => new CircuitBreaker(3, 60_000, () => undefined),
+          share: 1,
+        },
+      ],
+      local: new MemoryStore(),
+      localShare: 2,
+    })
+    const check = (onStoreError: OnStoreError) => ({
+      key: 'ip 192.0.2.9',
+      intervalMs: 60_000,
+      toleranceMs: 4 * 60_000,
+      onStoreError,
+    })
+    const counted = async () => {
+      const [outcome] = await store.check([check('local')])
+      return typeof outcome === 'object' && outcome.allowed
+    }
+    try {
+      expect(await counted()).toBe(true) // in the primary
+      link.stall()
+      expect(await store.check([check('allow'), check('deny')])).toEqual(['allow', 'deny'])
+      // 4 per window over 2 workers, one of them spent in the primary: one more here.
+      expect([await counted(), await counted(), await counted()]).toEqual([true, false, false])
+      expect(store.health()).toMatchObject([{ name: 'primary', state: 'open' }])
+    } finally {
+      store.close()
+    }
   })
 
   it('lets one worker order per name: a lock held is refused to the other, and freed when its holder dies', async () => {

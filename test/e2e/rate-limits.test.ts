@@ -224,7 +224,7 @@ describe('Redis outage', () => {
     // Three failed calls opened the breaker; the others did not ask Redis at all.
     const metrics = (await admin('/metrics')).body
     expect(
-      Number(/^portcullis_rate_limit_store_errors_total (\d+)$/m.exec(metrics)?.[1]),
+      Number(/^portcullis_rate_limit_store_errors_total\{store="redis"\} (\d+)$/m.exec(metrics)?.[1]),
     ).toBeGreaterThanOrEqual(3)
     const decisions = (result: string) =>
       Number(

@@ -1,4 +1,5 @@
 import { mkdtemp, readdir, writeFile } from 'node:fs/promises'
+import { Agent, request } from 'node:http'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
@@ -107,6 +108,85 @@ describe('--workers 2', { timeout: 90_000 * timeoutScale }, () => {
     }>()
     expect(dashboard.apps[0]?.requests).toBe(20)
     expect(dashboard.apps[0]?.series.reduce((total, bucket) => total + bucket.requests, 0)).toBe(20)
+  })
+
+  it('keeps answering while the primary is stopped: each limit falls back as its onStoreError says', async () => {
+    const gateway = await launch({
+      policies: {
+        'app.yaml': policyYaml({
+          app: 'app',
+          hosts: ['app.test'],
+          target: upstream.url,
+          tls: '  mode: off',
+          extra: [
+            'rateLimits:',
+            '  - { name: open, limit: 100, window: 1m, match: { path: /open }, onStoreError: allow }',
+            '  - { name: closed, limit: 100, window: 1m, match: { path: /closed }, onStoreError: deny }',
+            '  - { name: counted, limit: 4, window: 1m, match: { path: /counted } }',
+          ].join('\n'),
+        }),
+      },
+      args: ['--redis-timeout', '300ms'],
+    })
+    // The primary hands out new connections: one kept alive stays with its worker while it is stopped.
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 })
+    running.push({ stop: async () => agent.destroy() })
+    const status = (path: string) =>
+      new Promise<number>((resolve, reject) => {
+        const sent = request(
+          { host: '127.0.0.1', port: gateway.ports.http, path, headers: { host: 'app.test' }, agent },
+          (response) => {
+            response.resume()
+            response.on('end', () => resolve(response.statusCode ?? 0))
+          },
+        )
+        sent.on('error', reject)
+        sent.end()
+      })
+    expect(await status('/counted')).toBe(200) // counted in the primary: 1 of 4
+    const primary = gateway.process.pid as number
+    process.kill(primary, 'SIGSTOP')
+    try {
+      expect([await status('/open'), await status('/closed')]).toEqual([200, 503])
+      // 4 per minute over 2 workers, 1 already spent in the primary: one more in this worker.
+      const counted = [await status('/counted'), await status('/counted'), await status('/counted')]
+      expect(counted).toEqual([200, 429, 429])
+    } finally {
+      process.kill(primary, 'SIGCONT')
+    }
+    await gateway.waitForLog(
+      (line) => String(line.msg).startsWith('the primary does not answer') && line.level === 50,
+    )
+  })
+
+  it('answers /metrics with the workers that answered, and counts the one that did not', async () => {
+    const gateway = await launch({
+      policies: {
+        'app.yaml': policyYaml({ app: 'app', hosts: ['app.test'], target: upstream.url, tls: '  mode: off' }),
+      },
+    })
+    const [stopped] = gateway.logs
+      .filter((line) => line.msg === 'worker listening')
+      .map((line) => Number(line.pid))
+    process.kill(stopped as number, 'SIGSTOP')
+    try {
+      // New connections alternate between the workers: of two at once, the stopped one holds one and
+      // the other answers.
+      const scrape = () =>
+        fetchOnce('http://127.0.0.1/metrics', {
+          port: gateway.ports.admin,
+          timeoutMs: 8000 * timeoutScale,
+        }).then((answer) =>
+          answer.status === 200 ? answer.body : Promise.reject(new Error(`${answer.status}`)),
+        )
+      let metrics: string | undefined
+      for (let attempt = 0; attempt < 3 && metrics === undefined; attempt++)
+        metrics = await Promise.any([scrape(), scrape()]).catch(() => undefined)
+      expect(metrics).toMatch(/^portcullis_workers_unanswered 1$/m)
+      expect(metrics).toMatch(/^portcullis_workers 2$/m)
+    } finally {
+      process.kill(stopped as number, 'SIGCONT')
+    }
   })
 
   it('holds a per-IP WebSocket cap exactly across workers, keeps them past every timeout, and gives places and fds back', async () => {

@@ -1,11 +1,19 @@
+import { mkdtemp } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
 import fc from 'fast-check'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { CircuitBreaker } from '../../src/stores/breaker.js'
 import { gcra, type LimitCheck, MemoryStore } from '../../src/stores/rate-limit-store.js'
-import { connectRedis, type RedisClient } from '../../src/stores/redis.js'
+import { connectRedis, type RedisClient, whenReady } from '../../src/stores/redis.js'
 import { RedisRateLimitStore, rateLimitCommand } from '../../src/stores/redis-rate-limit.js'
-import { type OnStoreError, ResilientRateLimitStore } from '../../src/stores/resilient-store.js'
-import { type RedisServer, startRedis } from '../support/redis.js'
+import {
+  type OnStoreError,
+  type ResilientCheck,
+  ResilientRateLimitStore,
+} from '../../src/stores/resilient-store.js'
+import { hashSlot } from '../../src/stores/slots.js'
+import { eventually, type RedisServer, startRedis, startRedisCluster } from '../support/redis.js'
 
 const perSecond = (key: string, limit: number, burst = limit): LimitCheck => ({
   key,
@@ -111,6 +119,24 @@ describe('GCRA', () => {
     store.close()
   })
 
+  it('starts a key from the TAT another store told, and keeps it even when it refuses', () => {
+    const store = new MemoryStore()
+    // 4 per second: 250 ms apart, 1000 ms of burst. Told 500 ms spent: two more now, not four.
+    expect(store.checkNow([{ ...perSecond('told', 4), knownTat: 500 }], 0)[0]).toMatchObject({
+      allowed: true,
+      remaining: 1,
+    })
+    expect(store.checkNow([perSecond('told', 4)], 0)[0]?.allowed).toBe(true)
+    expect(store.checkNow([perSecond('told', 4)], 0)[0]?.allowed).toBe(false)
+    // Told all spent: refused, and still spent for a check that tells nothing.
+    expect(store.checkNow([{ ...perSecond('spent', 4), knownTat: 1000 }], 0)[0]?.allowed).toBe(false)
+    expect(store.checkNow([perSecond('spent', 4)], 0)[0]?.allowed).toBe(false)
+    // Told less than it knows: nothing changes.
+    expect(store.checkNow([{ ...perSecond('told', 4), knownTat: 100 }], 250)[0]?.allowed).toBe(true)
+    expect(store.checkNow([perSecond('told', 4)], 250)[0]?.allowed).toBe(false)
+    store.close()
+  })
+
   it('forgets keys whose budget is full again to make room, and only those', () => {
     const store = new MemoryStore(2)
     const spent = perSecond('spent', 1)
@@ -212,6 +238,25 @@ describe('Redis store (real redis-server)', () => {
     expect(stats).toMatch(/cmdstat_psetex:calls=1,/)
   })
 
+  it('starts a key from a known TAT, and keeps it even when it refuses', async () => {
+    const { intervalMs, toleranceMs } = perHour('', 10)
+    const now = Date.now()
+    const told = 'pcl:test:{f}:told'
+    expect(
+      (await store.check([{ key: told, intervalMs, toleranceMs, knownTat: now + 5 * intervalMs }]))[0],
+    ).toMatchObject({
+      allowed: true,
+      remaining: 4,
+    })
+    // A known TAT behind what Redis holds changes nothing.
+    expect((await store.check([{ key: told, intervalMs, toleranceMs, knownTat: now }]))[0]?.remaining).toBe(3)
+    const spent = 'pcl:test:{f}:spent'
+    expect(
+      (await store.check([{ key: spent, intervalMs, toleranceMs, knownTat: now + toleranceMs }]))[0]?.allowed,
+    ).toBe(false)
+    expect((await store.check([{ key: spent, intervalMs, toleranceMs }]))[0]?.allowed).toBe(false)
+  })
+
   it('is all-or-nothing across the keys of one call, and every key expires', async () => {
     const loose = perHour('pcl:test:{b}:loose', 100)
     const tight = perHour('pcl:test:{b}:tight', 1)
@@ -230,12 +275,16 @@ describe('resilient store: Redis behind a breaker, each limit with its fallback'
     const client = connectRedis(redis.url, 200)
     const local = new MemoryStore()
     const store = new ResilientRateLimitStore({
-      shared: {
-        store: new RedisRateLimitStore(client),
-        breaker: new CircuitBreaker(1, 60_000, () => undefined),
-      },
+      remote: [
+        {
+          name: 'redis',
+          store: new RedisRateLimitStore(client),
+          breaker: () => new CircuitBreaker(1, 60_000, () => undefined),
+          share: 1,
+        },
+      ],
       local,
-      replicas: 2,
+      localShare: 2,
     })
     try {
       await new Promise((resolve) => client.once('ready', resolve))
@@ -268,5 +317,143 @@ describe('resilient store: Redis behind a breaker, each limit with its fallback'
       store.close()
       await redis.stop()
     }
+  })
+})
+
+describe('Redis store on a Cluster (three real masters)', () => {
+  it('answers a turn of calls on keys of every master, each from the master of its keys', async () => {
+    const cluster = await startRedisCluster()
+    const client = connectRedis(cluster.url, 2000, [rateLimitCommand])
+    try {
+      expect(await whenReady(client, 5000)).toBe(true)
+      const store = new RedisRateLimitStore(client, 2000)
+      const tags = Array.from({ length: 30 }, (_, index) => `pcl:test:{cluster-${index}}`)
+      // Per tag, in one turn: one key, then that key with another of its slot (one call each); and
+      // a call of more keys than the script has fixed-count commands for.
+      const many = Array.from({ length: 17 }, (_, index) => perHour(`pcl:test:{cluster-many}:${index}`, 1))
+      const [manyOutcomes, ...outcomes] = await Promise.all([
+        store.check(many),
+        ...tags.flatMap((tag) => [
+          store.check([perHour(`${tag}:a`, 1)]),
+          store.check([perHour(`${tag}:a`, 1), perHour(`${tag}:b`, 1)]),
+        ]),
+      ])
+      expect(outcomes.map((each) => each.map((outcome) => outcome.allowed))).toEqual(
+        tags.flatMap(() => [[true], [false, false]]),
+      )
+      expect(manyOutcomes?.every((outcome) => outcome.allowed)).toBe(true)
+      const sizes = await Promise.all(cluster.nodes.map(async (node) => Number(await node.cli('dbsize'))))
+      expect(sizes.every((size) => size > 0)).toBe(true)
+    } finally {
+      client.disconnect()
+      await cluster.stop()
+    }
+  })
+})
+
+describe('Redis Cluster hash slots', () => {
+  it('agree with the slot Redis computes, hash tags and UTF-8 included', async () => {
+    const directory = await mkdtemp(path.join(tmpdir(), 'pcl-slots-'))
+    const redis = await startRedis([
+      '--cluster-enabled',
+      'yes',
+      '--cluster-config-file',
+      path.join(directory, 'nodes.conf'),
+    ])
+    const client = connectRedis(redis.url, 1000)
+    try {
+      await whenReady(client, 5000)
+      const keys = [
+        'pcl:rl:{api:ip:127.0.0.1}:per-ip',
+        'pcl:rl:{api:h:n4bQgYhMfWWaL-qgxVrQFa}:per-key',
+        'no tag at all',
+        '{}empty tag',
+        'only {open',
+        'close} then {tag}',
+        '{a}{b}',
+        'pcl:rl:{shop:j:été}:per-user',
+        '{日本}',
+        '',
+      ]
+      for (const key of keys) expect(hashSlot(key), key).toBe(await client.call('cluster', 'keyslot', key))
+    } finally {
+      client.disconnect()
+      await redis.stop()
+    }
+  })
+})
+
+describe('a fallback that starts from what Redis said', () => {
+  const stopped: { stop(): Promise<unknown> }[] = []
+  afterAll(async () => {
+    for (const each of stopped.splice(0)) await each.stop()
+  })
+
+  /** A replica's store in front of Redis; its breaker opens at the first failure and retries at once. */
+  function replica(client: RedisClient, replicas: number): ResilientRateLimitStore {
+    const store = new ResilientRateLimitStore({
+      remote: [
+        {
+          name: 'redis',
+          store: new RedisRateLimitStore(client, 500),
+          breaker: () => new CircuitBreaker(1, 0, () => undefined),
+          share: 1,
+        },
+      ],
+      local: new MemoryStore(),
+      localShare: replicas,
+    })
+    stopped.push({ stop: async () => store.close() })
+    return store
+  }
+
+  async function connected(redis: RedisServer): Promise<RedisClient> {
+    const client = connectRedis(redis.url, 200)
+    client.on('error', () => {})
+    stopped.push({ stop: async () => client.disconnect() })
+    await whenReady(client, 5000)
+    return client
+  }
+
+  const admitted = async (store: ResilientRateLimitStore, check: ResilientCheck, times: number) => {
+    let count = 0
+    for (let index = 0; index < times; index++) {
+      const [outcome] = await store.check([check])
+      if (typeof outcome === 'object' && outcome.allowed) count++
+    }
+    return count
+  }
+
+  it('three replicas falling back together admit what was left of the budget, not a fresh one each', async () => {
+    const redis = await startRedis()
+    stopped.push(redis)
+    const stores = await Promise.all([0, 1, 2].map(async () => replica(await connected(redis), 3)))
+    const check: ResilientCheck = { ...perHour('pcl:test:{t}:shared', 30), onStoreError: 'local' }
+    for (let index = 0; index < 12; index++)
+      await (stores[index % 3] as ResilientRateLimitStore).check([check])
+    await redis.stop()
+    let during = 0
+    for (const store of stores) during += await admitted(store, check, 30)
+    // 30 - 12: each replica counts 1/3 of the limit from the TAT it last heard of.
+    expect(during).toBe(18)
+    expect(stores.map((store) => store.breakerState)).toEqual(['open', 'open', 'open'])
+  })
+
+  it('hands what it counted back to Redis once Redis answers again, even one that lost its data', async () => {
+    const redis = await startRedis()
+    stopped.push(redis)
+    const store = replica(await connected(redis), 1)
+    const check: ResilientCheck = { ...perHour('pcl:test:{u}:carried', 10), onStoreError: 'local' }
+    expect(await admitted(store, check, 5)).toBe(5)
+    await redis.stop()
+    expect(await admitted(store, check, 3)).toBe(3)
+    await redis.start() // empty: it kept nothing
+    const probe: ResilientCheck = { ...perHour('pcl:test:{u}:probe', 1000), onStoreError: 'local' }
+    await eventually('Redis answers again', async () => {
+      await store.check([probe])
+      return store.breakerState === 'closed'
+    })
+    expect(await admitted(store, check, 10)).toBe(2)
+    expect(Number(await redis.cli('pttl', 'pcl:test:{u}:carried'))).toBeGreaterThan(0)
   })
 })

@@ -8,7 +8,9 @@ import { ResilientRateLimitStore } from '../../src/stores/resilient-store.js'
 /** What guards consult, as `explain` has it: a fresh in-memory rate-limit budget and no open WebSocket. */
 export function freshServices(): GuardServices {
   return {
-    rateLimits: { store: new ResilientRateLimitStore({ local: new MemoryStore(), replicas: 1 }) },
+    rateLimits: {
+      store: new ResilientRateLimitStore({ remote: [], local: new MemoryStore(), localShare: 1 }),
+    },
     liveWebSockets: () => ({ app: 0, ip: 0 }),
   }
 }
