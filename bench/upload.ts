@@ -11,19 +11,18 @@
  *
  * Environment: BENCH_UPLOAD_MB (default 50), BENCH_UPLOAD_ROUNDS (default 3), BENCH_RTT_MS (default 50).
  */
-import { type ChildProcess, execFile, spawn } from 'node:child_process'
+import { type ChildProcess, execFile } from 'node:child_process'
 import { mkdtemp, writeFile } from 'node:fs/promises'
 import { createServer as createHttpServer } from 'node:http'
 import { connect, createServer, type Server, type Socket } from 'node:net'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { createInterface } from 'node:readline'
 import { promisify } from 'node:util'
+import { median, startPortcullis } from './portcullis.js'
 
 const megabytes = Number(process.env.BENCH_UPLOAD_MB ?? 50)
 const rounds = Number(process.env.BENCH_UPLOAD_ROUNDS ?? 3)
 const rttMs = Number(process.env.BENCH_RTT_MS ?? 50)
-const root = path.resolve(import.meta.dirname, '..')
 const run = promisify(execFile)
 const children: ChildProcess[] = []
 
@@ -103,56 +102,15 @@ async function upstream(): Promise<{ port: number; server: ReturnType<typeof cre
 
 /** A gateway in front of the upstream; resolves with its HTTPS port. */
 async function gateway(upstreamPort: number, extra: string[]): Promise<number> {
-  const work = await mkdtemp(path.join(tmpdir(), 'pcl-bench-upload-'))
-  const policies = path.join(work, 'policies')
-  await run('mkdir', ['-p', policies])
-  await writeFile(
-    path.join(policies, 'up.yaml'),
-    [
-      'app: up',
-      'hosts: [up.test]',
-      `upstream: { targets: ["http://127.0.0.1:${upstreamPort}"], timeouts: { idle: 5m } }`,
-      // No compression: bytes on the link are the bytes of the body either way.
-      'compression: { enabled: false }',
-      `limits: { maxBodySize: ${megabytes * 2}mb }`,
-    ].join('\n'),
-  )
-  const child = spawn(
-    process.execPath,
-    [
-      path.join(root, 'dist/cli.js'),
-      'serve',
-      '--policies',
-      policies,
-      '--state-dir',
-      path.join(work, 'state'),
-      '--listen',
-      '127.0.0.1',
-      '--http-port',
-      'off',
-      '--https-port',
-      '0',
-      '--admin-port',
-      '0',
-      '--env',
-      'development',
-      ...extra,
-    ],
-    { stdio: ['ignore', 'pipe', 'inherit'] },
-  )
-  children.push(child)
-  const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream })
-  return new Promise((resolve, reject) => {
-    lines.on('line', (line) => {
-      const parsed = JSON.parse(line) as { msg?: string; https?: number }
-      if (parsed.msg === 'gateway listening') {
-        resolve(Number(parsed.https))
-        lines.close()
-        child.stdout?.resume()
-      }
-    })
-    child.once('exit', (code) => reject(new Error(`gateway exited (${code})`)))
-  })
+  const policy = [
+    'app: up',
+    'hosts: [up.test]',
+    `upstream: { targets: ["http://127.0.0.1:${upstreamPort}"], timeouts: { idle: 5m } }`,
+    // No compression: bytes on the link are the bytes of the body either way.
+    'compression: { enabled: false }',
+    `limits: { maxBodySize: ${megabytes * 2}mb }`,
+  ].join('\n')
+  return (await startPortcullis(policy, extra, children)).httpsPort
 }
 
 /** One transfer with curl through a link: MB/s of the body. */
@@ -178,14 +136,6 @@ async function transfer(
   ]
   const { stdout } = await run('curl', args, { maxBuffer: 1024 * 1024 })
   return Number(stdout) / 1024 ** 2
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b)
-  const middle = Math.floor(sorted.length / 2)
-  return sorted.length % 2
-    ? (sorted[middle] as number)
-    : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2
 }
 
 async function main(): Promise<void> {

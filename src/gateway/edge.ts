@@ -32,6 +32,7 @@ import { awaitsContinue, forwardHttp } from './proxy.js'
 import { refuse } from './respond.js'
 import type { HostRouter, TlsFacts } from './routing.js'
 import { serveStatic } from './static-files.js'
+import { afterTheReadSettles, limitStreamResets } from './stream-resets.js'
 import type { Reservation, WebSocketRelay } from './websocket.js'
 
 export interface EdgeContext {
@@ -171,7 +172,7 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): Edge {
   const makeServer = (profile: TlsProfile): HttpServer | Http2SecureServer =>
     tls ? secureServer(tls, profile, context, handler as RequestHandler) : createServer(handler)
   const serverFactory = (given: RequestHandler) => {
-    handler = given
+    handler = tls ? afterTheReadSettles(given) : given
     return makeServer(defaultTlsProfile)
   }
   // Fastify types an HTTP/2 instance apart from an HTTP/1 one; at runtime both hand us compatible
@@ -194,9 +195,16 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): Edge {
       })
       // Node keeps a session's own receive window at 64 KiB whatever the stream windows are: every
       // upload would then move one window per round trip. Unread data stays bounded by it.
-      server.on('session', (session: Http2Session) =>
-        session.setLocalWindowSize(context.listener.h2ConnectionWindow),
-      )
+      server.on('session', (session: Http2Session) => {
+        session.setLocalWindowSize(context.listener.h2ConnectionWindow)
+        limitStreamResets(session, (resets) => {
+          context.metrics.rapidResetSessionClosed()
+          context.log.warn(
+            { clientIp: session.socket ? peerAddress(session.socket as Socket) : undefined, resets },
+            'HTTP/2 session closed for resetting too many streams (GOAWAY ENHANCE_YOUR_CALM)',
+          )
+        })
+      })
     }
     enforceDeadlines(server, secure, context.listener, answerClientErrors)
     context.connections.watch(server)

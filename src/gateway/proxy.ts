@@ -130,6 +130,19 @@ export function forwardHttp(
     ended = true
     return reply.send()
   }
+  // One client cannot hold more than its share of the pool's connections and queue.
+  const clientPlace = plan.pools.admitClient(app, plan.facts.clientIp)
+  if (!clientPlace) {
+    ended = true
+    clearTimeout(deadline)
+    return refuse(
+      reply,
+      'PCL_UPSTREAM_BUSY',
+      'upstream.maxPerClient',
+      'This client has too many requests in flight',
+    )
+  }
+  response.once('close', clientPlace)
   // Ahead of Fastify's own listeners, which log the request: its line must say 499. An HTTP/2 stream
   // reset makes the response emit 'finish' before 'close'.
   response.prependOnceListener('finish', leave)

@@ -53,6 +53,7 @@ export class GatewayMetrics {
   private readonly dnsFailures: Counter<'app'>
   private readonly rateLimitDecisions: Counter<'app' | 'result'>
   private readonly droppedHeaders: Counter<'app' | 'reason'>
+  private readonly rapidResets: Counter
 
   constructor(private readonly sources: MetricSources) {
     const registers = [this.registry]
@@ -99,6 +100,11 @@ export class GatewayMetrics {
       name: 'portcullis_request_headers_dropped_total',
       help: 'Client request headers not forwarded for their name, by app and reason: underscore (a name with _), name (other punctuation), forwarding (a forwarding or client-IP header from a peer the app does not trust), identity (a header only the auth service may set).',
       labelNames: ['app', 'reason'],
+      registers,
+    })
+    this.rapidResets = new Counter({
+      name: 'portcullis_http2_rapid_reset_sessions_total',
+      help: 'HTTP/2 sessions closed (GOAWAY ENHANCE_YOUR_CALM) for resetting more streams before their answer than their budget.',
       registers,
     })
     this.refusals = new Counter({
@@ -219,6 +225,10 @@ export class GatewayMetrics {
 
   rateLimited(app: string, allowed: boolean): void {
     this.rateLimitDecisions.inc({ app, result: allowed ? 'allowed' : 'limited' })
+  }
+
+  rapidResetSessionClosed(): void {
+    this.rapidResets.inc()
   }
 
   headersDropped(app: string, dropped: readonly { reason: string }[]): void {

@@ -50,6 +50,7 @@ export interface App {
     readonly retries: number
     readonly maxConnections: number
     readonly maxQueue: number
+    readonly maxPerClient: number
   }
   readonly tls: {
     readonly mode: Policy['tls']['mode']
@@ -278,6 +279,7 @@ function compileSettings(
       retries: policy.upstream.retries,
       maxConnections: policy.upstream.maxConnections,
       maxQueue: policy.upstream.maxQueue,
+      maxPerClient: policy.upstream.maxPerClient,
     }),
     hosts: Object.freeze([...policy.hosts]),
     tls: deepFreeze({

@@ -164,6 +164,14 @@ export const upstreamSchema = z
       .describe(
         'Requests that may wait for a free connection to a target; past it, 503 PCL_UPSTREAM_BUSY at once. Default 1024.',
       ),
+    maxPerClient: z
+      .number()
+      .int()
+      .min(1)
+      .default(128)
+      .describe(
+        'Requests one client address may have in flight (sent or waiting) to each pool at once; past it, 503 PCL_UPSTREAM_BUSY, so one client (HTTP/2 streams opened and reset in a flood) cannot take the connections and queue of everyone. Default 128.',
+      ),
     retries: z
       .number()
       .int()

@@ -33,6 +33,8 @@ export class UpstreamPools {
   private probing: boolean
   /** Verdicts another worker's checks reached, by pool and origin: targets made later start with them. */
   private readonly verdicts = new Map<string, boolean>()
+  /** Requests in flight per pool and client address (`maxPerClient`). */
+  private readonly perClient = new Map<string, number>()
 
   constructor(
     private readonly options: {
@@ -126,6 +128,25 @@ export class UpstreamPools {
   /** Every connection to the target is busy and the queue for one is full: the request is refused at once. */
   isSaturated(app: App, target: Upstream): boolean {
     return target.active >= app.upstream.maxConnections && target.pool.stats.queued >= app.upstream.maxQueue
+  }
+
+  /**
+   * A place for one more request of this client to the app's pool, given back by the function it
+   * returns; undefined when the client has `maxPerClient` in flight there already.
+   */
+  admitClient(app: App, clientIp: string): (() => void) | undefined {
+    const key = `${app.poolId} ${clientIp}`
+    const held = this.perClient.get(key) ?? 0
+    if (held >= app.upstream.maxPerClient) return undefined
+    this.perClient.set(key, held + 1)
+    let released = false
+    return () => {
+      if (released) return
+      released = true
+      const left = (this.perClient.get(key) ?? 1) - 1
+      if (left > 0) this.perClient.set(key, left)
+      else this.perClient.delete(key)
+    }
   }
 
   /** A request started on the target (least-connections counts them). */
