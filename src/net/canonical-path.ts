@@ -37,7 +37,7 @@ const refusedInPath: ReadonlyMap<string, string> = new Map([
 ])
 const refusedInPathPattern = /[#;\\ "<>`{}]/
 
-/** A query passes as sent, but without a fragment, spaces or control characters. */
+/** A query passes as sent (bytes above 0x7e percent-encoded), but without a fragment, spaces or control characters. */
 const refusedInQuery = /[^\x21\x22\x24-\x7e\x80-\uffff]/
 
 /** Splits an origin-form target (`/path?query`) and canonicalises its path; see the module comment. */
@@ -55,7 +55,10 @@ export function canonicalTarget(rawTarget: string): CanonicalTarget {
         : 'the query contains a space or a control character',
     }
   }
-  return { ok: true, path: canonical.path, target: canonical.path + query }
+  // Raw bytes above 0x7e (HTTP/2 passes them) are percent-encoded as in the path: an HTTP/1.1
+  // upstream would refuse the request line, and an auth service would be told another URI.
+  const sent = /[^\x21-\x7e]/.test(query) ? (encodeNonAscii(query) as string) : query
+  return { ok: true, path: canonical.path, target: canonical.path + sent }
 }
 
 export function canonicalPath(rawPath: string): CanonicalPath {

@@ -71,6 +71,15 @@ describe('canonicalTarget', () => {
     })
   })
 
+  it('percent-encodes raw bytes of the query (HTTP/2 passes them) as those of the path', () => {
+    // latin1, as the listeners hand targets over: "é" in UTF-8 is the two bytes C3 A9.
+    expect(canonicalTarget('/s?q=caf\u00c3\u00a9&x=1')).toEqual({
+      ok: true,
+      path: '/s',
+      target: '/s?q=caf%C3%A9&x=1',
+    })
+  })
+
   it.each([
     ['/admin?x#', 'fragment'],
     ['/admin?a=1#frag', 'fragment'],
