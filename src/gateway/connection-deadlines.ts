@@ -123,14 +123,46 @@ const handshakes = new WeakMap<Socket, NodeJS.Timeout>()
 
 function watchHttp2(session: Http2Session, deadlines: ConnectionDeadlines): void {
   let open = 0
-  let timer = setTimeout(() => session.close(), deadlines.headersTimeout)
+  // With no stream open: GOAWAY, then the socket goes once the peer had time to read it. A session
+  // already going away (a GOAWAY for a protocol error, or the gateway's own) is not waited on: with no
+  // stream, nothing it could still finish.
+  const leave = () => {
+    if (session.destroyed) return
+    if (!session.closed) session.close()
+    setTimeout(() => session.destroyed || session.destroy(), Math.min(1000, deadlines.headersTimeout)).unref()
+  }
+  let timer = setTimeout(leave, deadlines.headersTimeout)
   session.on('stream', (stream) => {
     open += 1
     clearTimeout(timer)
     stream.once('close', () => {
       open -= 1
-      if (open === 0 && !session.closed) timer = setTimeout(() => session.close(), deadlines.keepAliveTimeout)
+      if (open === 0) timer = setTimeout(leave, session.closed ? 0 : deadlines.keepAliveTimeout)
     })
   })
-  session.once('close', () => clearTimeout(timer))
+  // A session that wrote nothing for a keep-alive period while it has streams open or frames to send
+  // is asked for a PING; one that does not answer it within the next period is stuck and closed (as
+  // nginx's send_timeout): a client that stopped reading, or one whose protocol error made nghttp2
+  // stop (after its GOAWAY it writes and reads nothing more, and tells no one, so a stream waiting on
+  // the upstream would hold the socket for as long as the upstream takes).
+  let written = -1
+  let unanswered = false
+  const stuck = setInterval(() => {
+    if (session.destroyed) return
+    if (unanswered) return session.destroy()
+    const now = (session.socket as { bytesWritten?: number } | undefined)?.bytesWritten ?? 0
+    const idle = now === written
+    written = now
+    if (!idle || (open === 0 && (session.state.outboundQueueSize ?? 0) === 0)) return
+    unanswered = true
+    const asked = session.ping((error) => {
+      if (!error) unanswered = false
+    })
+    if (!asked) session.destroy()
+  }, deadlines.keepAliveTimeout)
+  stuck.unref()
+  session.once('close', () => {
+    clearTimeout(timer)
+    clearInterval(stuck)
+  })
 }

@@ -6,7 +6,7 @@ import {
   type OutgoingHttpHeaders,
   ServerResponse,
 } from 'node:http'
-import { createSecureServer, type Http2SecureServer, type Http2Session } from 'node:http2'
+import { createSecureServer, type Http2SecureServer, type Http2Session, type Http2Stream } from 'node:http2'
 import type { Socket } from 'node:net'
 import type { Duplex } from 'node:stream'
 import type { TLSSocket } from 'node:tls'
@@ -28,11 +28,11 @@ import { accessLineWriter, logAccess } from './access-log.js'
 import { enforceDeadlines } from './connection-deadlines.js'
 import type { ConnectionTracker } from './connections.js'
 import { peerAddress } from './front-door.js'
+import { afterTheReadSettles, boundUploadWindows, limitStreamResets } from './h2-sessions.js'
 import { awaitsContinue, forwardHttp } from './proxy.js'
 import { refuse } from './respond.js'
 import type { HostRouter, TlsFacts } from './routing.js'
 import { serveStatic } from './static-files.js'
-import { afterTheReadSettles, limitStreamResets } from './stream-resets.js'
 import type { Reservation, WebSocketRelay } from './websocket.js'
 
 export interface EdgeContext {
@@ -194,16 +194,26 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): Edge {
         socket[profileOfSocket] = profile.key
       })
       // Node keeps a session's own receive window at 64 KiB whatever the stream windows are: every
-      // upload would then move one window per round trip. Unread data stays bounded by it.
+      // upload would then move one window per round trip. Unread data is bounded by the stream windows.
       server.on('session', (session: Http2Session) => {
         session.setLocalWindowSize(context.listener.h2ConnectionWindow)
-        limitStreamResets(session, (resets) => {
-          context.metrics.rapidResetSessionClosed()
-          context.log.warn(
-            { clientIp: session.socket ? peerAddress(session.socket as Socket) : undefined, resets },
-            'HTTP/2 session closed for resetting too many streams (GOAWAY ENHANCE_YOUR_CALM)',
-          )
-        })
+        const refused = new WeakSet<Http2Stream>()
+        boundUploadWindows(
+          session,
+          { streamWindow: context.listener.h2StreamWindow, budget: context.listener.h2ConnectionWindow },
+          refused,
+        )
+        limitStreamResets(
+          session,
+          (resets) => {
+            context.metrics.rapidResetSessionClosed()
+            context.log.warn(
+              { clientIp: session.socket ? peerAddress(session.socket as Socket) : undefined, resets },
+              'HTTP/2 session closed for resetting too many streams (GOAWAY ENHANCE_YOUR_CALM)',
+            )
+          },
+          refused,
+        )
       })
     }
     enforceDeadlines(server, secure, context.listener, answerClientErrors)
@@ -342,7 +352,8 @@ export function createEdge(context: EdgeContext, tls?: TlsSettings): Edge {
       const upstream = picked.upstream
       if (picked.setCookie) {
         const cookie = exchange.secure ? `${picked.setCookie}; Secure` : picked.setCookie
-        exchange.addedHeaders = { ...exchange.addedHeaders, 'set-cookie': [cookie] }
+        const added = exchange.addedHeaders?.['set-cookie'] ?? []
+        exchange.addedHeaders = { ...exchange.addedHeaders, 'set-cookie': [added, cookie].flat() as string[] }
       }
       const { facts } = outcome
       if (!upgrade) {

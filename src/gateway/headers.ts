@@ -3,6 +3,7 @@ import type { ClientIdentity } from '../guards/client-ip.js'
 import {
   type DroppedHeader,
   foldedHeaderName,
+  isHostAndPort,
   normalisedHost,
   unusualName,
   type VouchedHeaders,
@@ -60,8 +61,6 @@ export interface PublicView {
   proto: 'http' | 'https'
 }
 
-const hostPattern = /^[A-Za-z0-9.-]+(?::\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::\d{1,5})?$/
-
 /**
  * The host and protocol the client used. A trusted proxy's X-Forwarded-Proto is kept (it terminated
  * TLS), and its X-Forwarded-Host when that names a host of the same app (it saw the public name);
@@ -79,7 +78,7 @@ export function publicView(request: {
   const { identity, headers } = request
   const proto = (identity.peerTrusted && forwardedProto(headers)) || (request.secure ? 'https' : 'http')
   const claimed = identity.peerTrusted ? firstOf(headers['x-forwarded-host']) : undefined
-  const host = claimed && hostPattern.test(claimed) && request.routesHere(claimed) ? claimed : request.host
+  const host = claimed && isHostAndPort(claimed) && request.routesHere(claimed) ? claimed : request.host
   return { host: normalisedHost(host, proto), proto }
 }
 

@@ -1,5 +1,5 @@
 import type { OutgoingHttpHeaders } from 'node:http'
-import { isSameOrigin, OriginMatcher } from '../net/origin.js'
+import { fetchSiteIsForeign, isSameOrigin, OriginMatcher } from '../net/origin.js'
 import { type Decision, deny, type Guard, type GuardExchange, type ResponseEdit } from '../pipeline/guard.js'
 import type { Policy } from '../policy/schema.js'
 
@@ -56,11 +56,11 @@ export class CorsGuard implements Guard, ResponseEdit {
     // stripped header): refused as Go's CrossOriginProtection does. Navigations (GET) pass.
     if (originHeader === undefined && this.onDisallowed === 'reject' && !safeMethods.has(request.method)) {
       const site = request.headers['sec-fetch-site']
-      if (site === 'cross-site' || site === 'same-site')
+      if (fetchSiteIsForeign(site))
         return deny(
           'PCL_CORS_ORIGIN_DENIED',
           'cors.origins',
-          `A ${site} ${request.method} without an Origin is not allowed`,
+          `A ${request.method} without an Origin from another site (Sec-Fetch-Site: ${String(site)}) is not allowed`,
           {
             vary: 'Origin',
           },

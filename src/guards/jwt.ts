@@ -48,6 +48,15 @@ export class JwtGuard implements Guard {
     })
     return verified.then(
       ({ payload }) => {
+        // `exp: 1e400` parses as Infinity, which jose takes as a time far ahead: good forever.
+        if (
+          ![payload.exp, payload.nbf, payload.iat].every(
+            (time) => time === undefined || Number.isFinite(time),
+          )
+        )
+          return required
+            ? refuse('invalid_token', 'The bearer token is not valid (ERR_JWT_CLAIM_TIME)')
+            : allow
         exchange.claims = payload
         if (typeof payload.sub === 'string') exchange.user ??= payload.sub
         return allow

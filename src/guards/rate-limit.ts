@@ -124,8 +124,9 @@ export class RateLimitGuard implements Guard {
       if (text) return `h:${digest(text.slice(0, maxKeyMaterial))}`
     }
     if (rule.section.key === 'ip+path') {
-      // Keyed on the path the upstream receives: one budget however a route spells it.
-      const path = request.rewritten?.path ?? request.path
+      // Keyed on the path the upstream receives, as the rule matches it (case and a final slash aside):
+      // one budget however a route or the client spells it.
+      const path = (request.rewritten?.path ?? request.path).toLowerCase().replace(/(?<=.)\/$/, '')
       return `p:${digest(`${ip} ${path.slice(0, maxKeyMaterial)}`)}`
     }
     return `ip:${ip}`

@@ -1,4 +1,4 @@
-import { isSameOrigin, OriginMatcher } from '../net/origin.js'
+import { fetchSiteIsForeign, isSameOrigin, OriginMatcher } from '../net/origin.js'
 import { compilePathPattern } from '../net/path-pattern.js'
 import {
   allow,
@@ -89,8 +89,12 @@ export class WebSocketGuard implements Guard {
         return deny('PCL_WS_ORIGIN_DENIED', `${rule.id}.requireOrigin`, 'An Origin header is required')
       // Browsers always send an Origin with a WebSocket handshake; one that says it comes from another
       // site without naming it is refused where an origin check applies.
-      if (!origins.isEmpty && (site === 'cross-site' || site === 'same-site'))
-        return deny('PCL_WS_ORIGIN_DENIED', ruleId, `A ${site} WebSocket without an Origin is not allowed`)
+      if (!origins.isEmpty && fetchSiteIsForeign(site))
+        return deny(
+          'PCL_WS_ORIGIN_DENIED',
+          ruleId,
+          `A WebSocket without an Origin from another site (Sec-Fetch-Site: ${String(site)}) is not allowed`,
+        )
     } else if (!origins.isEmpty && !origins.match(origin) && !isSameOrigin(request.headers, request.secure)) {
       return deny('PCL_WS_ORIGIN_DENIED', ruleId, `WebSocket connections from ${origin} are not allowed`)
     }

@@ -80,6 +80,15 @@ export class OriginMatcher {
 }
 
 /**
+ * Whether `Sec-Fetch-Site` says the request may come from another origin: any value but exactly
+ * `same-origin` or `none` (browsers send one lower-case value; `Cross-Site`, two headers or a
+ * made-up value are read as the worst case, never as absent).
+ */
+export function fetchSiteIsForeign(site: string | string[] | undefined): site is string | string[] {
+  return site !== undefined && site !== 'same-origin' && site !== 'none'
+}
+
+/**
  * Whether a browser says the request comes from the page's own origin: scheme, host and port. As Go's
  * CrossOriginProtection reads it, `Sec-Fetch-Site` decides when present (`same-origin`, or `none` for
  * a navigation the user typed; `same-site` and `cross-site` never are, whatever `Origin` says); else

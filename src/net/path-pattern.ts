@@ -76,3 +76,22 @@ export function rewrittenPath(
     rewritten = path.slice(strip.length) || '/'
   return rewrite.addPrefix ? rewrite.addPrefix + rewritten : rewritten
 }
+
+/**
+ * The paths a route's requests can reach the upstream with, as a pattern: its path pattern with the
+ * prefix stripped and added. A strip that reaches past the pattern's literal part (`/api/**` stripping
+ * `/api/v2`, `/t/*\/**` stripping `/t/a`) can leave any path: `/**`, so no rewrite is missed.
+ */
+export function rewrittenPattern(
+  pattern: string,
+  rewrite: { readonly stripPrefix?: string | undefined; readonly addPrefix?: string | undefined },
+): string {
+  let result = pattern
+  const strip = rewrite.stripPrefix
+  if (strip) {
+    const literal = rewrittenPath(pattern, { stripPrefix: strip })
+    if (literal !== pattern) result = literal
+    else if (patternsOverlap(`${strip}/**`, pattern)) result = '/**'
+  }
+  return rewrite.addPrefix ? `${rewrite.addPrefix}${result === '/' ? '' : result}` || '/' : result
+}

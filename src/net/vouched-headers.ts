@@ -114,3 +114,16 @@ export function normalisedHost(host: string, proto: string): string {
   const standard = proto === 'https' ? '443' : '80'
   return port === '' || port === standard ? name : `${name}:${port}`
 }
+
+const hostAndPort =
+  /^(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?|\[[0-9A-Fa-f:.]+\])(?::(\d{1,5}))?$/
+
+/**
+ * Whether a Host (or :authority, or a trusted proxy's X-Forwarded-Host) is a host name or address and
+ * an optional port, nothing more: `app.test:443@evil.test` routes by its first part but reads as
+ * `evil.test` to a URL parser, so it is refused, never forwarded.
+ */
+export function isHostAndPort(host: string): boolean {
+  const match = hostAndPort.exec(host)
+  return match !== null && (match[1] === undefined || Number(match[1]) <= 65_535)
+}

@@ -4,7 +4,7 @@ import { decideRoute, redirectBehindTerminator } from '../gateway/routing.js'
 import { staticFor } from '../gateway/static-files.js'
 import { canonicalTarget } from '../net/canonical-path.js'
 import { rewrittenPath } from '../net/path-pattern.js'
-import { normalisedHost } from '../net/vouched-headers.js'
+import { isHostAndPort, normalisedHost } from '../net/vouched-headers.js'
 import type { App } from '../policy/compile.js'
 import type { Exchange, Outcome } from './exchange.js'
 import type { Decision, TraceStep } from './guard.js'
@@ -23,6 +23,17 @@ export function decide(
   trace?: TraceStep[],
 ): Outcome | Promise<Outcome> {
   const { headers } = exchange
+  // A Host that is more than a name and a port (`app.test:1@evil.test`, a second Host) would route by
+  // one reading and reach the app, an auth service or a redirect builder with another.
+  if (exchange.host !== undefined && !isHostAndPort(exchange.host))
+    return refuse(
+      exchange,
+      'PCL_BAD_REQUEST',
+      'request',
+      'The Host header must be a host name and an optional port',
+    )
+  if (hostHeaders(exchange.rawHeaders) > 1)
+    return refuse(exchange, 'PCL_BAD_REQUEST', 'request', 'A request has one Host header')
   // RFC 9113 §8.3.1: a Host that names another server (or port) than :authority makes the request
   // malformed; the app, the same-origin check and an auth service would each read one of them.
   const authority = headers[':authority']
@@ -157,6 +168,15 @@ function conclude(app: App, exchange: Exchange, chainDecision: Decision): Outcom
       identityHeaders: exchange.identityHeaders,
     }),
   }
+}
+
+/** How many Host headers the raw head has (RFC 9112 §3.2: more than one is a 400). */
+function hostHeaders(rawHeaders: readonly string[]): number {
+  let count = 0
+  for (let index = 0; index < rawHeaders.length; index += 2)
+    if ((rawHeaders[index] as string).length === 4 && (rawHeaders[index] as string).toLowerCase() === 'host')
+      count++
+  return count
 }
 
 function refuse(exchange: Exchange, code: ErrorCode, rule: string, message?: string): Outcome {

@@ -111,15 +111,17 @@ export class ResponseEdits {
     for (const name in fromApp) {
       if (!this.droppers.some((drops) => drops(name))) headers[name] = fromApp[name]
     }
+    // Cookies the gateway adds (an auth service's, the sticky one) are hardened as the app's are.
+    const addedCookies = added?.['set-cookie']
+    if (addedCookies !== undefined)
+      headers['set-cookie'] = [headers['set-cookie'] ?? [], addedCookies].flat() as string[]
     for (const editor of this.editors) editor.edit?.(headers, secure)
     if (added) {
       for (const name in added) {
+        if (name === 'set-cookie') continue
         const existing = headers[name]
         const value = added[name]
-        if (existing !== undefined && name === 'vary') headers[name] = `${existing}, ${value}`
-        else if (existing !== undefined && name === 'set-cookie')
-          headers[name] = [existing, value].flat() as string[]
-        else headers[name] = value
+        headers[name] = existing !== undefined && name === 'vary' ? `${existing}, ${value}` : value
       }
     }
     return headers

@@ -1,5 +1,5 @@
 import { CidrSet, parseCidr } from '../net/ip.js'
-import { compilePathPattern, patternsOverlap, rewrittenPath } from '../net/path-pattern.js'
+import { compilePathPattern, patternsOverlap, rewrittenPattern } from '../net/path-pattern.js'
 import { cipherWeakness, groupWeakness } from '../net/tls-profiles.js'
 
 import type { FieldPath, LoadedPolicy, PolicyProblem } from './load.js'
@@ -86,7 +86,7 @@ export const productionRules: readonly Rule[] = [
     check: (policy) =>
       policy.routes.flatMap((route, index) => {
         if (route.stripPrefix === undefined && route.addPrefix === undefined) return []
-        const upstreamPath = rewrittenPath(route.path, route)
+        const upstreamPath = rewrittenPattern(route.path, route)
         const rules = [
           ...policy.access.map((rule, at) => ({ rule, name: `access[${at}]` })),
           ...(route.access ?? []).map((rule, at) => ({ rule, name: `routes[${index}].access[${at}]` })),

@@ -2,7 +2,7 @@ import { z } from 'zod'
 import { passwordHashPattern } from '../auth/passwords.js'
 import { parseCidr } from '../net/ip.js'
 import { isOriginSpec } from '../net/origin.js'
-import { isPathPattern, patternsOverlap, rewrittenPath } from '../net/path-pattern.js'
+import { isPathPattern, patternsOverlap, rewrittenPattern } from '../net/path-pattern.js'
 import { isCipherSuite, isTls13Suite, tlsGroupNames, tlsProfileNames } from '../net/tls-profiles.js'
 import { duration, size } from './units.js'
 
@@ -170,7 +170,7 @@ export const upstreamSchema = z
       .min(1)
       .default(128)
       .describe(
-        'Requests one client address may have in flight (sent or waiting) to each pool at once; past it, 503 PCL_UPSTREAM_BUSY, so one client (HTTP/2 streams opened and reset in a flood) cannot take the connections and queue of everyone. Default 128.',
+        'Requests one client address (an IPv6 client: its /64) may have in flight (sent or waiting) to each pool at once, counted per worker; past it, 503 PCL_UPSTREAM_BUSY, so one client (HTTP/2 streams opened and reset in a flood) cannot take the connections and queue of everyone. Default 128.',
       ),
     retries: z
       .number()
@@ -888,9 +888,15 @@ export const rateLimitSchema = z
   })
   .describe('A rate limit, counted in Redis across replicas (GCRA).')
 
-const routePrefix = z.string().regex(/^(?:\/[A-Za-z0-9._~!$&'()+,=:@%-]+)+$/, {
-  error: 'must be a path prefix such as /media (no trailing slash, no wildcards)',
-})
+const routePrefix = z
+  .string()
+  .regex(/^(?:\/[A-Za-z0-9._~!$&'()+,=:@-]+)+$/, {
+    error: 'must be a path prefix such as /media (no trailing slash, wildcards or percent-escapes)',
+  })
+  // The upstream receives exactly the canonical path: a `..` in a prefix would climb out of it.
+  .refine((prefix) => prefix.split('/').every((segment) => segment !== '.' && segment !== '..'), {
+    error: 'must not have . or .. segments',
+  })
 
 /** The settings a route may refine; each is merged over the app's (see `routes`). */
 export const routeSettings = [
@@ -1057,12 +1063,21 @@ export const policySchema = z
   .superRefine((policy, context) => {
     // A route that rewrites its paths onto the app's targets must not land on paths another route
     // takes: that route's rules (access, logins, limits) would judge only the spelling the client sent.
+    const targetsOf = (route: { upstream?: { targets?: readonly string[] | undefined } | undefined }) =>
+      new Set((route.upstream?.targets ?? policy.upstream.targets).map((target) => target.toLowerCase()))
     for (const [index, route] of policy.routes.entries()) {
       if (route.stripPrefix === undefined && route.addPrefix === undefined) continue
-      if (route.upstream?.targets !== undefined) continue
-      const lands = rewrittenPath(route.path, route)
+      // A prefix already refused says nothing about where its rewrites land.
+      if (
+        ![route.stripPrefix, route.addPrefix].every(
+          (prefix) => routePrefix.optional().safeParse(prefix).success,
+        )
+      )
+        continue
+      const lands = rewrittenPattern(route.path, route)
+      const targets = targetsOf(route)
       for (const [otherIndex, other] of policy.routes.entries()) {
-        if (otherIndex === index || other.upstream?.targets !== undefined) continue
+        if (otherIndex === index || ![...targetsOf(other)].some((target) => targets.has(target))) continue
         if (!patternsOverlap(lands, other.path)) continue
         context.addIssue({
           code: 'custom',

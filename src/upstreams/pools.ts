@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import type { Logger } from 'pino'
 import { Pool } from 'undici'
+import { ipv6Network } from '../net/ip.js'
 import type { App } from '../policy/compile.js'
 import { type BalancedClient, Balancer, type Picked, type Rotation } from './balance.js'
 import type { DiscoveredTarget, TargetResolver } from './discovery.js'
@@ -132,10 +133,11 @@ export class UpstreamPools {
 
   /**
    * A place for one more request of this client to the app's pool, given back by the function it
-   * returns; undefined when the client has `maxPerClient` in flight there already.
+   * returns; undefined when the client has `maxPerClient` in flight there already. An IPv6 client is
+   * its /64: one host is routinely given a whole /64, and could take a place per address in it.
    */
   admitClient(app: App, clientIp: string): (() => void) | undefined {
-    const key = `${app.poolId} ${clientIp}`
+    const key = `${app.poolId} ${ipv6Network(clientIp, 64)}`
     const held = this.perClient.get(key) ?? 0
     if (held >= app.upstream.maxPerClient) return undefined
     this.perClient.set(key, held + 1)

@@ -292,14 +292,29 @@ describe('hostile traffic: what attackers take, comes back', () => {
     await backToBaseline()
   })
 
-  it('HTTP/2 streams reset right after their headers take their upstream requests with them', async () => {
+  it('HTTP/2 streams reset right after their headers, or while the upstream holds them, take their upstream requests with them', async () => {
     const session = await http2Session(gateway.ports.https, host)
+    // A burst reset in the turn after their headers: most never reach a handler, none stays upstream.
     for (let index = 0; index < 50; index++) {
       const stream = session.request({ ':path': `/stuck/${index}`, ':authority': host })
       stream.on('error', () => undefined)
       setImmediate(() => stream.close(http2Constants.NGHTTP2_CANCEL))
     }
-    // A burst of resets while the upstream holds its answers: the stuck requests must all go.
+    await eventually(
+      () => metric('portcullis_upstream_active_requests'),
+      (value) => value === 0,
+    )
+    // Streams reset once the gateway holds them upstream (four at the connection cap, the rest queued).
+    const held = Array.from({ length: 12 }, (_, index) => {
+      const stream = session.request({ ':path': `/stuck/held-${index}`, ':authority': host })
+      stream.on('error', () => undefined)
+      return stream
+    })
+    await eventually(
+      () => metric('portcullis_upstream_active_requests'),
+      (value) => value === held.length,
+    )
+    for (const stream of held) stream.close(http2Constants.NGHTTP2_CANCEL)
     await eventually(
       () => metric('portcullis_upstream_active_requests'),
       (value) => value === 0,
@@ -310,7 +325,9 @@ describe('hostile traffic: what attackers take, comes back', () => {
       (line) => line.msg === 'request' && String(line.path).startsWith('/stuck/'),
     )
     // 499: the client left; 503: refused at once, past the upstream's connection cap and queue.
-    expect(cancelled.filter((line) => line.status === 499).length).toBeGreaterThan(0)
+    expect(
+      cancelled.filter((line) => String(line.path).startsWith('/stuck/held-') && line.status === 499).length,
+    ).toBe(12)
     expect(cancelled.map((line) => line.status).filter((status) => status !== 499 && status !== 503)).toEqual(
       [],
     )
@@ -362,6 +379,33 @@ describe('hostile traffic: what attackers take, comes back', () => {
     session.destroy()
     await backToBaseline()
     expect(upstream.completeBodies).toEqual([])
+  })
+
+  it('closes an HTTP/2 session that a protocol error stopped, although its stream never ended', async () => {
+    const socket = await rawHttp2Connection(gateway.ports.https, host)
+    const closed = new Promise<number>((resolve) => {
+      const started = Date.now()
+      socket.once('close', () => resolve(Date.now() - started))
+    })
+    socket.on('error', () => {})
+    // A request to a path the upstream never answers, then a PRIORITY making its stream depend on
+    // itself: nghttp2 sends GOAWAY PROTOCOL_ERROR and writes nothing more; the stream stays open.
+    const priority = Buffer.alloc(5)
+    priority.writeUInt32BE(1)
+    priority[4] = 15
+    socket.write(
+      Buffer.concat([
+        h2.headers(
+          1,
+          { ':method': 'GET', ':scheme': 'https', ':path': '/stuck/h2', ':authority': host },
+          true,
+        ),
+        h2.frame(0x2, 0, 1, priority),
+      ]),
+    )
+    // Within two keep-alive periods (2 s here) of sending nothing it had to send.
+    expect(await closed).toBeLessThan(8000)
+    await backToBaseline()
   })
 
   it.each(['https', 'http'] as const)(

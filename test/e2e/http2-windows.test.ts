@@ -73,12 +73,13 @@ describe('HTTP/2 receive windows', () => {
   /** Writes `total` bytes in 1 MiB pieces, resolving with how many were taken when it stopped or ended. */
   async function pour(stream: ClientHttp2Stream, total: number, piece: Buffer, stallMs: number) {
     let taken = 0
-    while (taken < total) {
+    while (taken < total && !stream.destroyed && !stream.closed) {
       const accepted = await new Promise<boolean>((resolve) => {
         const timer = setTimeout(() => resolve(false), stallMs)
-        stream.write(piece, () => {
+        stream.write(piece, (error) => {
           clearTimeout(timer)
-          resolve(true)
+          // A refused or reset stream calls back with an error: nothing more was taken.
+          resolve(!error && !stream.destroyed && !stream.closed)
         })
       })
       if (!accepted) return taken
@@ -135,31 +136,40 @@ describe('HTTP/2 receive windows', () => {
     expect(received.get('/h1-upload')).toBe(expected)
   })
 
-  it('holds at most about its windows for an upstream that does not read, and gives it all back', async () => {
-    const pid = gateway.process.pid as number
-    const fds = () => readdirSync(`/proc/${pid}/fd`).length
-    const rssMb = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024
-    const before = { fds: fds(), rss: rssMb() }
-    stalled = []
-    const client = await session()
-    const piece = Buffer.alloc(1024 * 1024, 1)
-    // Four uploads of 64 MiB at once on one connection, to an upstream that reads none of them.
-    const streams = [0, 1, 2, 3].map((index) => post(client, `/stall/${index}`))
-    const taken = await Promise.all(
-      streams.map((stream) => pour(stream, 64 * 1024 ** 2, piece, 1500 * timeoutScale)),
-    )
-    const total = taken.reduce((sum, bytes) => sum + bytes, 0)
-    // The connection window (16 MiB) and the sockets' buffers on the way: far from the 256 MiB offered.
-    expect(total).toBeLessThan(64 * 1024 ** 2)
-    expect(rssMb() - before.rss).toBeLessThan(96)
-    for (const stream of streams) stream.close()
-    client.close()
-    for (const request of stalled) request.socket.destroy()
-    const until = Date.now() + 15_000 * timeoutScale
-    while (fds() > before.fds + 2 && Date.now() < until)
-      await new Promise((resolve) => setTimeout(resolve, 100))
-    expect(fds()).toBeLessThanOrEqual(before.fds + 2)
-  })
+  it.each([
+    ['four uploads of 64 MiB', 4, 64],
+    ['48 uploads of 8 MiB', 48, 8],
+  ])(
+    'holds at most about its connection budget for an upstream that does not read (%s), and gives it all back',
+    async (_case, count, mib) => {
+      const pid = gateway.process.pid as number
+      const fds = () => readdirSync(`/proc/${pid}/fd`).length
+      const rssMb = () =>
+        Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]) / 1024
+      const before = { fds: fds(), rss: rssMb() }
+      stalled = []
+      const client = await session()
+      const piece = Buffer.alloc(1024 * 1024, 1)
+      // Uploads at once on one connection, to an upstream that reads none of them. Streams past the
+      // budget are refused (REFUSED_STREAM) while the windows shrink.
+      const streams = Array.from({ length: count }, (_, index) => post(client, `/stall/${count}-${index}`))
+      for (const stream of streams) stream.on('error', () => {})
+      const taken = await Promise.all(
+        streams.map((stream) => pour(stream, mib * 1024 ** 2, piece, 1500 * timeoutScale)),
+      )
+      const total = taken.reduce((sum, bytes) => sum + bytes, 0)
+      // About twice the 16 MiB budget at most, and the sockets' buffers on the way: not what was offered.
+      expect(total).toBeLessThan(48 * 1024 ** 2)
+      expect(rssMb() - before.rss).toBeLessThan(80)
+      for (const stream of streams) stream.close()
+      client.close()
+      for (const request of stalled) request.socket.destroy()
+      const until = Date.now() + 15_000 * timeoutScale
+      while (fds() > before.fds + 2 && Date.now() < until)
+        await new Promise((resolve) => setTimeout(resolve, 100))
+      expect(fds()).toBeLessThanOrEqual(before.fds + 2)
+    },
+  )
 
   it('still refuses a body over its limit with 413, whatever the window', async () => {
     const client = await session()

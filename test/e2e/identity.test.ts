@@ -1,5 +1,5 @@
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http'
-import { exportJWK, generateKeyPair, type JWK, SignJWT } from 'jose'
+import { CompactSign, exportJWK, generateKeyPair, type JWK, SignJWT } from 'jose'
 import { afterAll, beforeAll, describe, expect, it } from 'vitest'
 import { listen } from '../../src/demo/echo-app.js'
 import { fetchOnce } from '../support/clients.js'
@@ -234,9 +234,17 @@ describe('verified JWT claims', () => {
       .setAudience('api')
       .setSubject('user-1')
       .sign(keys['rsa-1'] as CryptoKey)
-    const refused = await ask('/private/x', forever)
-    expect(refused.status).toBe(401)
-    expect(refused.json()).toMatchObject({ error: { code: 'PCL_TOKEN_INVALID' } })
+    // `exp: 1e400` is Infinity once parsed: signed, but good forever too.
+    const infinite = await new CompactSign(
+      new TextEncoder().encode(`{"iss":"${issuer}","aud":"api","sub":"user-1","exp":1e400}`),
+    )
+      .setProtectedHeader({ alg: 'RS256', kid: 'rsa-1' })
+      .sign(keys['rsa-1'] as CryptoKey)
+    for (const bad of [forever, infinite]) {
+      const refused = await ask('/private/x', bad)
+      expect(refused.status).toBe(401)
+      expect(refused.json()).toMatchObject({ error: { code: 'PCL_TOKEN_INVALID' } })
+    }
   })
 
   it('picks up a rotated key from the JWKS', async () => {

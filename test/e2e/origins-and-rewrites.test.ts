@@ -144,8 +144,8 @@ describe('a path rewrite never lands past an access rule', () => {
       '    path: /old/**',
       '    stripPrefix: /old',
       '    addPrefix: /admin',
-      // A pool of its own (the same app here): /v1's rewrites cannot land on its paths.
-      `    upstream: { targets: ["${target}"] }`,
+      // A pool of its own (the same server under another name): /v1's rewrites cannot land on its paths.
+      `    upstream: { targets: ["${target.replace('127.0.0.1', 'localhost')}"] }`,
     ].join('\n')
 
   beforeAll(async () => {
@@ -212,6 +212,47 @@ describe('a path rewrite never lands past an access rule', () => {
     expect(stdout).toMatch(
       /clash\.yaml:5:\d+ routes\[0\]\.stripPrefix: rewrites \/v1\/\*\* to \/\*\*, onto paths routes\[1\] \(\/adm\/\*\*\) takes on the same targets/,
     )
+  })
+
+  it.each([
+    [
+      'a strip past the literal part',
+      [
+        '  - { path: /api/**, stripPrefix: /api/v2 }',
+        '  - { path: /adm/**, access: [{ path: /adm/**, deny: all }] }',
+      ],
+    ],
+    [
+      'routes that name the same targets',
+      [
+        '  - { path: /v1/**, stripPrefix: /v1, upstream: { targets: ["http://127.0.0.1:1"] } }',
+        '  - { path: /adm/**, upstream: { targets: ["HTTP://127.0.0.1:1"] }, access: [{ path: /adm/**, deny: all }] }',
+      ],
+    ],
+  ])('refuses the same clash through %s', async (_case, routes) => {
+    const clash = await makePolicyDir({
+      'clash.yaml': [
+        'app: clash',
+        'hosts: [clash.test]',
+        'upstream: { targets: ["http://127.0.0.1:1"] }',
+        'routes:',
+        ...routes,
+      ].join('\n'),
+    })
+    const { code, stdout } = await runCli(['check', clash])
+    expect(code).toBe(2)
+    expect(stdout).toMatch(
+      /routes\[0\]\.stripPrefix: rewrites .* onto paths routes\[1\] \(\/adm\/\*\*\) takes/,
+    )
+  })
+
+  it.each(['/%2e%2e', '/v1/../admin', '/a%2Fb'])('refuses a route prefix %s', async (prefix) => {
+    const bad = await makePolicyDir({
+      'bad.yaml': `app: bad\nhosts: [bad.test]\nupstream: { targets: ["http://127.0.0.1:1"] }\nroutes:\n  - { path: /v1/**, stripPrefix: "${prefix}" }\n`,
+    })
+    const { code, stdout } = await runCli(['check', bad])
+    expect(code).toBe(2)
+    expect(stdout).toMatch(/routes\[0\]\.stripPrefix: must/)
   })
 
   it('still serves what the rules allow, rewritten', async () => {

@@ -170,6 +170,15 @@ describe('CORS decisions', () => {
     ['a trailing dot on the Host alone', { origin: 'https://db.example.com', host: 'db.example.com.' }],
     ['a cross-site POST without an Origin', { host: 'db.example.com', 'sec-fetch-site': 'cross-site' }],
     ['a same-site POST without an Origin', { host: 'db.example.com', 'sec-fetch-site': 'same-site' }],
+    ['a Cross-Site POST without an Origin', { host: 'db.example.com', 'sec-fetch-site': 'Cross-Site' }],
+    [
+      'a POST without an Origin and two Sec-Fetch-Site values',
+      { host: 'db.example.com', 'sec-fetch-site': 'none, cross-site' },
+    ],
+    [
+      'a POST without an Origin and a made-up Sec-Fetch-Site',
+      { host: 'db.example.com', 'sec-fetch-site': 'x' },
+    ],
   ])('still refuses a cross-origin write: %s', (_case, headers) => {
     expect(guard.check({ secure: true, method: 'POST', headers })).toMatchObject({
       kind: 'deny',

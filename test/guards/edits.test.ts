@@ -9,6 +9,7 @@ import {
   isPathPattern,
   patternsOverlap,
   rewrittenPath,
+  rewrittenPattern,
 } from '../../src/net/path-pattern.js'
 import { cookiesSchema, headersSchema, limitsSchema, websocketSchema } from '../../src/policy/schema.js'
 
@@ -237,6 +238,17 @@ describe('path patterns', () => {
     ['/x', { addPrefix: '/api' }, '/api/x'],
   ])('rewrites %s with %j to %s', (path, rewrite, expected) => {
     expect(rewrittenPath(path, rewrite)).toBe(expected)
+  })
+  it.each([
+    ['/v1/**', { stripPrefix: '/v1' }, '/**'],
+    ['/old/**', { stripPrefix: '/old', addPrefix: '/admin' }, '/admin/**'],
+    // A strip past the pattern's literal part can leave any path.
+    ['/api/**', { stripPrefix: '/api/v2' }, '/**'],
+    ['/t/*/**', { stripPrefix: '/t/a' }, '/**'],
+    ['/media/**', { stripPrefix: '/other' }, '/media/**'],
+    ['/x', { addPrefix: '/api' }, '/api/x'],
+  ])('a route %s with %j reaches the upstream as %s', (pattern, rewrite, expected) => {
+    expect(rewrittenPattern(pattern, rewrite)).toBe(expected)
   })
 })
 

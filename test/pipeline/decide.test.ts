@@ -54,6 +54,45 @@ describe('decide()', () => {
     },
   )
 
+  it.each(['shop.test:1@evil.test', 'shop.test:443/x', 'shop.test:99999', 'shop.test x', 'shop.test:80:80'])(
+    'refuses a Host %s: a URL parser would read another host or port than the router',
+    async (host) => {
+      expect(await outcomeOf({ url: '/x', host, headers: { host } })).toMatchObject({
+        code: 'PCL_BAD_REQUEST',
+      })
+    },
+  )
+
+  it('refuses a request with two Host headers, and takes one with a port or a final dot', async () => {
+    expect(
+      await outcomeOf({
+        url: '/x',
+        headers: { host: 'shop.test' },
+        rawHeaders: ['Host', 'shop.test', 'host', 'evil.test'],
+      }),
+    ).toMatchObject({ code: 'PCL_BAD_REQUEST', message: 'A request has one Host header' })
+    for (const host of ['shop.test:8080', 'shop.test.', 'SHOP.test'])
+      expect(await outcomeOf({ url: '/x', host, headers: { host } })).toMatchObject({ kind: 'proxy' })
+  })
+
+  it('keys an ip+path limit on the path as its rule matches it: case and a final slash share one budget', async () => {
+    const files = exchangesFor(
+      await compileApp({
+        app: 'files',
+        hosts: ['files.test'],
+        tls: { mode: 'off' },
+        rateLimits: [
+          { name: 'per-file', key: 'ip+path', match: { path: '/files/**' }, limit: 1, window: '1m' },
+        ],
+      }),
+    )
+    const services = freshServices()
+    const outcomes = []
+    for (const url of ['/files/a', '/FILES/A/', '/Files/a', '/files/b'])
+      outcomes.push((await decide(files({ url }, services), 443)).kind)
+    expect(outcomes).toEqual(['proxy', 'refuse', 'refuse', 'proxy'])
+  })
+
   it('derives the client once and hands the canonical target to the upstream', async () => {
     const trusted = exchange({
       url: '//admin/./x?a=%2e',
@@ -129,6 +168,19 @@ describe('decide()', () => {
     })
     expect(headers).not.toHaveProperty('server')
     expect(app.responseEdits.apply({}, undefined, false)).not.toHaveProperty('strict-transport-security')
+  })
+
+  it('hardens the cookies the gateway adds (an auth service’s, the sticky one) beside the app’s', () => {
+    const headers = app.responseEdits.apply(
+      { 'set-cookie': 'app=1; Path=/' },
+      { 'set-cookie': ['_oauth2_proxy=s; Path=/', 'pcl_sticky=t; Path=/; Secure; SameSite=Lax'] },
+      true,
+    )
+    expect(headers['set-cookie']).toEqual([
+      'app=1; Path=/; Secure; SameSite=Lax',
+      '_oauth2_proxy=s; Path=/; Secure; SameSite=Lax',
+      'pcl_sticky=t; Path=/; Secure; SameSite=Lax',
+    ])
   })
 })
 
