@@ -29,7 +29,7 @@ describe('gateway settings', () => {
         gracePeriod: 30_000,
         headersTimeout: 15_000,
         keepAliveTimeout: 75_000,
-        h2StreamWindow: 8 * 1024 ** 2,
+        h2StreamWindow: 16 * 1024 ** 2,
         h2ConnectionWindow: 16 * 1024 ** 2,
         maxConnections: 0,
         proxyProtocolFrom: [],
