@@ -28,7 +28,13 @@ import { accessLineWriter, logAccess } from './access-log.js'
 import { enforceDeadlines } from './connection-deadlines.js'
 import type { ConnectionTracker } from './connections.js'
 import { peerAddress } from './front-door.js'
-import { afterTheReadSettles, boundUploadWindows, limitStreamResets } from './h2-sessions.js'
+import {
+  afterTheReadSettles,
+  boundUploadWindows,
+  limitStreamResets,
+  maxConcurrentStreams,
+  startingStreamWindow,
+} from './h2-sessions.js'
 import { awaitsContinue, forwardHttp } from './proxy.js'
 import { refuse } from './respond.js'
 import type { HostRouter, TlsFacts } from './routing.js'
@@ -441,7 +447,13 @@ function secureServer(
       allowHTTP1: true,
       // As nginx: one client cannot open thousands of streams (each an upstream request) at once.
       // Windows sized for uploads over links with latency; the session's own window is set per session.
-      settings: { maxConcurrentStreams: 128, initialWindowSize: context.listener.h2StreamWindow },
+      settings: {
+        maxConcurrentStreams,
+        initialWindowSize: startingStreamWindow({
+          streamWindow: context.listener.h2StreamWindow,
+          budget: context.listener.h2ConnectionWindow,
+        }),
+      },
       // The SNI context cannot change these (OpenSSL keeps the listener's): they are the server's own.
       minVersion: profile.minVersion,
       ciphers: profile.ciphers,

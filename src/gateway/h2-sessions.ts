@@ -9,57 +9,93 @@ import { constants, type Http2ServerRequest, type Http2Session, type Http2Stream
 const resetBurst = 900
 const resetsPerSecond = 30
 
+/** Streams a session may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS, as nginx). */
+export const maxConcurrentStreams = 128
+
+/** The stream window a session starts with: every stream it may open at once fits in the budget. */
+export function startingStreamWindow(windows: { streamWindow: number; budget: number }): number {
+  return windowFor(windows.budget / maxConcurrentStreams, windows.streamWindow)
+}
+
+/** A power of two between 64 KiB and `most` at or below `share`. */
+function windowFor(share: number, most: number): number {
+  return share >= most ? most : Math.max(65_536, 2 ** Math.floor(Math.log2(Math.max(1, share))))
+}
+
 /**
  * Receive windows sized for uploads and bounded per session. Node refills a session's own window as
  * data arrives, so what a client can make the gateway hold unread is what its uploading streams may
- * send: each at most its window, or its declared `content-length` (nghttp2 holds a body to it). That
- * sum is kept within `budget`: the initial stream window (SETTINGS_INITIAL_WINDOW_SIZE, which applies
- * to every stream of the session) is lowered as uploads run side by side and raised as they end, in
- * powers of two between 64 KiB and `streamWindow`; while a lowering is not acknowledged, an upload
- * that would overrun the budget is refused with REFUSED_STREAM (never processed, so a client may send
- * it again). Small bodies (an API's JSON) cost their length and are never refused.
+ * send: each at most the largest window it was given, or its declared `content-length` (nghttp2
+ * holds a body to it). The stream window (SETTINGS_INITIAL_WINDOW_SIZE, which applies to every open
+ * stream of the session) starts at the budget over the streams a session may open, so a burst of
+ * streams fits; it is raised to the budget's share of the uploads running (up to `streamWindow`: one
+ * upload gets all of it) and lowered as more run side by side, in powers of two. A stream the client
+ * opened with a larger window than the budget still allows (a lowering not yet acknowledged) is
+ * counted at that window; one that would take the session past twice its budget is refused with
+ * REFUSED_STREAM (never processed, so a client may send it again). A client that keeps to the
+ * settings is never refused: a refusal costs Node's own client its session.
  */
 export function boundUploadWindows(
   session: Http2Session,
   windows: { streamWindow: number; budget: number },
   refused: WeakSet<Http2Stream>,
 ): void {
-  const uploading = new Map<Http2Stream, number>()
+  const limit = 2 * windows.budget
+  const uploading = new Map<Http2Stream, { declared: number; cost: number }>()
   let reserved = 0
-  let acknowledged = windows.streamWindow
-  let sent = windows.streamWindow
+  // The window the client may use for a new stream: the largest of those sent and not yet replaced.
+  let sent = startingStreamWindow(windows)
+  let clientMay = sent
+  const grant = (target: number) => {
+    // A raise applies to every open stream too: each may then send up to it.
+    for (const [stream, upload] of uploading) {
+      const cost = Math.min(upload.declared, Math.max(upload.cost, target))
+      reserved += cost - upload.cost
+      uploading.set(stream, { ...upload, cost })
+    }
+  }
+  // Once the read that opened streams is processed: a burst of uploads gets one share each.
+  let retuning = false
   const retune = () => {
-    const share = Math.floor(windows.budget / Math.max(1, uploading.size))
-    const target =
-      share >= windows.streamWindow
-        ? windows.streamWindow
-        : Math.max(65_536, 2 ** Math.floor(Math.log2(share)))
+    if (retuning) return
+    retuning = true
+    setImmediate(() => {
+      retuning = false
+      settle()
+    })
+  }
+  const settle = () => {
+    const target = windowFor(windows.budget / Math.max(1, uploading.size), windows.streamWindow)
     if (target === sent || session.destroyed || session.closed) return
+    if (target > sent) grant(target)
     sent = target
+    clientMay = Math.max(clientMay, target)
     session.settings({ initialWindowSize: target }, () => {
-      if (sent === target) acknowledged = target
+      if (sent === target) clientMay = target
     })
   }
   session.on('stream', (stream: Http2Stream & { endAfterHeaders?: boolean }, headers) => {
     if (stream.endAfterHeaders) return
-    const declared = Number(headers['content-length'])
-    const cost =
-      Number.isSafeInteger(declared) && declared >= 0 ? Math.min(declared, acknowledged) : acknowledged
-    if (sent < acknowledged && reserved + cost > windows.budget) {
+    const length = Number(headers['content-length'])
+    const declared = Number.isSafeInteger(length) && length >= 0 ? length : Number.POSITIVE_INFINITY
+    const cost = Math.min(declared, clientMay)
+    if (reserved + cost > limit) {
       refused.add(stream)
       stream.close(constants.NGHTTP2_REFUSED_STREAM)
       return
     }
-    uploading.set(stream, cost)
+    uploading.set(stream, { declared, cost })
     reserved += cost
     const done = () => {
-      if (!uploading.delete(stream)) return
-      reserved -= cost
+      const upload = uploading.get(stream)
+      if (!upload) return
+      uploading.delete(stream)
+      reserved -= upload.cost
       retune()
     }
     stream.once('end', done)
     stream.once('close', done)
-    if (reserved > windows.budget || cost === acknowledged) retune()
+    retune()
   })
 }
 

@@ -87,19 +87,35 @@ export const productionRules: readonly Rule[] = [
       policy.routes.flatMap((route, index) => {
         if (route.stripPrefix === undefined && route.addPrefix === undefined) return []
         const upstreamPath = rewrittenPattern(route.path, route)
+        const field = ['routes', index, route.stripPrefix !== undefined ? 'stripPrefix' : 'addPrefix']
         const rules = [
           ...policy.access.map((rule, at) => ({ rule, name: `access[${at}]` })),
           ...(route.access ?? []).map((rule, at) => ({ rule, name: `routes[${index}].access[${at}]` })),
         ]
+        // Another route's rules judge only its own requests. Where both name one server the load
+        // refuses the rewrite; targets spelled apart (a DNS name and its address) may still be one.
+        const elsewhere = policy.routes.flatMap((other, otherIndex) =>
+          otherIndex === index || !patternsOverlap(upstreamPath, other.path)
+            ? []
+            : (other.access ?? [])
+                .filter((rule) => patternsOverlap(upstreamPath, rule.path))
+                .map((rule, at) => ({
+                  field,
+                  reason: `the route rewrites ${route.path} to ${upstreamPath}, where routes[${otherIndex}].access[${at}] (${rule.path}) restricts requests to routes[${otherIndex}] only: if their targets are one server, its rule is walked past`,
+                })),
+        )
         // A route whose own paths some rule already judges was thought about; one whose paths no rule
         // names, but whose rewrites land on restricted ones, is the surprise worth a warning.
-        if (rules.some(({ rule }) => patternsOverlap(route.path, rule.path))) return []
-        return rules
-          .filter(({ rule }) => patternsOverlap(upstreamPath, rule.path))
-          .map(({ rule, name }) => ({
-            field: ['routes', index, route.stripPrefix !== undefined ? 'stripPrefix' : 'addPrefix'],
-            reason: `the route rewrites ${route.path}, which no access rule names, to ${upstreamPath}, which ${name} (${rule.path}) restricts: its requests are judged on both paths`,
-          }))
+        if (rules.some(({ rule }) => patternsOverlap(route.path, rule.path))) return elsewhere
+        return [
+          ...rules
+            .filter(({ rule }) => patternsOverlap(upstreamPath, rule.path))
+            .map(({ rule, name }) => ({
+              field,
+              reason: `the route rewrites ${route.path}, which no access rule names, to ${upstreamPath}, which ${name} (${rule.path}) restricts: its requests are judged on both paths`,
+            })),
+          ...elsewhere,
+        ]
       }),
   },
   {

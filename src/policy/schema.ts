@@ -3,6 +3,7 @@ import { passwordHashPattern } from '../auth/passwords.js'
 import { parseCidr } from '../net/ip.js'
 import { isOriginSpec } from '../net/origin.js'
 import { isPathPattern, patternsOverlap, rewrittenPattern } from '../net/path-pattern.js'
+import { serverOf } from '../net/servers.js'
 import { isCipherSuite, isTls13Suite, tlsGroupNames, tlsProfileNames } from '../net/tls-profiles.js'
 import { duration, size } from './units.js'
 
@@ -1064,7 +1065,7 @@ export const policySchema = z
     // A route that rewrites its paths onto the app's targets must not land on paths another route
     // takes: that route's rules (access, logins, limits) would judge only the spelling the client sent.
     const targetsOf = (route: { upstream?: { targets?: readonly string[] | undefined } | undefined }) =>
-      new Set((route.upstream?.targets ?? policy.upstream.targets).map((target) => target.toLowerCase()))
+      new Set((route.upstream?.targets ?? policy.upstream.targets).map(serverOf))
     for (const [index, route] of policy.routes.entries()) {
       if (route.stripPrefix === undefined && route.addPrefix === undefined) continue
       // A prefix already refused says nothing about where its rewrites land.

@@ -43,9 +43,13 @@ describe('HTTP/2 receive windows', () => {
         'up.yaml': [
           'app: up',
           'hosts: [up.test]',
-          `upstream: { targets: ["${upstreamUrl}"], timeouts: { idle: 30s } }`,
+          // One connection: the uploads queued behind it are held by the gateway alone, not by the
+          // kernel's buffers of one upstream socket each.
+          `upstream: { targets: ["${upstreamUrl}"], maxConnections: 1, timeouts: { idle: 30s } }`,
           'limits: { maxBodySize: 64mb, bodySizes: [{ path: /small/**, max: 10mb }] }',
         ].join('\n'),
+        // The same upstream through a pool of the default size.
+        'par.yaml': `app: par\nhosts: [par.test]\nupstream: { targets: ["${upstreamUrl}"] }\nlimits: { maxBodySize: 64mb }\n`,
       },
       args: ['--grace-period', '2s'],
     })
@@ -57,10 +61,10 @@ describe('HTTP/2 receive windows', () => {
     await new Promise((resolve) => upstream.close(resolve))
   })
 
-  const session = () =>
+  const session = (servername = 'up.test') =>
     new Promise<ClientHttp2Session>((resolve, reject) => {
       const client = http2Connect(`https://127.0.0.1:${gateway.ports.https}`, {
-        servername: 'up.test',
+        servername,
         rejectUnauthorized: false,
       })
       client.once('remoteSettings', () => resolve(client))
@@ -88,9 +92,9 @@ describe('HTTP/2 receive windows', () => {
     return taken
   }
 
-  it('advertises a 16 MiB window per stream and 16 MiB per connection', async () => {
+  it('advertises its connection budget over the streams it may open (128 KiB) per stream, and 16 MiB per connection', async () => {
     const client = await session()
-    expect(client.remoteSettings.initialWindowSize).toBe(16 * 1024 ** 2)
+    expect(client.remoteSettings.initialWindowSize).toBe(128 * 1024)
     // The connection window is raised with a WINDOW_UPDATE right after the settings.
     const until = Date.now() + 5000 * timeoutScale
     while ((client.state.remoteWindowSize ?? 0) < 16 * 1024 ** 2 && Date.now() < until)
@@ -135,6 +139,40 @@ describe('HTTP/2 receive windows', () => {
     expect(h1).toBe(200)
     expect(received.get('/h1-upload')).toBe(expected)
   })
+
+  it.each([
+    [16, 8],
+    [64, 1],
+  ])(
+    'carries %i uploads of %i MiB at once on one session, none refused (Node’s client loses its session on refusals)',
+    async (count, mib) => {
+      const body = Buffer.alloc(mib * 1024 ** 2, 7)
+      const expected = `${body.length} ${createHash('sha256').update(body).digest('hex')}`
+      const client = await session('par.test')
+      const outcomes = await Promise.all(
+        Array.from(
+          { length: count },
+          (_, index) =>
+            new Promise<string>((resolve) => {
+              const stream = client.request({
+                ':method': 'POST',
+                ':path': `/parallel/${count}-${index}`,
+                ':authority': 'par.test',
+                'content-length': String(body.length),
+              })
+              stream.on('response', (head) => resolve(String(head[':status'])))
+              stream.on('error', (error: Error) => resolve(error.message))
+              stream.resume()
+              stream.end(body)
+            }),
+        ),
+      )
+      client.close()
+      expect(outcomes).toEqual(Array.from({ length: count }, () => '200'))
+      for (let index = 0; index < count; index++)
+        expect(received.get(`/parallel/${count}-${index}`)).toBe(expected)
+    },
+  )
 
   it.each([
     ['four uploads of 64 MiB', 4, 64],

@@ -144,8 +144,8 @@ describe('a path rewrite never lands past an access rule', () => {
       '    path: /old/**',
       '    stripPrefix: /old',
       '    addPrefix: /admin',
-      // A pool of its own (the same server under another name): /v1's rewrites cannot land on its paths.
-      `    upstream: { targets: ["${target.replace('127.0.0.1', 'localhost')}"] }`,
+      // A pool of its own, on another server: /v1's rewrites cannot land on its paths.
+      `    upstream: { targets: ["${target.replace(/:\d+$/, ':9')}"] }`,
     ].join('\n')
 
   beforeAll(async () => {
@@ -229,6 +229,13 @@ describe('a path rewrite never lands past an access rule', () => {
         '  - { path: /adm/**, upstream: { targets: ["HTTP://127.0.0.1:1"] }, access: [{ path: /adm/**, deny: all }] }',
       ],
     ],
+    [
+      'targets spelled apart',
+      [
+        '  - { path: /v1/**, stripPrefix: /v1, upstream: { targets: ["http://127.0.0.1:1/"] } }',
+        '  - { path: /adm/**, upstream: { targets: ["dns+http://localhost:1"] }, access: [{ path: /adm/**, deny: all }] }',
+      ],
+    ],
   ])('refuses the same clash through %s', async (_case, routes) => {
     const clash = await makePolicyDir({
       'clash.yaml': [
@@ -243,6 +250,24 @@ describe('a path rewrite never lands past an access rule', () => {
     expect(code).toBe(2)
     expect(stdout).toMatch(
       /routes\[0\]\.stripPrefix: rewrites .* onto paths routes\[1\] \(\/adm\/\*\*\) takes/,
+    )
+  })
+
+  it('warns where a rewrite reaches another route’s rule on targets that may be one server', async () => {
+    const maybe = await makePolicyDir({
+      'maybe.yaml': [
+        'app: maybe',
+        'hosts: [maybe.test]',
+        'upstream: { targets: ["http://127.0.0.1:1"] }',
+        'routes:',
+        '  - { path: /v1/**, stripPrefix: /v1, upstream: { targets: ["http://db.internal:8080"] } }',
+        '  - { path: /adm/**, upstream: { targets: ["http://10.0.0.5:8080"] }, access: [{ path: /adm/**, deny: all }] }',
+      ].join('\n'),
+    })
+    const { code, stdout } = await runCli(['check', maybe])
+    expect(code).toBe(0)
+    expect(stdout).toMatch(
+      /maybe\.yaml:5:\d+ PCL-ROUTE-REWRITE-RESTRICTED warning: the route rewrites \/v1\/\*\* to \/\*\*, where routes\[1\]\.access\[0\] \(\/adm\/\*\*\) restricts requests to routes\[1\] only/,
     )
   })
 
