@@ -38,6 +38,8 @@ export class JwtGuard implements Guard {
     const token = bearerToken(exchange.headers.authorization)
     if (token === undefined) return required ? refuse('invalid_request', 'A bearer token is required') : allow
     const { issuer, audiences, algorithms, clockSkew } = this.section
+    const unverified = (reason: string) =>
+      required ? refuse('invalid_token', `The bearer token is not valid (${reason})`) : allow
     const verified = jwtVerify(token, this.keys as JWTVerifyGetKey, {
       issuer,
       audience: audiences,
@@ -49,22 +51,15 @@ export class JwtGuard implements Guard {
     return verified.then(
       ({ payload }) => {
         // `exp: 1e400` parses as Infinity, which jose takes as a time far ahead: good forever.
-        if (
-          ![payload.exp, payload.nbf, payload.iat].every(
-            (time) => time === undefined || Number.isFinite(time),
-          )
-        )
-          return required
-            ? refuse('invalid_token', 'The bearer token is not valid (ERR_JWT_CLAIM_TIME)')
-            : allow
+        const times = [payload.exp, payload.nbf, payload.iat]
+        if (!times.every((time) => time === undefined || Number.isFinite(time)))
+          return unverified('ERR_JWT_CLAIM_TIME')
+        if (decodedSegments(token).some(hasDuplicateMembers)) return unverified('ERR_JWT_DUPLICATE_MEMBER')
         exchange.claims = payload
         if (typeof payload.sub === 'string') exchange.user ??= payload.sub
         return allow
       },
-      (error: unknown) => {
-        const reason = (error as { code?: string }).code ?? 'ERR_JWT_INVALID'
-        return required ? refuse('invalid_token', `The bearer token is not valid (${reason})`) : allow
-      },
+      (error: unknown) => unverified((error as { code?: string }).code ?? 'ERR_JWT_INVALID'),
     )
   }
 
@@ -77,6 +72,45 @@ export class JwtGuard implements Guard {
 
 function refuse(error: string, message: string): Decision {
   return deny('PCL_TOKEN_INVALID', 'jwt', message, { 'www-authenticate': `Bearer error="${error}"` })
+}
+
+/**
+ * Whether a JSON text names one member twice in an object (`"role":"user","role":"admin"`): jose
+ * reads the last, a first-wins parser in the app the first, so the token would mean two things.
+ * RFC 7515 §4 lets a verifier reject such tokens; no issuer writes them.
+ */
+export function hasDuplicateMembers(json: string): boolean {
+  const objects: (Set<string> | undefined)[] = []
+  let expectsKey = false
+  for (let index = 0; index < json.length; index++) {
+    const char = json[index]
+    if (char === '"') {
+      let end = index + 1
+      while (end < json.length && json[end] !== '"') end += json[end] === '\\' ? 2 : 1
+      const members = objects.at(-1)
+      if (expectsKey && members) {
+        // Escapes folded: "r\u006fle" is "role".
+        const key = JSON.parse(json.slice(index, end + 1)) as string
+        if (members.has(key)) return true
+        members.add(key)
+      }
+      expectsKey = false
+      index = end
+    } else if (char === '{') {
+      objects.push(new Set())
+      expectsKey = true
+    } else if (char === '[') objects.push(undefined)
+    else if (char === '}' || char === ']') objects.pop()
+    else if (char === ',') expectsKey = objects.at(-1) !== undefined
+  }
+  return false
+}
+
+function decodedSegments(token: string): string[] {
+  return token
+    .split('.')
+    .slice(0, 2)
+    .map((segment) => Buffer.from(segment, 'base64url').toString('utf8'))
 }
 
 function bearerToken(header: string | undefined): string | undefined {

@@ -107,7 +107,8 @@ export function normalisedHost(host: string, proto: string): string {
   const close = name.lastIndexOf(']')
   const colon = name.lastIndexOf(':')
   if (colon > close) {
-    port = name.slice(colon + 1)
+    // `:0443` is port 443, as a URL parser reads it.
+    port = String(Number(name.slice(colon + 1)))
     name = name.slice(0, colon)
   }
   if (name.endsWith('.')) name = name.slice(0, -1)
@@ -125,5 +126,5 @@ const hostAndPort =
  */
 export function isHostAndPort(host: string): boolean {
   const match = hostAndPort.exec(host)
-  return match !== null && (match[1] === undefined || Number(match[1]) <= 65_535)
+  return match !== null && (match[1] === undefined || (Number(match[1]) >= 1 && Number(match[1]) <= 65_535))
 }

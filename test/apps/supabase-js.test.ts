@@ -186,7 +186,9 @@ describe('supabase-js on another origin calling pgStack behind the pgStack pack,
     }
     expect(api.received.slice(before).filter((request) => request.method !== 'GET')).toEqual([])
     expect(api.joins.filter((join) => join.origin === foreign)).toEqual([])
-    // Only refusals of the foreign origin, and each kind of attempt refused.
+    // Only refusals of the foreign origin, and each kind of attempt refused (the WebSocket's line can
+    // trail the error the page saw).
+    await gateway.waitForLog((line) => line.code === 'PCL_WS_ORIGIN_DENIED')
     const kinds = new Set(refusals(gateway).map((line) => `${line.method} ${line.path} ${line.code}`))
     expect(kinds).toEqual(
       new Set([

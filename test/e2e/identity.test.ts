@@ -227,7 +227,7 @@ describe('verified JWT claims', () => {
     }
   })
 
-  it('refuses a token without an expiry, which would be good forever', async () => {
+  it('refuses a token without an expiry, with one that never comes, or with a claim named twice', async () => {
     const forever = await new SignJWT({})
       .setProtectedHeader({ alg: 'RS256', kid: 'rsa-1' })
       .setIssuer(issuer)
@@ -240,7 +240,17 @@ describe('verified JWT claims', () => {
     )
       .setProtectedHeader({ alg: 'RS256', kid: 'rsa-1' })
       .sign(keys['rsa-1'] as CryptoKey)
-    for (const bad of [forever, infinite]) {
+    // A claim named twice: jose reads the last, an app's first-wins parser the first.
+    const twice = await new CompactSign(
+      new TextEncoder().encode(
+        `{"iss":"${issuer}","aud":"api","sub":"user-1","exp":${Math.floor(Date.now() / 1000) + 300},"role":"viewer","role":"admin"}`,
+      ),
+    )
+      .setProtectedHeader({ alg: 'RS256', kid: 'rsa-1' })
+      .sign(keys['rsa-1'] as CryptoKey)
+    // Off jwt.paths the token is not required: it is simply not verified, so no role reaches the rule.
+    expect((await ask('/admin/users', twice)).status).toBe(403)
+    for (const bad of [forever, infinite, twice]) {
       const refused = await ask('/private/x', bad)
       expect(refused.status).toBe(401)
       expect(refused.json()).toMatchObject({ error: { code: 'PCL_TOKEN_INVALID' } })

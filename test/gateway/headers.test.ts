@@ -210,6 +210,8 @@ describe('headers the gateway vouches for', () => {
     ['shop.example.com:80', 'http', 'shop.example.com'],
     ['shop.example.com:443', 'http', 'shop.example.com:443'],
     ['[::1]:443', 'https', '[::1]'],
+    ['shop.example.com:0443', 'https', 'shop.example.com'],
+    ['shop.example.com:08443', 'https', 'shop.example.com:8443'],
   ])('normalises the host %s over %s to %s', (host, proto, expected) => {
     expect(normalisedHost(host, proto)).toBe(expected)
   })

@@ -24,6 +24,18 @@ export function refusals(gateway: RunningGateway): Record<string, unknown>[] {
 }
 
 /**
+ * The refusals once `count` of them are logged, or what is logged after the wait: a refusal's log line
+ * can trail the answer the browser already acted on.
+ */
+export async function refusalsOnceLogged(
+  gateway: RunningGateway,
+  count: number,
+): Promise<Record<string, unknown>[]> {
+  await gateway.waitForLog(() => refusals(gateway).length >= count).catch(() => undefined)
+  return refusals(gateway)
+}
+
+/**
  * A plain HTTP site for pages of other origins (a foreign site): `files` on their paths, an empty page
  * on every other one.
  */
