@@ -196,18 +196,26 @@ describe('a path rewrite never lands past an access rule', () => {
     expect(socket.status).toBe(403)
   })
 
+  /** `portcullis check` of an app on http://127.0.0.1:1 with these routes (clash.yaml, routes from line 5). */
+  const checkRoutes = async (routes: string[]) =>
+    runCli([
+      'check',
+      await makePolicyDir({
+        'clash.yaml': [
+          'app: clash',
+          'hosts: [clash.test]',
+          'upstream: { targets: ["http://127.0.0.1:1"] }',
+          'routes:',
+          ...routes,
+        ].join('\n'),
+      }),
+    ])
+
   it('refuses a policy whose rewrite lands on paths another route takes on the same targets', async () => {
-    const clash = await makePolicyDir({
-      'clash.yaml': [
-        'app: clash',
-        'hosts: [clash.test]',
-        'upstream: { targets: ["http://127.0.0.1:1"] }',
-        'routes:',
-        '  - { path: /v1/**, stripPrefix: /v1 }',
-        '  - { path: /adm/**, access: [{ path: /adm/**, deny: all }] }',
-      ].join('\n'),
-    })
-    const { code, stdout } = await runCli(['check', clash])
+    const { code, stdout } = await checkRoutes([
+      '  - { path: /v1/**, stripPrefix: /v1 }',
+      '  - { path: /adm/**, access: [{ path: /adm/**, deny: all }] }',
+    ])
     expect(code).toBe(2)
     expect(stdout).toMatch(
       /clash\.yaml:5:\d+ routes\[0\]\.stripPrefix: rewrites \/v1\/\*\* to \/\*\*, onto paths routes\[1\] \(\/adm\/\*\*\) takes on the same targets/,
@@ -237,16 +245,7 @@ describe('a path rewrite never lands past an access rule', () => {
       ],
     ],
   ])('refuses the same clash through %s', async (_case, routes) => {
-    const clash = await makePolicyDir({
-      'clash.yaml': [
-        'app: clash',
-        'hosts: [clash.test]',
-        'upstream: { targets: ["http://127.0.0.1:1"] }',
-        'routes:',
-        ...routes,
-      ].join('\n'),
-    })
-    const { code, stdout } = await runCli(['check', clash])
+    const { code, stdout } = await checkRoutes(routes)
     expect(code).toBe(2)
     expect(stdout).toMatch(
       /routes\[0\]\.stripPrefix: rewrites .* onto paths routes\[1\] \(\/adm\/\*\*\) takes/,
@@ -254,28 +253,18 @@ describe('a path rewrite never lands past an access rule', () => {
   })
 
   it('warns where a rewrite reaches another route’s rule on targets that may be one server', async () => {
-    const maybe = await makePolicyDir({
-      'maybe.yaml': [
-        'app: maybe',
-        'hosts: [maybe.test]',
-        'upstream: { targets: ["http://127.0.0.1:1"] }',
-        'routes:',
-        '  - { path: /v1/**, stripPrefix: /v1, upstream: { targets: ["http://db.internal:8080"] } }',
-        '  - { path: /adm/**, upstream: { targets: ["http://10.0.0.5:8080"] }, access: [{ path: /adm/**, deny: all }] }',
-      ].join('\n'),
-    })
-    const { code, stdout } = await runCli(['check', maybe])
+    const { code, stdout } = await checkRoutes([
+      '  - { path: /v1/**, stripPrefix: /v1, upstream: { targets: ["http://db.internal:8080"] } }',
+      '  - { path: /adm/**, upstream: { targets: ["http://10.0.0.5:8080"] }, access: [{ path: /adm/**, deny: all }] }',
+    ])
     expect(code).toBe(0)
     expect(stdout).toMatch(
-      /maybe\.yaml:5:\d+ PCL-ROUTE-REWRITE-RESTRICTED warning: the route rewrites \/v1\/\*\* to \/\*\*, where routes\[1\]\.access\[0\] \(\/adm\/\*\*\) restricts requests to routes\[1\] only/,
+      /clash\.yaml:5:\d+ PCL-ROUTE-REWRITE-RESTRICTED warning: the route rewrites \/v1\/\*\* to \/\*\*, where routes\[1\]\.access\[0\] \(\/adm\/\*\*\) restricts requests to routes\[1\] only/,
     )
   })
 
   it.each(['/%2e%2e', '/v1/../admin', '/a%2Fb'])('refuses a route prefix %s', async (prefix) => {
-    const bad = await makePolicyDir({
-      'bad.yaml': `app: bad\nhosts: [bad.test]\nupstream: { targets: ["http://127.0.0.1:1"] }\nroutes:\n  - { path: /v1/**, stripPrefix: "${prefix}" }\n`,
-    })
-    const { code, stdout } = await runCli(['check', bad])
+    const { code, stdout } = await checkRoutes([`  - { path: /v1/**, stripPrefix: "${prefix}" }`])
     expect(code).toBe(2)
     expect(stdout).toMatch(/routes\[0\]\.stripPrefix: must/)
   })
