@@ -32,8 +32,9 @@ function windowFor(share: number, most: number): number {
  * upload gets all of it) and lowered as more run side by side, in powers of two. A stream the client
  * opened with a larger window than the budget still allows (a lowering not yet acknowledged) is
  * counted at that window; one that would take the session past twice its budget is refused with
- * REFUSED_STREAM (never processed, so a client may send it again). A client that keeps to the
- * settings is never refused: a refusal costs Node's own client its session.
+ * REFUSED_STREAM (never processed, so a client may send it again). Uploads opened together are never
+ * refused, since the window is set once the read that opened them is processed: a run of refusals
+ * costs Node's own client its session.
  */
 export function boundUploadWindows(
   session: Http2Session,
