@@ -47,13 +47,18 @@ export function boundUploadWindows(
   // The window the client may use for a new stream: the largest of those sent and not yet replaced.
   let sent = startingStreamWindow(windows)
   let clientMay = sent
-  const grant = (target: number) => {
-    // A raise applies to every open stream too: each may then send up to it.
-    for (const [stream, upload] of uploading) {
-      const cost = Math.min(upload.declared, Math.max(upload.cost, target))
-      reserved += cost - upload.cost
-      uploading.set(stream, { ...upload, cost })
-    }
+  // A raise applies to every open stream too: each may then send up to it.
+  const raisedCost = (upload: { declared: number; cost: number }, target: number) =>
+    Math.min(upload.declared, Math.max(upload.cost, target))
+  const grant = (target: number): boolean => {
+    let raised = reserved
+    for (const upload of uploading.values()) raised += raisedCost(upload, target) - upload.cost
+    // Streams that hold what larger windows let in keep the window where it is.
+    if (raised > limit) return false
+    for (const [stream, upload] of uploading)
+      uploading.set(stream, { ...upload, cost: raisedCost(upload, target) })
+    reserved = raised
+    return true
   }
   // Once the read that opened streams is processed: a burst of uploads gets one share each.
   let retuning = false
@@ -68,7 +73,7 @@ export function boundUploadWindows(
   const settle = () => {
     const target = windowFor(windows.budget / Math.max(1, uploading.size), windows.streamWindow)
     if (target === sent || session.destroyed || session.closed) return
-    if (target > sent) grant(target)
+    if (target > sent && !grant(target)) return
     sent = target
     clientMay = Math.max(clientMay, target)
     session.settings({ initialWindowSize: target }, () => {

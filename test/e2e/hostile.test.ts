@@ -321,9 +321,14 @@ describe('hostile traffic: what attackers take, comes back', () => {
     )
     session.destroy()
     await backToBaseline()
-    const cancelled = gateway.logs.filter(
-      (line) => line.msg === 'request' && String(line.path).startsWith('/stuck/'),
+    const cancelledLines = () =>
+      gateway.logs.filter((line) => line.msg === 'request' && String(line.path).startsWith('/stuck/'))
+    // A line can trail the metric that said the request ended.
+    await eventually(
+      () => cancelledLines().filter((line) => String(line.path).startsWith('/stuck/held-')).length,
+      (count) => count >= held.length,
     )
+    const cancelled = cancelledLines()
     // 499: the client left; 503: refused at once, past the upstream's connection cap and queue.
     expect(
       cancelled.filter((line) => String(line.path).startsWith('/stuck/held-') && line.status === 499).length,
