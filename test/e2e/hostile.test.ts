@@ -53,6 +53,12 @@ async function startUpstream(): Promise<Upstream> {
       }, 400)
       return
     }
+    if (url.startsWith('/longpoll')) {
+      // Silent for 7 s (three and a half keep-alive periods here), then one answer.
+      const timer = setTimeout(() => response.end('late news'), 7000)
+      request.on('close', () => clearTimeout(timer))
+      return
+    }
     if (url.startsWith('/stuck')) return // never answers
     const chunks: Buffer[] = []
     request.on('data', (chunk: Buffer) => chunks.push(chunk))
@@ -384,6 +390,27 @@ describe('hostile traffic: what attackers take, comes back', () => {
     session.destroy()
     await backToBaseline()
     expect(upstream.completeBodies).toEqual([])
+  })
+
+  it('an HTTP/2 long poll lives past every keep-alive period while its client answers PINGs, and leaves nothing behind', async () => {
+    const session = await http2Session(gateway.ports.https, host)
+    const stream = session.request({ ':path': '/longpoll/h2', ':authority': host })
+    const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      let status = 0
+      let body = ''
+      stream.on('response', (head) => {
+        status = Number(head[':status'])
+      })
+      stream.setEncoding('utf8')
+      stream.on('data', (chunk: string) => {
+        body += chunk
+      })
+      stream.on('end', () => resolve({ status, body }))
+      stream.on('error', reject)
+    })
+    expect(answer).toEqual({ status: 200, body: 'late news' })
+    session.close()
+    await backToBaseline()
   })
 
   it('closes an HTTP/2 session that a protocol error stopped, although its stream never ended', async () => {
