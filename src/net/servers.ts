@@ -1,3 +1,15 @@
+import { CidrSet, canonicalIp, parseCidr } from './ip.js'
+
+const loopbackNetworks = new CidrSet(['127.0.0.0/8', '::1/128'].flatMap((text) => parseCidr(text) ?? []))
+
+/** Whether a URL's hostname is this machine's loopback: `localhost`, 127/8 or `::1`, in any spelling. */
+export function isLoopbackHost(hostname: string): boolean {
+  const host = hostname.toLowerCase().replace(/\.$/, '')
+  if (host === 'localhost' || host.endsWith('.localhost')) return true
+  const ip = canonicalIp(host.replace(/^\[|\]$/g, ''))
+  return ip !== '' && loopbackNetworks.has(ip)
+}
+
 /**
  * The server an upstream target reaches, as far as its spelling tells: host and port, the default port
  * filled in, IPv4 and IPv6 literals in the URL parser's canonical form (`127.1`, `0x7f000001` and
@@ -14,17 +26,6 @@ export function serverOf(target: string): string {
   }
   const host = url.hostname.toLowerCase().replace(/\.$/, '')
   const port = url.port || (url.protocol === 'https:' ? '443' : '80')
-  return `${isThisMachine(host) ? 'loopback' : host}:${port}`
-}
-
-function isThisMachine(host: string): boolean {
-  return (
-    host === 'localhost' ||
-    host.endsWith('.localhost') ||
-    host.startsWith('127.') ||
-    host === '0.0.0.0' ||
-    host === '[::1]' ||
-    host === '[::]' ||
-    /^\[::ffff:(?:7f[0-9a-f]{2}:[0-9a-f]{1,4}|0:0)\]$/.test(host)
-  )
+  const thisMachine = isLoopbackHost(host) || host === '0.0.0.0' || host === '[::]'
+  return `${thisMachine ? 'loopback' : host}:${port}`
 }

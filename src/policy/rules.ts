@@ -1,5 +1,6 @@
 import { CidrSet, parseCidr } from '../net/ip.js'
 import { compilePathPattern, patternsOverlap, rewrittenPattern } from '../net/path-pattern.js'
+import { isLoopbackHost } from '../net/servers.js'
 import { cipherWeakness, groupWeakness } from '../net/tls-profiles.js'
 
 import type { FieldPath, LoadedPolicy, PolicyProblem } from './load.js'
@@ -347,8 +348,7 @@ export const productionRules: readonly Rule[] = [
       const url = policy.forwardAuth?.url
       if (!url) return []
       const { protocol, hostname } = new URL(url)
-      const loopback = hostname === 'localhost' || isLoopback(hostname.replace(/^\[|\]$/g, ''))
-      return protocol === 'http:' && !loopback
+      return protocol === 'http:' && !isLoopbackHost(hostname)
         ? [{ field: ['forwardAuth', 'url'], reason: 'cookies and tokens go to the auth service unencrypted' }]
         : []
     },
@@ -465,10 +465,4 @@ function takesAllOf(first: RouteSection, later: RouteSection): boolean {
     ? [later.path.slice(0, -3) || '/', `${later.path.slice(0, -3)}/${anySegment}/${anySegment}`]
     : [later.path]
   return paths.every((path) => pattern.test(standIn(path)))
-}
-
-const loopbackNetworks = new CidrSet(['127.0.0.0/8', '::1/128'].flatMap((text) => parseCidr(text) ?? []))
-
-function isLoopback(host: string): boolean {
-  return loopbackNetworks.has(host)
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { serverOf } from '../../src/net/servers.js'
+import { isLoopbackHost, serverOf } from '../../src/net/servers.js'
 
 describe('the server a target reaches', () => {
   it.each([
@@ -22,4 +22,19 @@ describe('the server a target reaches', () => {
     expect(serverOf('http://api.internal:8080')).not.toBe(serverOf('http://admin.internal:8080'))
     expect(serverOf('http://127.0.0.1:8082')).not.toBe(serverOf('http://127.0.0.1:8083'))
   })
+})
+
+describe('loopback host names', () => {
+  it.each(['localhost', 'LOCALHOST.', 'api.localhost', '127.0.0.1', '127.9.9.9', '[::1]', '[::ffff:7f00:1]'])(
+    '%s is this machine',
+    (host) => {
+      expect(isLoopbackHost(host)).toBe(true)
+    },
+  )
+  it.each(['10.0.0.1', '[::ffff:a00:1]', 'example.com', 'localhost.example.com', '[2001:db8::1]'])(
+    '%s is not',
+    (host) => {
+      expect(isLoopbackHost(host)).toBe(false)
+    },
+  )
 })
