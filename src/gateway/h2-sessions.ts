@@ -8,6 +8,13 @@ import { constants, type Http2ServerRequest, type Http2Session, type Http2Stream
  */
 const resetBurst = 900
 const resetsPerSecond = 30
+/**
+ * How long a session closed for abuse keeps reading after its GOAWAY: closing the socket while the
+ * client's frames are still arriving answers them with a TCP reset, which can erase the GOAWAY from the
+ * client's receive buffer before it reads it (the lingering close of RFC 9112 section 9.6, as nginx
+ * does for HTTP/2). After a GOAWAY, new streams are ignored by nghttp2 and cost no handler.
+ */
+const abuseLingerMs = 1000
 
 /** Streams a session may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS, as nginx). */
 export const maxConcurrentStreams = 128
@@ -109,8 +116,8 @@ export function boundUploadWindows(
  * HTTP/2 rapid reset (CVE-2023-44487): a client opens streams and resets them at once, so each costs
  * the server a request while costing the client two frames. A session gets a budget of streams it
  * resets before their answer (a token bucket: a browser cancelling the images of a page it left stays
- * far below it); past it the session is closed with GOAWAY ENHANCE_YOUR_CALM and its socket destroyed
- * at once. A session whose client closed its side is destroyed too, rather than left half-open until
+ * far below it); past it the session is sent GOAWAY ENHANCE_YOUR_CALM and destroyed once the client
+ * closes its side or a short linger has passed. A session whose client closed its side is destroyed too, rather than left half-open until
  * an idle timer fires (CLOSE-WAIT).
  */
 export function limitStreamResets(
@@ -134,9 +141,9 @@ export function limitStreamResets(
       if (tokens >= 0 || session.destroyed) return
       closing = true
       onAbuse(resets)
-      // The GOAWAY goes out with this turn's writes; destroying at once would drop it unsent.
       session.goaway(constants.NGHTTP2_ENHANCE_YOUR_CALM)
-      setImmediate(() => session.destroy())
+      const linger = setTimeout(() => session.destroy(), abuseLingerMs)
+      session.once('close', () => clearTimeout(linger))
     })
   })
   session.socket?.once('end', () => {
