@@ -3,7 +3,8 @@
  * stream, on connection after connection) against Portcullis and against nginx on the same upstream
  * and certificate, while an ordinary client keeps making requests. Reported per server: the ordinary
  * requests' success and p50 against their p50 before the attack, the server's CPU per reset stream
- * (from /proc, its children included), its memory growth, the upstream requests the attack caused, and
+ * (from /proc, its children included, less the ordinary requests at their cost measured alone), its
+ * memory growth, the upstream requests the attack caused, and
  * the sockets left in CLOSE-WAIT once the attackers have gone.
  *
  * The other soak and fault runs are tests: Sentinel and Cluster failover under load
@@ -124,11 +125,15 @@ async function measure(
 ) {
   // Before: the ordinary client alone for 3 s.
   let stop = false
+  const cpuAlone = treeCpuUs(pid) ?? 0
   const alone = ordinary(port, host, () => stop)
   await new Promise((resolve) => setTimeout(resolve, 3000))
   stop = true
   await alone.done
   const baseline = median(alone.latencies)
+  // What an ordinary request costs the server, so that serving more of them during the attack does not
+  // read as resets costing more.
+  const cpuPerOrdinary = ((treeCpuUs(pid) ?? 0) - cpuAlone) / Math.max(1, alone.latencies.length)
   // During: the attack, with the ordinary client beside it.
   stop = false
   const during = ordinary(port, host, () => stop)
@@ -154,13 +159,14 @@ async function measure(
   const rssGrowth = rssMb(pid) - rssBefore
   await new Promise((resolve) => setTimeout(resolve, 1000))
   const ordinaryCount = during.latencies.length
+  const attackCpu = Math.max(0, cpu - (ordinaryCount + during.failed()) * cpuPerOrdinary)
   return {
     name,
     success: ordinaryCount / (ordinaryCount + during.failed()),
     ordinary: ordinaryCount + during.failed(),
     p50: median(during.latencies),
     baseline,
-    cpuPerReset: cpu / pairs,
+    cpuPerReset: attackCpu / pairs,
     rssGrowth,
     upstreamRequests: upstream.requests - requestsBefore - ordinaryCount,
     seconds,
