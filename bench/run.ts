@@ -164,6 +164,7 @@ async function main(): Promise<void> {
     gatewayHttps: await freePort(),
     gatewayAdmin: await freePort(),
     nodeProxy: await freePort(),
+    fastifyProxy: await freePort(),
     baselineHttp: await freePort(),
     baselineHttps: await freePort(),
     baselineAdmin: await freePort(),
@@ -225,6 +226,29 @@ require('node:http').createServer((request, response) => {
 }).listen(${ports.nodeProxy}, '127.0.0.1')`,
     ],
     'node proxy',
+  )
+  // The Fastify floor: the same proxy as one Fastify 5 route with no hooks, the least a Fastify gateway
+  // can cost per request.
+  const fastifyProxy = start(
+    [
+      process.execPath,
+      '-e',
+      `const { Pool } = require('undici')
+const pool = new Pool('http://127.0.0.1:${ports.upstream}', { connections: 256, pipelining: 1 })
+const hopByHop = new Set(['connection', 'keep-alive', 'transfer-encoding'])
+const app = require('fastify')({ logger: false })
+app.all('/*', async (request, reply) => {
+  try {
+    const { statusCode, headers, body } = await pool.request({ path: request.url, method: request.method, headers: request.headers, body: null })
+    for (const name of Object.keys(headers)) if (hopByHop.has(name)) delete headers[name]
+    return reply.code(statusCode).headers(headers).send(body)
+  } catch {
+    return reply.code(502).send()
+  }
+})
+app.listen({ port: ${ports.fastifyProxy}, host: '127.0.0.1' })`,
+    ],
+    'fastify proxy',
   )
 
   // Caddy on one core (GOMAXPROCS=1), on the gateway's core: the Go proxy per core.
@@ -396,6 +420,7 @@ http {
     waitForPort(ports.caddy),
     waitForPort(ports.upstream),
     waitForPort(ports.nodeProxy),
+    waitForPort(ports.fastifyProxy),
     waitForPort(ports.nginxHttp),
     waitForPort(ports.nginxHttps),
   ])
@@ -429,6 +454,7 @@ http {
     { name: 'direct http', url: `http://127.0.0.1:${ports.upstream}/`, host: 'plain.bench' },
     { name: 'nginx http', url: `http://127.0.0.1:${ports.nginxHttp}/`, host: 'plain.bench' },
     { name: 'node proxy http', url: `http://127.0.0.1:${ports.nodeProxy}/`, host: 'plain.bench' },
+    { name: 'fastify proxy http', url: `http://127.0.0.1:${ports.fastifyProxy}/`, host: 'plain.bench' },
     { name: 'caddy http (1 core)', url: `http://127.0.0.1:${ports.caddy}/`, host: 'plain.bench' },
     ...withBaseline(gatewayCases.slice(0, 1)),
     { name: 'workers2 http', url: `http://127.0.0.1:${ports.workersHttp}/`, host: 'plain.bench' },
@@ -444,20 +470,17 @@ http {
   )
   // Warm-up: JIT, keep-alive pools, TLS session setup.
   let warmupRequests = 0
-  const pidFor = (each: Case) =>
-    each.name.startsWith('portcullis')
-      ? gateway.pid
-      : each.name.startsWith('baseline')
-        ? baseline?.pid
-        : each.name.startsWith('workers2')
-          ? workersGateway.pid
-          : each.name.startsWith('node proxy')
-            ? nodeProxy.pid
-            : each.name.startsWith('caddy')
-              ? caddy.pid
-              : each.name.startsWith('nginx')
-                ? nginx.pid
-                : undefined
+  /** The process measured for a case's CPU, by the case's first words. */
+  const measuredProcesses: [string, ChildProcess | undefined][] = [
+    ['portcullis', gateway],
+    ['baseline', baseline],
+    ['workers2', workersGateway],
+    ['node proxy', nodeProxy],
+    ['fastify proxy', fastifyProxy],
+    ['caddy', caddy],
+    ['nginx', nginx],
+  ]
+  const pidFor = (each: Case) => measuredProcesses.find(([prefix]) => each.name.startsWith(prefix))?.[1]?.pid
   for (const each of cases) {
     // Each worker optimises its own code: two workers need twice the warm-up traffic.
     const run = wrk(each, each.name.startsWith('workers2') ? warmupSeconds * 2 : warmupSeconds)
@@ -482,6 +505,15 @@ http {
   const pairedRatio = (name: string, reference: string) => {
     const references = runsOf(reference)
     return median(runsOf(name).map((run, round) => run.rps / (references[round]?.rps ?? Number.NaN)))
+  }
+  /** The median over rounds of this case's CPU per request divided by the reference's in the same round. */
+  const cpuRatio = (name: string, reference: string) => {
+    const references = runsOf(reference)
+    return median(
+      runsOf(name).map(
+        (run, round) => (run.proxyCpuUs ?? Number.NaN) / (references[round]?.proxyCpuUs ?? Number.NaN),
+      ),
+    )
   }
   const nginxFor = (name: string) => (name.includes('https') ? 'nginx https' : 'nginx http')
   const isGateway = (name: string) => /^(portcullis|baseline|workers2) /.test(name)
@@ -519,6 +551,11 @@ http {
           }
         : {}),
       'proxy cpu us/req': cpu.length > 0 ? median(cpu).toFixed(0) : '',
+      // The request path's budget: CPU per request against the Fastify floor (one route, no hooks).
+      'cpu x fastify floor':
+        isGateway(each.name) && /^\S+ http\b/.test(each.name)
+          ? cpuRatio(each.name, 'fastify proxy http').toFixed(2)
+          : '',
     }
   })
   console.table(rows)
@@ -542,14 +579,6 @@ http {
   )
 
   // --workers 2 against 1: gateway CPU per request (primary and workers together), paired by round.
-  const cpuRatio = (name: string, reference: string) => {
-    const references = runsOf(reference)
-    return median(
-      runsOf(name).map(
-        (run, round) => (run.proxyCpuUs ?? Number.NaN) / (references[round]?.proxyCpuUs ?? Number.NaN),
-      ),
-    )
-  }
   console.log(
     `--workers 2 vs 1, gateway CPU per request: x${cpuRatio('workers2 http', 'portcullis http').toFixed(2)} (http), ` +
       `x${cpuRatio('workers2 https', 'portcullis https').toFixed(2)} (https). Both workers share the server core ` +

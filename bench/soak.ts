@@ -29,6 +29,7 @@ import { median, startPortcullis } from './portcullis.js'
 const pairs = Number(process.env.SOAK_PAIRS ?? 200_000)
 const attackers = Number(process.env.SOAK_CONNECTIONS ?? 4)
 const children: ChildProcess[] = []
+const goawayFrame = 0x7
 
 /** HEADERS (END_STREAM, END_HEADERS) of literal fields, then RST_STREAM CANCEL. */
 function pair(stream: number, host: string): Buffer {
@@ -36,7 +37,11 @@ function pair(stream: number, host: string): Buffer {
   return Buffer.concat([h2.headers(stream, fields, true), h2.reset(stream)])
 }
 
-/** One attacker: connections one after another, pairs on each until it is closed, `budget` pairs in all. */
+/**
+ * One attacker: connections one after another, pairs on each until it is told to go away (streams
+ * after a GOAWAY are ignored, so an attacker gains nothing by sending them) or closed, `budget` pairs in
+ * all.
+ */
 async function attack(port: number, host: string, budget: { left: number }): Promise<void> {
   while (budget.left > 0) {
     await new Promise<void>((resolve) => {
@@ -62,7 +67,19 @@ async function attack(port: number, host: string, budget: { left: number }): Pro
         socket.write(Buffer.concat([h2.preface, h2.settings()]))
         pump()
       })
-      socket.on('data', () => {})
+      let unread = Buffer.alloc(0)
+      socket.on('data', (chunk: Buffer) => {
+        unread = Buffer.concat([unread, chunk])
+        // Frame by frame: 9 bytes of header (24-bit length, type, flags, stream), then the payload.
+        while (unread.length >= 9 && unread.length >= 9 + unread.readUIntBE(0, 3)) {
+          const type = unread[3]
+          unread = unread.subarray(9 + unread.readUIntBE(0, 3))
+          if (type === goawayFrame && open) {
+            open = false
+            socket.end()
+          }
+        }
+      })
       socket.on('error', () => {})
       socket.once('close', () => {
         open = false
