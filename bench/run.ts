@@ -668,6 +668,18 @@ http {
     pairedRatio('portcullis http, all guards', 'caddy http (1 core)'),
     1,
   )
+  judge(
+    'no guards CPU per request / Fastify floor',
+    cpuRatio('portcullis http', 'fastify proxy http'),
+    1.15,
+    false,
+  )
+  judge(
+    'all guards CPU per request / Fastify floor',
+    cpuRatio('portcullis http, all guards', 'fastify proxy http'),
+    1.3,
+    false,
+  )
   for (const each of cases.filter((candidate) => candidate.name.startsWith('portcullis'))) {
     const runs = runsOf(each.name)
     judge(`${each.name} p99 / p50`, median(runs.map((run) => run.p99Ms / run.p50Ms)), 3, false)
