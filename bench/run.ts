@@ -1,7 +1,8 @@
 /**
  * `npm run bench`: throughput and latency of the same tiny upstream reached directly, through nginx
  * `proxy_pass`, through a minimal Node proxy (node:http and an undici pool: the Node limit per core),
- * and through Portcullis, over HTTP and HTTPS keep-alive, measured with wrk in one run.
+ * through the same proxy as one Fastify route with no hooks (the Fastify floor), and through Portcullis
+ * with its access lines written to a file in the run's directory, over HTTP and HTTPS keep-alive, measured with wrk in one run.
  *
  * Two shared cores are noisy, so every figure is a median over interleaved rounds and is reported as a
  * ratio to references measured in the same run. Ratios are paired: each round's ratio compares runs made
@@ -14,12 +15,13 @@
  *
  * Environment: BENCH_SECONDS (per measurement, default 5), BENCH_ROUNDS (default 3), BENCH_WARMUP
  * (seconds per case before the rounds, default 3: V8 keeps optimising the gateway for ~20 s),
- * BENCH_CONNECTIONS (default 32), BENCH_LOGS=1 to see the processes' output (slows the gateway),
+ * BENCH_CONNECTIONS (default 32), BENCH_LOGS=1 to see the processes' output instead (slows the gateway),
  * BENCH_BASELINE=<checkout> to measure another build (its `dist/cli.js`, e.g. the previous main in a
  * `git worktree`) beside this one: each gateway case then runs back to back with the same case on the
  * baseline, and the table gives the paired ratio and both CPU costs per request.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process'
+import { closeSync, openSync } from 'node:fs'
 import { mkdir, mkdtemp, writeFile } from 'node:fs/promises'
 import { connect, createServer } from 'node:net'
 import { cpus, tmpdir } from 'node:os'
@@ -73,11 +75,12 @@ async function freePort(): Promise<number> {
 
 const children: ChildProcess[] = []
 
-function start(command: string[], name: string, core = serverCore): ChildProcess {
+/** Starts a server; `logFile` takes its standard output (the gateways' access lines, as in production). */
+function start(command: string[], name: string, core = serverCore, logFile?: string): ChildProcess {
   const [file, ...args] = hasTaskset ? [...core, ...command] : command
-  const child = spawn(file as string, args, {
-    stdio: ['ignore', process.env.BENCH_LOGS ? 'inherit' : 'ignore', 'inherit'],
-  })
+  const output = process.env.BENCH_LOGS ? 'inherit' : logFile ? openSync(logFile, 'w') : 'ignore'
+  const child = spawn(file as string, args, { stdio: ['ignore', output, 'inherit'] })
+  if (typeof output === 'number') closeSync(output)
   child.once('exit', (code, signal) => {
     if (!stopping) console.error(`${name} exited early (${code ?? signal})`)
   })
@@ -362,6 +365,8 @@ cookies: { exclude: [csrf] }
         ...extra,
       ],
       name,
+      serverCore,
+      path.join(work, `${name}.log`),
     )
   const gateway = startGateway(
     root,
