@@ -60,6 +60,22 @@ describe('docs', () => {
     expect(broken).toEqual([])
   })
 
+  it('lists every package .ci/run installs in docs/development.md and the README', () => {
+    const ci = readFileSync(path.join(root, '.ci/run'), 'utf8').replace(/\\\n/g, ' ')
+    const installed = [...ci.matchAll(/apt-get install ([^\n>&|]+)/g)].flatMap(([, args]) =>
+      (args as string).split(/\s+/).filter((word) => /^[a-z0-9][a-z0-9.+-]+$/.test(word)),
+    )
+    expect(installed).toContain('redis-server')
+    const development = readFileSync(path.join(root, 'docs/development.md'), 'utf8')
+    const readme = readFileSync(path.join(root, 'README.md'), 'utf8')
+    const unlisted = installed.filter(
+      (name) =>
+        !development.includes(`\`${name}\``) ||
+        !new RegExp(`[\\s\`]${name.replace(/[.+]/g, '\\$&')}[\\s\`]`).test(readme),
+    )
+    expect(unlisted, 'add them, with what they are for, to docs/development.md and the README').toEqual([])
+  })
+
   it('has a README that links every page of docs/ and stays short', () => {
     const readme = readFileSync(path.join(root, 'README.md'), 'utf8')
     expect(readme.split('\n').length).toBeLessThan(200)
