@@ -32,7 +32,7 @@ export function accessLineWriter(log: Logger): AccessLineWriter {
   }
 }
 
-/** One line per request; fields are documented in the README and stable. */
+/** One line per request; fields are documented in docs/operations.md and stable. */
 export function logAccess(
   request: FastifyRequest,
   reply: FastifyReply,

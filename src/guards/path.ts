@@ -3,7 +3,7 @@ import { allow, type Decision, deny, type Guard, type GuardExchange } from '../p
 
 /**
  * The canonical target: every later rule matches the path every common app router would route, and
- * the upstream receives exactly that path (README, Guards §3). A target whose meaning could differ
+ * the upstream receives exactly that path (docs/guards.md, 3). A target whose meaning could differ
  * between routers is refused, in report-only mode too: there is no safe way to forward it.
  */
 export class PathGuard implements Guard {

@@ -10,7 +10,7 @@ import { duration, size } from './units.js'
 /**
  * The policy file schema: the single source of truth for validation, for the TypeScript types (z.infer)
  * and for policy.schema.json (scripts/schema.ts). Field documentation lives in `.describe()` so editors
- * show it; the README tables mirror it.
+ * show it, and docs/reference.md is generated from it (npm run docs).
  */
 
 const cidr = z.string().refine((text) => parseCidr(text) !== undefined, {
@@ -69,7 +69,7 @@ export const upstreamSchema = z
       .array(upstreamTarget)
       .min(1, { error: 'needs at least one target' })
       .describe(
-        'Where the app listens: origins (http://host:port, https://host:port); dns+http://name:port for every A/AAAA address of a name, re-resolved on its TTL (a headless Kubernetes Service); srv+http://_service._tcp.name for the hosts and ports of SRV records.',
+        "Origins of the app (`http://host:port` or `https://host:port`, no path). Or names to look up again and again, each address becoming a target with its own health, balancing and stickiness: `dns+http://app.ns.svc.cluster.local:8080` (every A and AAAA address, as a headless Kubernetes Service gives them), `srv+http://_http._tcp.app.internal` (the hosts and ports of the SRV records of the best priority). They are looked up on their records' TTL (within `upstream.dns`); a new address joins at once, one that disappears leaves rotation and its requests in flight finish; a failed lookup keeps the last good set, logs `upstream DNS lookup failed` and counts in `portcullis_upstream_dns_failures_total`. The gateway waits up to 5 s for the first lookups before it serves a new set of policies. Sticky cookies keep their target while its address stays.",
       ),
     dns: z
       .strictObject({
@@ -81,19 +81,19 @@ export const upstreamSchema = z
           .describe('Re-resolve at least this often, whatever the TTL. Default 60s.'),
       })
       .prefault({})
-      .describe('How dns+ and srv+ targets are re-resolved.'),
+      .describe('Bounds on how often `dns+` and `srv+` targets are looked up again, whatever their TTL.'),
     balance: z
       .enum(['round-robin', 'least-connections', 'sticky', 'hash'])
       .default('round-robin')
       .describe(
-        'How requests spread over the targets. sticky: a signed gateway cookie keeps each client on one target (least-connections picks it first). hash: each client (hashOn) keeps its target without cookies, and only the clients of a target that leaves or returns move.',
+        '`round-robin`, `least-connections` or `sticky` (a signed cookie pins each client to a target, which `least-connections` picks first). `hash`: each client keeps its target without cookies (rendezvous hashing on `hashOn`); when a target leaves or returns, only its own clients move.',
       ),
     hashOn: z
       .union([z.literal('ip'), z.string().regex(/^header:[!#$%&'*+.^_`|~0-9A-Za-z-]+$/)])
       .default('ip')
       .transform((key) => key.toLowerCase())
       .describe(
-        'For balance: hash, what identifies a client: ip (the derived client IP) or header:<name> (falls back to the IP).',
+        'For `balance: hash`: `ip` (the derived client IP) or `header:<name>` (e.g. `header:x-sensor-id` for cookie-less devices behind one NAT), falling back to the IP when the header is missing.',
       ),
     healthCheck: z
       .strictObject({
@@ -133,10 +133,14 @@ export const upstreamSchema = z
               ),
           })
           .optional()
-          .describe('What a healthy answer looks like beyond its status, e.g. json: { pg_connected: true }.'),
+          .describe(
+            'What a healthy answer looks like: `status: [200]`, `body: "ok"` (text it contains), `json: { pg_connected: true, db.replicas: 2 }` (fields of a JSON answer, dotted names reach inside objects). Bodies are read up to 64 KiB. Without it, any 2xx or 3xx is healthy.',
+          ),
       })
       .optional()
-      .describe('Active health checks of every target, in the background.'),
+      .describe(
+        '`{ path, interval: 10s, timeout: 2s, healthyThreshold: 2, unhealthyThreshold: 3 }`: active checks of every target, on connections of their own (a probe never waits behind traffic).',
+      ),
     passive: z
       .strictObject({
         failures: z
@@ -148,14 +152,14 @@ export const upstreamSchema = z
         cooldown: duration.default(30_000).describe('How long it stays out. Default 30s.'),
       })
       .prefault({})
-      .describe('Passive health: targets failing live traffic are taken out for a cool-down.'),
+      .describe('Consecutive connect errors or 5xx that take a target out, and for how long.'),
     maxConnections: z
       .number()
       .int()
       .min(1)
       .default(256)
       .describe(
-        'Most connections open to each target at once (HTTP requests; WebSockets have their own caps). Requests beyond wait in a queue. Default 256.',
+        'Most connections open to each target at once, for HTTP requests (WebSockets have their own caps). Requests beyond wait in a queue.',
       ),
     maxQueue: z
       .number()
@@ -163,7 +167,7 @@ export const upstreamSchema = z
       .min(0)
       .default(1024)
       .describe(
-        'Requests that may wait for a free connection to a target; past it, 503 PCL_UPSTREAM_BUSY at once. Default 1024.',
+        'Requests that may wait for a connection to a target; past it, `503 PCL_UPSTREAM_BUSY` at once, so a flood cannot queue without bound.',
       ),
     maxPerClient: z
       .number()
@@ -171,7 +175,7 @@ export const upstreamSchema = z
       .min(1)
       .default(128)
       .describe(
-        'Requests one client address (an IPv6 client: its /64) may have in flight (sent or waiting) to each pool at once, counted per worker; past it, 503 PCL_UPSTREAM_BUSY, so one client (HTTP/2 streams opened and reset in a flood) cannot take the connections and queue of everyone. Default 128.',
+        'Requests one client address (an IPv6 client: its /64) may have in flight (sent or waiting) to the pool, counted per worker; past it, `503 PCL_UPSTREAM_BUSY`, so one client (HTTP/2 streams opened and reset in a flood) cannot take every connection and the queue. Raise it for clients behind one large NAT.',
       ),
     retries: z
       .number()
@@ -180,25 +184,29 @@ export const upstreamSchema = z
       .max(5)
       .default(1)
       .describe(
-        'Further targets tried when one cannot be connected to; only for GET, HEAD, OPTIONS, PUT and DELETE without a body, so nothing is ever sent twice. Default 1.',
+        'Other targets tried when a connection cannot be opened, for GET, HEAD, OPTIONS, PUT and DELETE without a body only. A request that reached an app is never sent again.',
       ),
     timeouts: z
       .strictObject({
         connect: duration
           .default(5000)
-          .describe('Time allowed to open a connection to a target. Default 5s.'),
+          .describe(
+            'Time allowed to open a connection to a target; then `504 PCL_UPSTREAM_CONNECT_TIMEOUT`.',
+          ),
         headers: duration
           .optional()
-          .describe('Longest wait for the response head once the request went upstream. Default 30s.'),
+          .describe(
+            'Longest wait for the response head once the request went upstream; then `504 PCL_UPSTREAM_TIMEOUT`. (`read` is its former name, still understood.) Default 30s.',
+          ),
         idle: duration
           .optional()
           .describe(
-            "Longest silence in either direction (nginx's proxy_read_timeout): while the client sends its body, the app thinks, or the answer streams. Streams (SSE, long polls, downloads) live as long as bytes move. Default 60s.",
+            "Longest silence in either direction, nginx's `proxy_read_timeout`: while the client sends its body, between two chunks of the answer, while the client does not read. Every chunk that moves starts it over, so server-sent events, long polls, long downloads and slow uploads live as long as bytes move; no timeout bounds a whole exchange. Then `504 PCL_UPSTREAM_TIMEOUT`, or, once the answer has started, the connection is closed and the access line carries the code and this rule (and `portcullis_refusals_total` counts it). WebSockets are not bound by it. (`write` is its former name, still understood.) Default 60s.",
           ),
         upload: duration
           .optional()
           .describe(
-            'Longest time the client may take to send its whole request body, however it trickles; none by default.',
+            'Longest time the client may take to send its whole request body, however it trickles; then `408 PCL_REQUEST_TIMEOUT` (the connection closed), or the exchange is cut if the answer had started.',
           ),
         read: duration.optional().describe('Former name of headers, still understood.'),
         write: duration.optional().describe('Former name of idle, still understood.'),
@@ -244,7 +252,9 @@ const acmeSchema = z
   .strictObject({
     email: z
       .email({ error: 'must be an email address' })
-      .describe('Contact address for the CA account (expiry and incident notices).'),
+      .describe(
+        'Contact address for the CA account (expiry and incident notices). Required with `mode: acme`.',
+      ),
     directory: z
       .string()
       .refine(
@@ -257,13 +267,13 @@ const acmeSchema = z
       )
       .default('letsencrypt')
       .describe(
-        'letsencrypt, letsencrypt-staging (untrusted certificates, generous rate limits: try a setup there first) or the https:// directory URL of any ACME CA.',
+        '`letsencrypt`, `letsencrypt-staging` (untrusted certificates, generous rate limits: try a setup there first) or the `https://` URL of an ACME directory.',
       ),
     challenge: z
       .enum(['http-01', 'tls-alpn-01'])
       .default('http-01')
       .describe(
-        'http-01: the CA fetches a token from port 80. tls-alpn-01: the CA connects to port 443 with ALPN acme-tls/1, for deployments where port 80 is closed.',
+        '`http-01` (port 80) or `tls-alpn-01` (port 443 only, for deployments where port 80 is closed).',
       ),
     eab: z
       .strictObject({
@@ -271,7 +281,9 @@ const acmeSchema = z
         hmacKey: z.string().min(1).describe('Base64url HMAC key given by the CA.'),
       })
       .optional()
-      .describe('External account binding, for CAs that require one (ZeroSSL, Google, some private CAs).'),
+      .describe(
+        '`{ kid, hmacKey }` external account binding, for CAs that require one (ZeroSSL, Google, some private CAs).',
+      ),
   })
   .describe('Automatic certificates from an ACME CA, required when mode is acme.')
 
@@ -286,36 +298,39 @@ export const tlsSchema = z
       .enum(['acme', 'internal', 'manual', 'off'])
       .default('internal')
       .describe(
-        "acme: certificates ordered and renewed automatically from an ACME CA such as Let's Encrypt. " +
-          'internal: a local CA under the state dir signs a certificate for the hosts (development). ' +
-          'manual: certificate files you provide. off: served on plain HTTP, for a gateway behind another TLS hop.',
+        "`acme`: certificates from an ACME CA such as Let's Encrypt, ordered and renewed automatically. `internal`: a local CA under the state dir signs a certificate for the app's hosts (development, like Caddy's `tls internal`). `manual`: certificate files you provide. `off`: the app is served on plain HTTP, for a gateway behind another TLS terminator. Behind one that is in `clientIp.trustedProxies`, its `X-Forwarded-Proto` is the client's protocol: `http` gets a 308 to the same URL on `https://` and `https` gets HSTS (both unless `hsts.maxAge` is `0`, for a deployment with no TLS anywhere); from an untrusted peer the header changes nothing.",
       ),
     acme: acmeSchema.optional(),
-    manual: manualCertificate.optional().describe('Certificate files, required when mode is manual.'),
+    manual: manualCertificate
+      .optional()
+      .describe(
+        'PEM certificate chain and private key, relative to the policy file. Required with `mode: manual`, refused otherwise. Read and checked at load.',
+      ),
     minVersion: z
       .enum(['TLSv1.2', 'TLSv1.3'])
       .default('TLSv1.2')
-      .describe('Lowest TLS version accepted for this app.'),
+      .describe(
+        "Lowest TLS version for this app: `TLSv1.2` or `TLSv1.3`. The listener never accepts below TLS 1.2. A connection below the app's minimum gets `403 PCL_TLS_VERSION_TOO_OLD`. (`profile: modern` refuses TLS 1.2 in the handshake itself.)",
+      ),
     profile: z
       .enum(tlsProfileNames)
       .default('intermediate')
       .describe(
-        'intermediate: TLS 1.2 with ECDHE and AEAD suites only, and TLS 1.3 (Mozilla intermediate without DHE). ' +
-          'modern: TLS 1.3 only. Both offer the groups X25519, P-256 and P-384.',
+        "The versions, cipher suites and groups the app's connections are offered; see [TLS profiles](tls.md#tls-profiles). `intermediate`: TLS 1.2 with ECDHE and AEAD suites only, and TLS 1.3 (Mozilla intermediate without DHE). `modern`: TLS 1.3 only. Both on X25519, P-256 and P-384.",
       ),
     ciphers: z
       .array(cipherSuite)
       .min(1, { error: 'needs at least one suite' })
       .optional()
       .describe(
-        "The exact cipher suites offered instead of the profile's: OpenSSL names, TLS 1.2 suites and TLS 1.3 TLS_* suites.",
+        "The exact suites offered instead of the profile's, as OpenSSL names: TLS 1.2 suites (`ECDHE-ECDSA-AES256-GCM-SHA384`) and TLS 1.3 ones (`TLS_AES_256_GCM_SHA384`). Listing no `TLS_*` suite turns TLS 1.3 off for the app, listing only `TLS_*` suites turns TLS 1.2 off; with `modern`, TLS 1.2 suites are refused. A name this OpenSSL does not know, or a keyword such as `HIGH`, is refused at load.",
       ),
     groups: z
       .array(z.enum(tlsGroupNames))
       .min(1, { error: 'needs at least one group' })
       .optional()
       .describe(
-        "The exact key-exchange groups offered instead of the profile's (X25519, P-256, P-384, ...).",
+        "The exact key-exchange groups offered instead of the profile's: `X25519`, `X448`, `P-256`, `P-384`, `P-521`, `ffdhe2048` … `ffdhe8192`.",
       ),
   })
   .prefault({})
@@ -359,10 +374,13 @@ export const hstsSchema = z
       .min(0)
       .default(31_536_000)
       .describe(
-        'Seconds browsers remember to use HTTPS only; 0 sends no header. Default 31536000 (one year).',
+        '`Strict-Transport-Security` max-age in seconds (`31536000`: one year), sent on every HTTPS response of the app (including those a trusted TLS terminator in front says arrived over HTTPS) and never on plain HTTP. `0` sends no header.',
       ),
-    includeSubDomains: z.boolean().default(false).describe('Apply to every subdomain too. Default false.'),
-    preload: z.boolean().default(false).describe('Ask to be put on browsers’ preload lists. Default false.'),
+    includeSubDomains: z.boolean().default(false).describe('Adds `includeSubDomains`: every subdomain too.'),
+    preload: z
+      .boolean()
+      .default(false)
+      .describe('Adds `preload`: asks to be put on browsers’ preload lists.'),
   })
   .prefault({})
   .describe('Strict-Transport-Security, sent on every HTTPS response of the app (never on plain HTTP).')
@@ -378,7 +396,7 @@ export const clientIpSchema = z
       .array(cidr)
       .default([])
       .describe(
-        'Peers whose forwarding headers are believed. Empty: the socket peer is the client and forwarding headers are ignored.',
+        'Networks (`10.0.0.0/8`, `2001:db8::/32`, single addresses) whose forwarding headers are believed. Empty: the socket peer is the client and forwarding headers are ignored.',
       ),
     hops: z
       .number()
@@ -387,20 +405,20 @@ export const clientIpSchema = z
       .max(32)
       .optional()
       .describe(
-        'Number of proxies in front (like Express "trust proxy = N"). Only counts when the peer itself is in trustedProxies.',
+        "Number of proxies in front, like Express's `trust proxy = N` (Appstrate's `TRUST_PROXY`). Counts only when the peer itself is in `trustedProxies`; refused without it, since a bare hop count lets anyone choose their own address.",
       ),
     trustedProxiesFile: z
       .string()
       .min(1)
       .optional()
       .describe(
-        'A file of more trusted networks, one per line (# comments), relative to the policy file: for published CDN ranges. Read at every load.',
+        "A file of more trusted networks, one per line (`#` comments), relative to the policy file and read at every load: for a CDN's published ranges. A bad line is a located problem (`cdn.txt:2: ...`).",
       ),
     header: z
       .union([z.enum(['x-forwarded-for', 'forwarded']), headerName])
       .default('x-forwarded-for')
       .describe(
-        'Where trusted proxies name the client: the X-Forwarded-For chain, RFC 7239 Forwarded, or a header holding one address (cf-connecting-ip, true-client-ip).',
+        'Where trusted proxies name the client: the chain in `x-forwarded-for` or `forwarded` (RFC 7239), or any other header name for a header of one address written by the proxy in front (`cf-connecting-ip` behind Cloudflare, `true-client-ip`). That header is read only from a trusted peer; the upstream then gets `X-Forwarded-For: <client>, <peer>`. `hops` goes only with a chain.',
       ),
   })
   .prefault({})
@@ -429,7 +447,7 @@ export const requestHeadersSchema = z
       .enum(['drop', 'forward'])
       .default('drop')
       .describe(
-        'Request headers with _ in their name: drop (default, as nginx does) or forward. WSGI and CGI servers read X_User and X-User as one header, so a dropped spelling cannot pass for a dashed one. Headers the gateway vouches for are removed in every spelling either way.',
+        "Client request headers with `_` in their name: `drop` (as nginx's `underscores_in_headers off`, gunicorn 22+ and Apache) or `forward`. WSGI and CGI servers read `X_User` and `X-User` as one header (`HTTP_X_USER`). Either way, a header the gateway vouches for (see [What the gateway vouches for](architecture.md#what-the-gateway-does-with-a-request)) is removed in every spelling.",
       ),
   })
   .prefault({})
@@ -440,12 +458,12 @@ const corsFields = {
     .array(origin)
     .min(1, { error: 'needs at least one origin' })
     .describe(
-      'Allowed origins: exact (https://app.example.com), subdomain patterns (https://*.example.com), "null" or "*".',
+      'Exact origins (canonicalised: lowercase, default port dropped), subdomain patterns `https://*.example.com` (subdomains only, never a plain suffix), `"null"` (only if listed) or `"*"` (never with credentials).',
     ),
   credentials: z
     .boolean()
     .default(false)
-    .describe('Send Access-Control-Allow-Credentials: true. Never with "*".'),
+    .describe('Sends `Access-Control-Allow-Credentials: true`, with the exact origin. Never with `"*"`.'),
   methods: z
     .array(httpMethod)
     .default(['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE'])
@@ -455,12 +473,14 @@ const corsFields = {
     .default(['content-type', 'authorization', 'x-requested-with'])
     .describe('Request headers allowed in preflights.'),
   exposedHeaders: z.array(headerName).default([]).describe('Response headers scripts may read.'),
-  maxAge: duration.default(600_000).describe('How long browsers may cache a preflight. Default 10m.'),
+  maxAge: duration
+    .default(600_000)
+    .describe('Preflight cache time: how long browsers may cache a preflight.'),
   onDisallowed: z
     .enum(['reject', 'omit'])
     .default('reject')
     .describe(
-      'A request from an origin not allowed: reject (403) or omit (pass it on without CORS headers).',
+      'A request from another origin: `reject` (403) or `omit` (passes, with no CORS headers). Preflights from other origins are always refused.',
     ),
 }
 
@@ -476,20 +496,26 @@ export const corsSchema = z
       })
     }
   })
-  .describe('Strict CORS: the gateway answers preflights and replaces any CORS headers the app sets.')
+  .describe(
+    'Without it, the gateway leaves CORS to the app. With it, the gateway owns CORS for the app: it answers preflights and replaces any CORS headers the app sets.',
+  )
 
 export const accessRuleSchema = z
   .strictObject({
-    path: pathPattern.describe('Path pattern: * is one segment, a final /** is any depth (including none).'),
+    path: pathPattern.describe(
+      'Pattern: `*` is one segment, a final `/**` is any depth including none (`/studio/**` covers `/studio`). `/admin` also covers `/admin/`.',
+    ),
     methods: z.array(httpMethod).optional().describe('Only these methods; default all.'),
     allow: z
       .array(cidr)
       .optional()
-      .describe('Only clients in these networks pass; everyone else is refused.'),
+      .describe(
+        'Exactly one of `allow`, `deny` and `require`. `allow: [networks]`: only those clients pass.',
+      ),
     deny: z
       .union([z.literal('all'), z.array(cidr)])
       .optional()
-      .describe('"all", or networks that are refused; everyone else passes.'),
+      .describe('`deny: all` or `deny: [networks]`: those are refused; everyone else passes.'),
     require: z
       .strictObject({
         claim: z.string().min(1).describe('A claim of the verified JWT (jwt section), e.g. role or org_id.'),
@@ -499,15 +525,19 @@ export const accessRuleSchema = z
           .describe('Values that pass; a claim that is a list passes if any of its values does.'),
       })
       .optional()
-      .describe('Only requests with a verified JWT whose claim has one of these values pass.'),
+      .describe(
+        '`require: { claim, oneOf }`: only requests with a verified JWT (the `jwt` section) whose claim (or one of its values, for a list) is one of `oneOf` pass.',
+      ),
     respond: z
       .union([z.literal(403), z.literal(404)])
       .default(403)
-      .describe('Status for refused clients; 404 hides that the path exists.'),
+      .describe('Status for refused clients; `404` hides that the path exists.'),
     caseInsensitive: z
       .boolean()
       .default(true)
-      .describe('Match regardless of case (default), since many apps route /Admin like /admin.'),
+      .describe(
+        'Many apps route `/Admin` like `/admin`, so rules match regardless of case unless this is `false`.',
+      ),
   })
   .superRefine((rule, context) => {
     const given = [rule.allow, rule.deny, rule.require].filter((entry) => entry !== undefined).length
@@ -518,23 +548,28 @@ export const accessRuleSchema = z
 
 export const websocketSchema = z
   .strictObject({
-    maxConnections: z.number().int().min(1).optional().describe('Open WebSockets allowed for the app.'),
+    maxConnections: z
+      .number()
+      .int()
+      .min(1)
+      .optional()
+      .describe('Open WebSockets for the app; beyond it, upgrades get 429.'),
     maxConnectionsPerIp: z
       .number()
       .int()
       .min(1)
       .optional()
-      .describe('Open WebSockets allowed per client IP.'),
+      .describe('Open WebSockets per client IP; beyond it, 429.'),
     idleTimeout: duration
       .optional()
-      .describe('Close a WebSocket after this long with no message either way.'),
+      .describe('Close both sides with 1001 after this long without a frame either way.'),
     maxMessageSize: size
       .default(1024 * 1024)
-      .describe('Largest message in either direction; larger closes with 1009. Default 1mb.'),
+      .describe('Largest message either way; a larger one closes with 1009.'),
     paths: z
       .array(
         z.strictObject({
-          path: pathPattern,
+          path: pathPattern.describe('Path pattern of the WebSocket endpoints this rule covers.'),
           allowedOrigins: z
             .array(origin)
             .optional()
@@ -546,27 +581,32 @@ export const websocketSchema = z
         }),
       )
       .default([])
-      .describe('Per-path origin rules; first match wins. Other paths use the CORS origins, if any.'),
+      .describe(
+        '`{ path, allowedOrigins, requireOrigin }`, first match wins. `allowedOrigins` defaults to `cors.origins`. `requireOrigin: true` refuses upgrades without an Origin (browser-only endpoints). Paths without a rule check the Origin against `cors.origins` when there are any.',
+      ),
   })
   .prefault({})
   .describe('WebSocket origin checks and connection caps, decided before the upgrade.')
 
 export const limitsSchema = z
   .strictObject({
-    maxBodySize: size.default(10 * 1024 ** 2).describe('Largest request body. Default 10mb.'),
+    maxBodySize: size.default(10 * 1024 ** 2).describe('Largest request body; then 413.'),
     bodySizes: z
-      .array(z.strictObject({ path: pathPattern, max: size }))
+      .array(
+        z.strictObject({
+          path: pathPattern.describe('Path pattern; the first entry that matches decides.'),
+          max: size.describe('Largest request body on those paths; then 413.'),
+        }),
+      )
       .default([])
-      .describe('Per-path body limits; first match wins over maxBodySize.'),
+      .describe('`{ path, max }`, first match wins over `maxBodySize` (Appstrate caps manifests at 64 KiB).'),
     maxUrlLength: z
       .number()
       .int()
       .min(16)
       .default(8192)
-      .describe('Longest request target (path and query). Default 8192.'),
-    maxHeaderSize: size
-      .default(16 * 1024)
-      .describe('Largest total of request header names and values. Default 16kb.'),
+      .describe('Longest request target (path and query); then 414.'),
+    maxHeaderSize: size.default(16 * 1024).describe('Largest total of header names and values; then 431.'),
   })
   .prefault({})
   .describe('Request size limits; the upstream never sees a request over them.')
@@ -588,54 +628,62 @@ export const headersSchema = z
       .string()
       .min(1)
       .optional()
-      .describe('Content-Security-Policy to send. Off unless set: apps usually own their CSP.'),
-    frameOptions: z.enum(['DENY', 'SAMEORIGIN', 'off']).default('SAMEORIGIN').describe('X-Frame-Options.'),
+      .describe('A `Content-Security-Policy` to send. Off unless set, since apps usually own their CSP.'),
+    frameOptions: z
+      .enum(['DENY', 'SAMEORIGIN', 'off'])
+      .default('SAMEORIGIN')
+      .describe('`X-Frame-Options`: `DENY`, `SAMEORIGIN` or `off`.'),
     referrerPolicy: z
       .enum(referrerPolicies)
       .default('strict-origin-when-cross-origin')
       .describe(
-        "Referrer-Policy. The default is the browsers' own: no-referrer would make them send Origin: null on same-origin form posts.",
+        "`Referrer-Policy`. The browsers' own default: with `no-referrer`, browsers send `Origin: null` on same-origin form posts.",
       ),
     crossOriginOpenerPolicy: z
       .enum(['same-origin', 'same-origin-allow-popups', 'unsafe-none', 'off'])
       .default('off')
       .describe(
-        'Cross-Origin-Opener-Policy. Off unless set: same-origin breaks OAuth and "Sign in with" popups (window.opener is null on return); set it where no popup flow needs the opener, with a route exempting the paths that do.',
+        '`same-origin`, `same-origin-allow-popups`, `unsafe-none`. Off unless a policy sets it: `same-origin` breaks OAuth and "Sign in with…" popups (the popup returns with `window.opener === null`; `same-origin-allow-popups` does not fix that), so set it where no popup flow needs the opener, with a route turning it `off` on the paths that do (the SM pack: `/docs/**` for Swagger UI\'s Authorize).',
       ),
     crossOriginResourcePolicy: z
       .enum(['same-origin', 'same-site', 'cross-origin', 'off'])
       .default('off')
       .describe(
-        'Cross-Origin-Resource-Policy. Off unless set: same-origin blocks the app’s images and media on its own front end when that is another origin.',
+        "`same-origin`, `same-site`, `cross-origin`. Off unless set: `same-origin` blocks the app's images and media on its own front end when that is another origin.",
       ),
     crossOriginEmbedderPolicy: z
       .enum(['require-corp', 'credentialless', 'unsafe-none', 'off'])
       .default('off')
       .describe(
-        'Cross-Origin-Embedder-Policy. Off unless set: require-corp blocks every cross-origin resource without CORP or CORS.',
+        '`require-corp`, `credentialless`, `unsafe-none`. Off unless set: `require-corp` blocks every cross-origin resource without CORP or CORS.',
       ),
     set: z
       .record(headerName, z.string())
       .default({})
-      .describe('Extra response headers, set on every response.'),
+      .describe("Headers set on every response, over the app's."),
     remove: z
       .array(headerName)
       .default([])
-      .describe('Response headers removed (Server and X-Powered-By always are).'),
+      .describe("Headers removed from the app's responses. `Server` and `X-Powered-By` always are."),
   })
   .prefault({})
   .describe('Security headers (computed with helmet) added where the app did not set them.')
 
 export const compressionSchema = z
   .strictObject({
-    enabled: z.boolean().default(true).describe('Compress answers for clients that ask. Default true.'),
+    enabled: z
+      .boolean()
+      .default(true)
+      .describe(
+        'Brotli or gzip for clients that ask, on text, JSON, JavaScript, XML and SVG the app did not encode.',
+      ),
     gzipLevel: z
       .number()
       .int()
       .min(1)
       .max(9)
       .default(5)
-      .describe('gzip level, 1 (fast) to 9 (small). Default 5.'),
+      .describe("gzip level, 1 (fast) to 9 (small): pgStack's `GZIP_LEVEL`."),
     brotliLevel: z
       .number()
       .int()
@@ -643,9 +691,7 @@ export const compressionSchema = z
       .max(11)
       .default(4)
       .describe('Brotli quality, 0 (fast) to 11 (small). Default 4.'),
-    minSize: size
-      .default(1024)
-      .describe('Answers with a smaller Content-Length are sent as they are. Default 1kb.'),
+    minSize: size.default(1024).describe('Answers with a smaller `Content-Length` are sent as they are.'),
   })
   .prefault({})
   .describe(
@@ -662,39 +708,41 @@ export const staticSchema = z
     path: z
       .string()
       .regex(/^\/([^\s?#*]*\/)?$/, { error: 'must be a path prefix ending with /, such as /build/' })
-      .describe('URL prefix served from the directory, e.g. /build/ (/build redirects to it).'),
+      .describe(
+        'URL prefix ending with `/` (`/build/`, or `/` for a whole single-page app), served from `dir`. `/build` (no slash) is redirected to `/build/`.',
+      ),
     dir: z.string().min(1).describe('Directory with the files, relative to the policy file.'),
     cacheControl: z
       .string()
       .default('public, max-age=0, must-revalidate')
       .describe(
-        'Cache-Control of the files other than HTML; content-hashed builds use "public, max-age=31536000, immutable".',
+        '`Cache-Control` of every file but HTML; `public, max-age=31536000, immutable` for content-hashed assets.',
       ),
     htmlCacheControl: z
       .string()
       .default('no-cache')
       .describe(
-        'Cache-Control of HTML files and of the fallback, whatever cacheControl says: their names are not content-hashed, so browsers revalidate them (ETag) and see a new deploy at once. Default no-cache.',
+        '`Cache-Control` of HTML files (`index.html` by any URL) and of every fallback answer, whatever `cacheControl` says: their names carry no hash, so browsers revalidate them by ETag and see a new deploy at once.',
       ),
     index: z
       .union([staticFileName, z.array(staticFileName)])
       .transform((names) => (typeof names === 'string' ? [names] : names))
       .default(['index.html'])
       .describe(
-        'File answered for a directory URL (/build/ → /build/index.html), or a list tried in order; [] for none. Default index.html.',
+        'The file answered for a directory URL (`/build/` → `/build/index.html`), or a list tried in order; `[]` for none. A directory named without its slash gets `308` to the slash form.',
       ),
     fallback: z
       .string()
       .regex(/^(\/(?!\.)[^/\\]+)+$/, { error: 'must be a file of the directory, such as /index.html' })
       .optional()
       .describe(
-        'A file of the directory, such as /index.html, answered to GET and HEAD for paths with no such file whose last segment has no extension: the client-side routes of a single-page app. A missing /app.3f2a.js stays a 404.',
+        'A file of the directory (`/index.html`) answered to GET and HEAD for paths with no file whose last segment has no extension: the client-side routes of a single-page app (`try_files $uri $uri/ /index.html`). `/assets/app.0000.js` or `/users/jane.doe` stay a 404.',
       ),
     precompressed: z
       .boolean()
       .default(true)
       .describe(
-        'Serve x.js.br or x.js.gz made by the build beside x.js, as the client accepts, for compressible types. Default true.',
+        "For compressible types, serve the build's `x.js.br` or `x.js.gz` beside `x.js` to a client that accepts it (nginx's `gzip_static`, Caddy's `precompressed`), even with `compression.enabled: false`.",
       ),
   })
   .describe(
@@ -711,7 +759,7 @@ function pathScope(needs: string, leftOpen: string) {
 
 export const basicAuthSchema = z
   .strictObject({
-    realm: z.string().min(1).default('Restricted').describe('Shown by browsers in the login prompt.'),
+    realm: z.string().min(1).default('Restricted').describe("Shown in the browser's login prompt."),
     users: z
       .record(
         z.string(),
@@ -730,7 +778,9 @@ export const basicAuthSchema = z
             message: 'user names must not contain ":" or spaces',
           })
       })
-      .describe('User name → password hash from `portcullis hash-password`.'),
+      .describe(
+        'User name → password hash from `portcullis hash-password` (`scrypt$...`); plain passwords are refused. Without `basicAuth`, no login is asked.',
+      ),
     ...pathScope('a login', 'the health check a load balancer calls'),
   })
   .describe('HTTP Basic authentication in front of the app (for apps without their own login).')
@@ -742,7 +792,9 @@ export const forwardAuthSchema = z
       .refine((text) => URL.canParse(text) && /^https?:$/.test(new URL(text).protocol), {
         error: 'must be an http(s) URL, e.g. http://127.0.0.1:4180/oauth2/auth',
       })
-      .describe('The auth endpoint (oauth2-proxy /oauth2/auth, Authelia /api/authz/forward-auth, ...).'),
+      .describe(
+        "The auth service's endpoint (`http://127.0.0.1:4180/oauth2/auth` for oauth2-proxy, Authelia's `/api/authz/forward-auth`, ...); see [Guards](guards.md), 9. `paths`/`except` as for `basicAuth`.",
+      ),
     ...pathScope('it', 'health checks and the sign-in callback'),
     requestHeaders: z
       .array(headerName)
@@ -804,11 +856,13 @@ export const jwtSchema = z
     if ((section.jwksUrl === undefined) === (section.publicKey === undefined))
       context.addIssue({ code: 'custom', path: [], message: 'needs exactly one of jwksUrl or publicKey' })
   })
-  .describe('Verify bearer tokens (JWT); verified claims can key rate limits and decide access rules.')
+  .describe(
+    'Verify bearer tokens (JWT): `issuer`, `audiences`, `jwksUrl` or `publicKey`, `algorithms`, `clockSkew`, `paths`/`except` where a token is required; see [Guards](guards.md). Verified claims can key rate limits and decide access rules.',
+  )
 
 export const cookiesSchema = z
   .strictObject({
-    secure: z.boolean().default(true).describe('Add Secure to cookies set over HTTPS.'),
+    secure: z.boolean().default(true).describe('Add `Secure` to cookies set over HTTPS.'),
     httpOnly: z
       .array(
         z.string().regex(/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/, {
@@ -823,17 +877,19 @@ export const cookiesSchema = z
       )
       .default([])
       .describe(
-        'Cookies to mark HttpOnly where the app did not: names, * standing for any characters. Default none: a script-read cookie (XSRF-TOKEN) must stay readable.',
+        "Cookies to mark `HttpOnly` where the app did not: names, `*` for any characters (`[session, \"*_session\"]`). Never all cookies: an app's script-read CSRF cookie (axios's and Angular's `XSRF-TOKEN`, copied into `X-XSRF-TOKEN`) must stay readable; `httpOnly: true` is refused with that reason.",
       ),
     sameSite: z
       .enum(['Lax', 'Strict', 'None', 'off'])
       .default('Lax')
-      .describe('SameSite where the app set none.'),
+      .describe(
+        '`SameSite` where the app set none (`Lax`, `Strict`, `None` (only added with `Secure`), `off`). The SM seed relies on `Lax` against CSRF.',
+      ),
     exclude: z
       .array(z.string().min(1))
       .default([])
       .describe(
-        'Cookie names left untouched by Secure and SameSite (a cookie a third party must get as sent).',
+        'Cookie names left untouched by `Secure` and `SameSite` too, such as a cookie a third party must get exactly as the app sent it.',
       ),
   })
   .prefault({})
@@ -846,14 +902,14 @@ export const rateLimitSchema = z
       .regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, {
         error: 'must be lowercase letters, digits, - or _ (at most 63)',
       })
-      .describe('Names the limit in headers, logs and errors.'),
+      .describe('Names the limit in headers, logs and errors; unique per app.'),
     match: z
       .strictObject({
         path: pathPattern.default('/**').describe('Path pattern; default every path.'),
         methods: z.array(httpMethod).optional().describe('Only these methods; default all.'),
       })
       .prefault({})
-      .describe('Which requests count against this limit.'),
+      .describe('`{ path, methods }`: which requests count.'),
     key: z
       .string()
       .regex(/^(ip|ip\+path|header:[!#$%&'*+.^_`|~0-9A-Za-z-]+|jwt:[A-Za-z0-9_.:-]+)$/, {
@@ -862,21 +918,20 @@ export const rateLimitSchema = z
       .transform((key) => key.toLowerCase())
       .default('ip')
       .describe(
-        'Whose budget: ip (IPv6 grouped by ipv6Prefix), ip+path, header:<name> (falls back to ip when absent), or jwt:<claim> of a verified token (falls back to ip without one).',
+        'Whose budget: `ip` (IPv6 grouped by `ipv6Prefix`), `ip+path`, `header:<name>` (falls back to the IP when the header is absent), or `jwt:<claim>` of a verified token, such as `jwt:org_id` for a per-organisation limit (falls back to the IP without one). Header values are cut to 256 bytes and hashed; they never reach Redis as sent.',
       ),
-    limit: z.number().int().min(1).describe('Requests allowed per window, sustained.'),
-    window: duration.describe('The window the limit is counted over, like 1m.'),
-    burst: z
+    limit: z
       .number()
       .int()
       .min(1)
-      .optional()
-      .describe('Requests allowed at once from a full budget; default the limit.'),
+      .describe('Requests allowed per window, sustained (`limit: 200, window: 1m`).'),
+    window: duration.describe('The window the limit is counted over, like 1m.'),
+    burst: z.number().int().min(1).optional().describe('Requests allowed at once from a full budget.'),
     onStoreError: z
       .enum(['local', 'allow', 'deny'])
       .default('local')
       .describe(
-        'When Redis cannot answer: local (per-replica in-memory limit), allow (fail open) or deny (fail closed, 503).',
+        'When Redis cannot answer: `local` (each replica limits in memory, limit ÷ `--replicas`), `allow` (fail open) or `deny` (fail closed: 503 `PCL_RATE_LIMIT_UNAVAILABLE`, for `/login`).',
       ),
     ipv6Prefix: z
       .number()
@@ -884,8 +939,13 @@ export const rateLimitSchema = z
       .min(32)
       .max(128)
       .default(64)
-      .describe('IPv6 clients sharing this prefix share a budget.'),
-    legacyHeaders: z.boolean().default(false).describe('Also send X-RateLimit-Limit, -Remaining and -Reset.'),
+      .describe(
+        'IPv6 clients sharing this prefix share a budget: one client can rotate through its whole allocation.',
+      ),
+    legacyHeaders: z
+      .boolean()
+      .default(false)
+      .describe('Also send `X-RateLimit-Limit`, `-Remaining`, `-Reset` (for the strictest rule).'),
   })
   .describe('A rate limit, counted in Redis across replicas (GCRA).')
 
@@ -971,18 +1031,20 @@ export const policySchema = z
       .regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, {
         error: 'must be lowercase letters, digits, - or _ (at most 63)',
       })
-      .describe('Unique id of the app, used in logs, metrics and errors.'),
+      .describe(
+        'Unique id of the app: lowercase letters, digits, `-`, `_` (at most 63). Used in logs, metrics and errors.',
+      ),
     hosts: z
       .array(hostName)
       .min(1, { error: 'needs at least one host' })
       .describe(
-        'Host names routed to this app, exact or *.example.com (one label). Host header and SNI both route.',
+        'Host names routed to this app. Exact (`db.example.com`) or a one-label wildcard (`*.example.com` matches `a.example.com`, not `a.b.example.com` or `example.com`). Case is folded. Exact names win over wildcards. The Host header routes the request; on TLS, the SNI chooses the certificate and must belong to the same app. A Host that is more than a name and an optional port (`app.test:1@evil.test`, port 0 or past 65535; `:0443` is read as 443), a second Host header, or a Host beside an HTTP/2 `:authority` that names another server is refused with 400 `PCL_BAD_REQUEST`: a URL parser in the app would read another host than the router did. No host may be claimed by two files.',
       ),
     mode: z
       .enum(['enforce', 'report-only'])
       .default('enforce')
       .describe(
-        'enforce: guards refuse. report-only: what a guard would refuse is logged (wouldBlock) and passes, to roll a policy out safely.',
+        "`enforce`: guards refuse. `report-only`: a request a guard would refuse passes, and its log line carries `wouldBlock: {code, rule}`. Roll a new policy out this way and read the logs before enforcing. Malformed requests (bad paths) are refused either way. A request stops at its first refusal, so later guards (rate limits) don't see it.",
       ),
     upstream: upstreamSchema,
     healthPath: z
@@ -990,7 +1052,7 @@ export const policySchema = z
       .regex(/^\/[^\s?#*]*$/, { error: 'must be a path such as /.well-known/portcullis-health' })
       .optional()
       .describe(
-        "A path on the app's own hosts that the gateway answers itself, for the load balancer in front: 200 while a target is healthy, else 503. No guard or rate limit applies to it.",
+        "A path on the app's own hosts the gateway answers itself, for the load balancer: 200 while a target is healthy, else 503. No guard or rate limit applies to it.",
       ),
     tls: tlsSchema,
     hsts: hstsSchema,
@@ -1000,7 +1062,9 @@ export const policySchema = z
     access: z
       .array(accessRuleSchema)
       .default([])
-      .describe('IP-restricted and blocked paths; first match wins.'),
+      .describe(
+        'IP-restricted and blocked paths, tried in order; the first rule matching path and method decides.',
+      ),
     websocket: websocketSchema,
     limits: limitsSchema,
     headers: headersSchema,
@@ -1012,7 +1076,9 @@ export const policySchema = z
     static: z
       .array(staticSchema)
       .default([])
-      .describe('Static file directories; the first matching prefix wins.'),
+      .describe(
+        'Directories the gateway serves itself, after the guards; the first entry whose `path` prefixes the request wins, and the upstream never sees those paths. See [Static files](upstreams.md#upstreams-compression-and-static-files).',
+      ),
     rateLimits: z
       .array(rateLimitSchema)
       .default([])
@@ -1028,7 +1094,7 @@ export const policySchema = z
           seen.add(rule.name)
         }
       })
-      .describe('Rate limits; every rule that matches a request is checked, and the strictest answer wins.'),
+      .describe('Rate limits. Every rule matching a request is checked, and the strictest answer wins.'),
     routes: z
       .array(routeSchema)
       .default([])
